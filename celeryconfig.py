@@ -1,0 +1,104 @@
+"""Celery configuration: SQS is the broker, the SNS topic is a fanout exchange in front of it.
+
+Terraform (and `ops/local/aws.py` locally) owns the topic, the queue, its DLQ and redrive
+policy, and the raw-delivery subscription. The processes only use them:
+
+* the worker (this module as it stands) knows the queue as a predefined queue bound to a
+  *direct* exchange named like the topic. It never calls SNS Subscribe or edits the queue policy,
+  creates nothing, and a `self.retry()` is sent straight to its own queue, not through the topic
+  (through the topic a retry would reach every subscribed queue);
+* the purchase API applies `publisher_overrides()`: the same exchange name as a *fanout*
+  exchange mapped to the topic ARN, so a task message goes out as one `sns:Publish`.
+
+The endpoint comes from botocore's standard `AWS_ENDPOINT_URL` (moto locally, unset on AWS).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kombu import Exchange, Queue
+
+import settings
+
+_s = settings.get()
+
+
+class QueueNames:
+    """The SQS queues the workers consume; the names come from the configured queue URLs."""
+
+    TICKETS = _s.queue_name
+
+    @classmethod
+    def all(cls) -> list[str]:
+        return [cls.TICKETS]
+
+
+class TaskNames:
+    PERSIST_TICKET = "tasks.tickets.persist_ticket"
+
+
+def _client_config() -> dict[str, Any]:
+    # Short timeouts and one retry: a purchase must answer 503 quickly when SNS is unreachable.
+    return {
+        "connect_timeout": _s.broker_connect_timeout,
+        "read_timeout": _s.broker_read_timeout,
+        "retries": {"total_max_attempts": 2, "mode": "standard"},
+    }
+
+
+broker_url = "sqs://"
+broker_connection_retry_on_startup = True
+broker_transport_options: dict[str, Any] = {
+    "region": _s.aws_region,
+    # kombu never lists or creates queues when they are predefined.
+    "predefined_queues": {QueueNames.TICKETS: {"url": _s.queue_url}},
+    "wait_time_seconds": 10,  # long polling …
+    "polling_interval": 0,  # … and no sleep on top of it
+    "sqs_base64_encoding": False,  # a retry's body looks like an SNS raw delivery
+    "client-config": _client_config(),
+}
+
+tickets_exchange = Exchange(_s.topic_name, type="direct")
+task_queues = [Queue(QueueNames.TICKETS, tickets_exchange, routing_key=QueueNames.TICKETS)]
+task_default_queue = QueueNames.TICKETS
+task_default_exchange = _s.topic_name
+task_default_routing_key = QueueNames.TICKETS
+
+task_serializer = "json"
+accept_content = ["json"]
+task_ignore_result = True
+result_backend = None
+
+# At-least-once: ack after the task ran; a lost worker's message comes back; a failed task is
+# rejected, not acked, so SQS redelivers it and its redrive policy moves it to the DLQ.
+task_acks_late = True
+task_reject_on_worker_lost = True
+task_acks_on_failure = False
+worker_prefetch_multiplier = 1
+
+# SQS carries neither events nor remote control: keep Celery from trying (it would ask for
+# celeryev/pidbox queues that are not predefined).
+worker_enable_remote_control = False
+worker_send_task_events = False
+task_send_sent_event = False
+worker_hijack_root_logger = False
+broker_heartbeat = 0
+
+
+def publisher_overrides() -> dict[str, Any]:
+    """What the purchase API changes: publish to the topic as a fanout exchange."""
+    topic = Exchange(_s.topic_name, type="fanout")
+    options = dict(broker_transport_options)
+    options["supports_fanout"] = True
+    options["predefined_exchanges"] = {_s.topic_name: {"arn": _s.topic_arn}}
+    return {
+        "broker_transport_options": options,
+        "task_queues": [],
+        "task_routes": {
+            TaskNames.PERSIST_TICKET: {"exchange": topic, "routing_key": QueueNames.TICKETS}
+        },
+        # botocore retries once with short timeouts; Celery's own publish retry would add
+        # seconds before the buyer hears 503.
+        "task_publish_retry": False,
+    }

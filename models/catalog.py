@@ -1,0 +1,244 @@
+"""The catalog: venues with zones (grid, capacity, price) and events, read from a data file.
+
+`Catalog.from_dict` validates a catalog document; `upsert` writes it to MySQL in one transaction.
+Redis gets the seat counters and a copy of the catalog from `web.seats.load_catalog`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
+from sqlalchemy import Connection
+from sqlalchemy.dialects.mysql import insert
+
+from models.tables import Event, Venue, Zone
+
+MAX_ROWS = 18278  # A … ZZZ
+MAX_COLUMNS = 100_000
+
+
+def row_label(index: int) -> str:
+    """Row label of a 0-based row index: 0 → A, 25 → Z, 26 → AA (bijective base 26)."""
+    label = ""
+    n = index + 1
+    while n:
+        n, rest = divmod(n - 1, 26)
+        label = chr(ord("A") + rest) + label
+    return label
+
+
+def row_index(label: str) -> int:
+    """0-based row index of a row label of uppercase letters: A → 0, AA → 26."""
+    n = 0
+    for ch in label:
+        n = n * 26 + (ord(ch) - ord("A") + 1)
+    return n - 1
+
+
+@dataclass(frozen=True)
+class ZoneSpec:
+    zone_id: int
+    rows: int
+    columns: int
+    price: Decimal
+    capacity: int
+    row_capacity: int
+
+
+@dataclass(frozen=True)
+class VenueSpec:
+    venue_id: str
+    name: str
+    zones: dict[int, ZoneSpec]
+
+    @property
+    def capacity(self) -> int:
+        return sum(z.capacity for z in self.zones.values())
+
+
+@dataclass(frozen=True)
+class EventSpec:
+    event_id: str
+    venue_id: str
+    name: str
+    type: str
+    date: datetime
+    capacity: int
+
+
+class _ZoneSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    zoneId = fields.Integer(strict=True, required=True, validate=validate.Range(min=1))
+    rows = fields.Integer(strict=True, required=True, validate=validate.Range(1, MAX_ROWS))
+    columns = fields.Integer(strict=True, required=True, validate=validate.Range(1, MAX_COLUMNS))
+    price = fields.Decimal(required=True, places=2, validate=validate.Range(min=0))
+    capacity = fields.Integer(strict=True, validate=validate.Range(min=0))
+    rowCapacity = fields.Integer(strict=True, validate=validate.Range(min=0))
+
+
+class _VenueSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    venueId = fields.String(required=True, validate=validate.Length(1, 64))
+    name = fields.String(required=True, validate=validate.Length(1, 200))
+    zones = fields.List(fields.Nested(_ZoneSchema), required=True, validate=validate.Length(min=1))
+
+
+class _EventSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    eventId = fields.String(required=True, validate=validate.Length(1, 64))
+    venueId = fields.String(required=True, validate=validate.Length(1, 64))
+    name = fields.String(required=True, validate=validate.Length(1, 200))
+    type = fields.String(required=True, validate=validate.Length(1, 50))
+    date = fields.AwareDateTime(required=True)
+    capacity = fields.Integer(strict=True, validate=validate.Range(min=0))
+
+
+class _CatalogSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    venues = fields.List(fields.Nested(_VenueSchema), required=True)
+    events = fields.List(fields.Nested(_EventSchema), required=True)
+
+    @validates_schema
+    def _references(self, data: dict, **_: Any) -> None:
+        venue_ids = [v["venueId"] for v in data["venues"]]
+        if len(set(venue_ids)) != len(venue_ids):
+            raise ValidationError("duplicate venueId", "venues")
+        for venue in data["venues"]:
+            zone_ids = [z["zoneId"] for z in venue["zones"]]
+            if len(set(zone_ids)) != len(zone_ids):
+                raise ValidationError(f"duplicate zoneId in {venue['venueId']}", "venues")
+        event_ids = [e["eventId"] for e in data["events"]]
+        if len(set(event_ids)) != len(event_ids):
+            raise ValidationError("duplicate eventId", "events")
+        for event in data["events"]:
+            if event["venueId"] not in venue_ids:
+                raise ValidationError(f"{event['eventId']}: unknown venue", "events")
+
+
+@dataclass(frozen=True)
+class Catalog:
+    venues: dict[str, VenueSpec]
+    events: dict[str, EventSpec]
+
+    @classmethod
+    def from_dict(cls, document: dict) -> Catalog:
+        """Validate a catalog document (camelCase, as in the data file)."""
+        data = _CatalogSchema().load(document)
+        venues = {}
+        for v in data["venues"]:
+            zones = {}
+            for z in v["zones"]:
+                grid = z["rows"] * z["columns"]
+                zones[z["zoneId"]] = ZoneSpec(
+                    zone_id=z["zoneId"],
+                    rows=z["rows"],
+                    columns=z["columns"],
+                    price=z["price"],
+                    capacity=min(z.get("capacity", grid), grid),
+                    row_capacity=min(z.get("rowCapacity", z["columns"]), z["columns"]),
+                )
+            venues[v["venueId"]] = VenueSpec(v["venueId"], v["name"], zones)
+        events = {}
+        for e in data["events"]:
+            venue_capacity = venues[e["venueId"]].capacity
+            events[e["eventId"]] = EventSpec(
+                event_id=e["eventId"],
+                venue_id=e["venueId"],
+                name=e["name"],
+                type=e["type"],
+                date=e["date"].astimezone(UTC),
+                capacity=min(e.get("capacity", venue_capacity), venue_capacity),
+            )
+        return cls(venues, events)
+
+    @classmethod
+    def from_file(cls, path: Path) -> Catalog:
+        """Read and validate a catalog data file."""
+        with open(path, encoding="utf-8") as f:
+            return cls.from_dict(json.load(f))
+
+    def to_dict(self) -> dict:
+        """The catalog as a document that `from_dict` reads back unchanged."""
+        return {
+            "venues": [
+                {
+                    "venueId": v.venue_id,
+                    "name": v.name,
+                    "zones": [
+                        {
+                            "zoneId": z.zone_id,
+                            "rows": z.rows,
+                            "columns": z.columns,
+                            "price": str(z.price),
+                            "capacity": z.capacity,
+                            "rowCapacity": z.row_capacity,
+                        }
+                        for z in v.zones.values()
+                    ],
+                }
+                for v in self.venues.values()
+            ],
+            "events": [
+                {
+                    "eventId": e.event_id,
+                    "venueId": e.venue_id,
+                    "name": e.name,
+                    "type": e.type,
+                    "date": e.date.isoformat(),
+                    "capacity": e.capacity,
+                }
+                for e in self.events.values()
+            ],
+        }
+
+
+def upsert(conn: Connection, catalog: Catalog) -> None:
+    """Insert or update every venue, zone and event; the caller owns the transaction."""
+    for venue in catalog.venues.values():
+        stmt = insert(Venue).values(venue_id=venue.venue_id, name=venue.name)
+        conn.execute(stmt.on_duplicate_key_update(name=stmt.inserted.name))
+        for z in venue.zones.values():
+            stmt = insert(Zone).values(
+                venue_id=venue.venue_id,
+                zone_id=z.zone_id,
+                row_count=z.rows,
+                column_count=z.columns,
+                capacity=z.capacity,
+                row_capacity=z.row_capacity,
+                price=z.price,
+            )
+            conn.execute(
+                stmt.on_duplicate_key_update(
+                    {c: stmt.inserted[c] for c in ("row_count", "column_count", "capacity",
+                                                   "row_capacity", "price")}
+                )
+            )
+    for e in catalog.events.values():
+        stmt = insert(Event).values(
+            event_id=e.event_id,
+            venue_id=e.venue_id,
+            name=e.name,
+            type=e.type,
+            event_date=e.date.replace(tzinfo=None),
+            capacity=e.capacity,
+        )
+        conn.execute(
+            stmt.on_duplicate_key_update(
+                {c: stmt.inserted[c] for c in ("venue_id", "name", "type", "event_date",
+                                               "capacity")}
+            )
+        )

@@ -1,0 +1,106 @@
+"""The tables: catalog (venue, zone, event), the ticket projection and recorded seat conflicts."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import (
+    CHAR,
+    DateTime,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    Numeric,
+    String,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.dialects import mysql
+from sqlalchemy.orm import Mapped, mapped_column
+
+from models import Base
+
+Money = Numeric(10, 2)
+# Naive UTC with microseconds: the list is ordered by it, and lag is measured with it.
+UtcTimestamp = DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+
+
+class Venue(Base):
+    __tablename__ = "venue"
+
+    venue_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+
+
+class Zone(Base):
+    __tablename__ = "zone"
+
+    venue_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("venue.venue_id", name="fk_zone_venue"), primary_key=True
+    )
+    zone_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    row_count: Mapped[int] = mapped_column(Integer)
+    column_count: Mapped[int] = mapped_column(Integer)
+    capacity: Mapped[int] = mapped_column(Integer)
+    row_capacity: Mapped[int] = mapped_column(Integer)
+    price: Mapped[Decimal] = mapped_column(Money)
+
+
+class Event(Base):
+    __tablename__ = "event"
+
+    event_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    venue_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("venue.venue_id", name="fk_event_venue"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(200))
+    type: Mapped[str] = mapped_column(String(50))
+    event_date: Mapped[datetime] = mapped_column(UtcTimestamp)
+    capacity: Mapped[int] = mapped_column(Integer)
+
+
+class Ticket(Base):
+    """One sold seat. The primary key makes redelivery harmless; the seat key forbids a double sale."""
+
+    __tablename__ = "ticket"
+    __table_args__ = (
+        UniqueConstraint("event_id", "zone_id", "seat_row", "seat_column", name="uq_ticket_seat"),
+        ForeignKeyConstraint(
+            ["venue_id", "zone_id"], ["zone.venue_id", "zone.zone_id"], name="fk_ticket_zone"
+        ),
+        Index("ix_ticket_created", "created_on", "ticket_id"),
+        Index("ix_ticket_event_created", "event_id", "created_on", "ticket_id"),
+        Index("ix_ticket_venue_event_price", "venue_id", "event_id", "price"),
+    )
+
+    ticket_id: Mapped[str] = mapped_column(CHAR(36), primary_key=True)
+    venue_id: Mapped[str] = mapped_column(String(64))
+    event_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("event.event_id", name="fk_ticket_event")
+    )
+    zone_id: Mapped[int] = mapped_column(Integer)
+    seat_row: Mapped[str] = mapped_column(String(16))
+    seat_column: Mapped[int] = mapped_column(Integer)
+    price: Mapped[Decimal] = mapped_column(Money)
+    status: Mapped[str] = mapped_column(String(16))
+    created_on: Mapped[datetime] = mapped_column(UtcTimestamp)
+    persisted_on: Mapped[datetime] = mapped_column(UtcTimestamp, server_default=func.now(6))
+
+
+class TicketConflict(Base):
+    """A second, different ticket for a seat that already has an owner: kept for an operator."""
+
+    __tablename__ = "ticket_conflict"
+
+    ticket_id: Mapped[str] = mapped_column(CHAR(36), primary_key=True)
+    owner_ticket_id: Mapped[str] = mapped_column(CHAR(36))
+    venue_id: Mapped[str] = mapped_column(String(64))
+    event_id: Mapped[str] = mapped_column(String(64))
+    zone_id: Mapped[int] = mapped_column(Integer)
+    seat_row: Mapped[str] = mapped_column(String(16))
+    seat_column: Mapped[int] = mapped_column(Integer)
+    price: Mapped[Decimal] = mapped_column(Money)
+    created_on: Mapped[datetime] = mapped_column(UtcTimestamp)
+    detected_on: Mapped[datetime] = mapped_column(UtcTimestamp, server_default=func.now(6))

@@ -1,0 +1,205 @@
+"""Writing the ticket projection (the worker's domain function) and reading it (the query API)."""
+
+from __future__ import annotations
+
+import enum
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Connection, and_, func, insert, or_, select
+from sqlalchemy.exc import IntegrityError
+
+from models.tables import Ticket, TicketConflict
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1  # of the ticket event; the worker refuses any other
+
+ER_DUP_ENTRY = 1062
+ER_NO_REFERENCED_ROW = 1452
+
+
+class Outcome(enum.StrEnum):
+    INSERTED = "INSERTED"
+    DUPLICATE = "DUPLICATE"  # the same ticket again: SQS redelivery, a retried task
+    CONFLICT = "CONFLICT"  # a different ticket for a seat that already has an owner
+
+
+class UnknownCatalogEntry(ValueError):
+    """The ticket names an event or zone the database does not know: never retried."""
+
+
+@dataclass(frozen=True)
+class TicketRecord:
+    """A ticket as the event carries it and the query API returns it."""
+
+    ticket_id: str
+    venue_id: str
+    event_id: str
+    zone_id: int
+    row: str
+    column: int
+    price: Decimal
+    status: str
+    created_on: datetime
+
+    def to_json(self) -> dict[str, Any]:
+        """camelCase JSON of the contract; price as a decimal string, time as ISO-8601 UTC."""
+        return {
+            "ticketId": self.ticket_id,
+            "venueId": self.venue_id,
+            "eventId": self.event_id,
+            "zoneId": self.zone_id,
+            "row": self.row,
+            "column": str(self.column),
+            "price": f"{self.price:.2f}",
+            "status": self.status,
+            "createdOn": _iso(self.created_on),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TicketRecord:
+        """Parse the JSON form back; raises KeyError/ValueError on a malformed ticket."""
+        return cls(
+            ticket_id=str(data["ticketId"]),
+            venue_id=str(data["venueId"]),
+            event_id=str(data["eventId"]),
+            zone_id=int(data["zoneId"]),
+            row=str(data["row"]),
+            column=int(data["column"]),
+            price=Decimal(data["price"]),
+            status=str(data["status"]),
+            created_on=datetime.fromisoformat(data["createdOn"]).astimezone(UTC),
+        )
+
+
+def _iso(moment: datetime) -> str:
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _row_values(t: TicketRecord) -> dict[str, Any]:
+    return {
+        "ticket_id": t.ticket_id,
+        "venue_id": t.venue_id,
+        "event_id": t.event_id,
+        "zone_id": t.zone_id,
+        "seat_row": t.row,
+        "seat_column": t.column,
+        "price": t.price,
+        "created_on": t.created_on.astimezone(UTC).replace(tzinfo=None),
+    }
+
+
+def persist_ticket(conn: Connection, ticket: TicketRecord) -> Outcome:
+    """Insert the ticket once; the caller owns the transaction (one per task).
+
+    Idempotent: ticket_id is the primary key, so a second delivery of the same message fails the
+    insert with a duplicate key and is reported as DUPLICATE, a successful no-op. The seat key
+    (event, zone, row, column) is UNIQUE, so a *different* ticket for a sold seat cannot overwrite
+    the owner: it is recorded in ticket_conflict for an operator, and the first owner keeps it.
+    Transient errors (lost connection, deadlock, lock wait) propagate for the task to retry.
+    """
+    try:
+        # No savepoint needed: InnoDB rolls back only the failed statement on a duplicate key.
+        conn.execute(insert(Ticket).values(status=ticket.status, **_row_values(ticket)))
+        return Outcome.INSERTED
+    except IntegrityError as exc:
+        code = exc.orig.args[0] if exc.orig is not None and exc.orig.args else None
+        if code == ER_NO_REFERENCED_ROW:
+            raise UnknownCatalogEntry(
+                f"ticket {ticket.ticket_id}: unknown event {ticket.event_id!r} or zone "
+                f"{ticket.venue_id}/{ticket.zone_id}"
+            ) from exc
+        if code != ER_DUP_ENTRY:
+            raise
+    if conn.scalar(select(Ticket.ticket_id).where(Ticket.ticket_id == ticket.ticket_id)):
+        return Outcome.DUPLICATE
+    owner = conn.scalar(
+        select(Ticket.ticket_id).where(
+            Ticket.event_id == ticket.event_id,
+            Ticket.zone_id == ticket.zone_id,
+            Ticket.seat_row == ticket.row,
+            Ticket.seat_column == ticket.column,
+        )
+    )
+    if owner is None:  # the owner vanished between the two statements: let the task retry
+        raise RuntimeError(f"ticket {ticket.ticket_id}: duplicate key but no owner found")
+    stmt = (
+        insert(TicketConflict)
+        .values(owner_ticket_id=owner, **_row_values(ticket))
+        .prefix_with("IGNORE")  # the conflict itself may be redelivered: keep the first record
+    )
+    conn.execute(stmt)
+    log.error(
+        "seat conflict: ticket %s for %s/%s/%s%s already owned by %s; recorded in ticket_conflict",
+        ticket.ticket_id, ticket.event_id, ticket.zone_id, ticket.row, ticket.column, owner,
+    )
+    return Outcome.CONFLICT
+
+
+def _record(row: Ticket) -> TicketRecord:
+    return TicketRecord(
+        ticket_id=row.ticket_id,
+        venue_id=row.venue_id,
+        event_id=row.event_id,
+        zone_id=row.zone_id,
+        row=row.seat_row,
+        column=row.seat_column,
+        price=row.price,
+        status=row.status,
+        created_on=row.created_on,
+    )
+
+
+def get_ticket(conn: Connection, ticket_id: str) -> TicketRecord | None:
+    """One ticket by id, or None."""
+    row = conn.execute(select(Ticket).where(Ticket.ticket_id == ticket_id)).first()
+    return _record(row) if row else None
+
+
+def list_tickets(
+    conn: Connection,
+    *,
+    limit: int,
+    after: tuple[datetime, str] | None = None,
+    event_id: str | None = None,
+    venue_id: str | None = None,
+    zone_id: int | None = None,
+) -> list[TicketRecord]:
+    """Newest first, keyset-paginated on (created_on, ticket_id) strictly after `after`."""
+    query = select(Ticket).order_by(Ticket.created_on.desc(), Ticket.ticket_id.desc()).limit(limit)
+    if event_id is not None:
+        query = query.where(Ticket.event_id == event_id)
+    if venue_id is not None:
+        query = query.where(Ticket.venue_id == venue_id)
+    if zone_id is not None:
+        query = query.where(Ticket.zone_id == zone_id)
+    if after is not None:
+        created, ticket_id = after
+        query = query.where(
+            or_(
+                Ticket.created_on < created,
+                and_(Ticket.created_on == created, Ticket.ticket_id < ticket_id),
+            )
+        )
+    return [_record(row) for row in conn.execute(query)]
+
+
+def count_tickets(conn: Connection, event_id: str) -> int:
+    """Tickets sold for an event: one indexed COUNT."""
+    return conn.scalar(select(func.count()).where(Ticket.event_id == event_id)) or 0
+
+
+def revenue(conn: Connection, venue_id: str, event_id: str) -> tuple[int, Decimal]:
+    """Ticket count and revenue of an event at a venue: one indexed aggregate."""
+    count, total = conn.execute(
+        select(func.count(), func.coalesce(func.sum(Ticket.price), 0)).where(
+            Ticket.venue_id == venue_id, Ticket.event_id == event_id
+        )
+    ).one()
+    return int(count), Decimal(total).quantize(Decimal("0.01"))

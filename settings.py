@@ -1,0 +1,119 @@
+"""Every setting the processes read, from the environment only (12-factor), in one place.
+
+Shared by the web apps, the Celery worker, the migrations and the CLI. `load()` fails fast with
+a message naming the variable when one is missing or malformed; `.env.example` lists them all.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+
+
+class SettingsError(RuntimeError):
+    """A setting is missing or malformed."""
+
+
+def _str(name: str, default: str | None = None) -> str:
+    value = os.environ.get(name, default)
+    if value is None or value == "":
+        raise SettingsError(f"environment variable {name} must be set (see .env.example)")
+    return value
+
+
+def _float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a number") from None
+    if value <= 0:
+        raise SettingsError(f"{name}={raw!r} must be positive")
+    return value
+
+
+def _int(name: str, default: int) -> int:
+    value = _float(name, default)
+    if value != int(value):
+        raise SettingsError(f"{name}={value!r} must be a whole number")
+    return int(value)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The process configuration."""
+
+    redis_url: str
+    redis_socket_timeout: float
+    database_url: str
+    database_read_url: str
+    aws_region: str
+    topic_arn: str
+    queue_url: str
+    dead_letter_queue_url: str
+    broker_connect_timeout: float
+    broker_read_timeout: float
+    catalog_file: Path
+    catalog_cache_seconds: float
+    retry_after_seconds: int
+    worker_heartbeat_seconds: float
+    worker_alive_seconds: float
+    task_max_retries: int
+    task_retry_backoff_cap: int
+
+    @property
+    def topic_name(self) -> str:
+        """SNS topic name: the last part of its ARN; also the name of the Celery exchange."""
+        return self.topic_arn.rsplit(":", 1)[-1]
+
+    @property
+    def queue_name(self) -> str:
+        """SQS queue name: the last path segment of its URL; also the Celery queue name."""
+        return self.queue_url.rstrip("/").rsplit("/", 1)[-1]
+
+
+def load() -> Settings:
+    """Read the settings from the environment; raise SettingsError on a bad value."""
+    region = _str("AWS_DEFAULT_REGION", os.environ.get("AWS_REGION", "us-east-1"))
+    database_url = _str("DATABASE_URL", "mysql+pymysql://root@127.0.0.1:3306/ticketing")
+    topic_arn = _str("TICKET_TOPIC_ARN", f"arn:aws:sns:{region}:123456789012:ticket-events")
+    if not topic_arn.startswith("arn:") or topic_arn.count(":") < 5:
+        raise SettingsError(f"TICKET_TOPIC_ARN={topic_arn!r} is not an SNS topic ARN")
+    queue_url = _str("TICKET_QUEUE_URL", f"http://127.0.0.1:4566/123456789012/ticket-sql")
+    dlq_url = _str("TICKET_DLQ_URL", queue_url.rstrip("/") + "-dlq")
+    for name, url in (("TICKET_QUEUE_URL", queue_url), ("TICKET_DLQ_URL", dlq_url)):
+        if not url.startswith(("http://", "https://")):
+            raise SettingsError(f"{name}={url!r} is not a queue URL")
+    catalog = Path(_str("CATALOG_FILE", str(ROOT / "models" / "catalog.json")))
+    settings = Settings(
+        redis_url=_str("REDIS_URL", "redis://127.0.0.1:6379/0"),
+        redis_socket_timeout=_float("REDIS_SOCKET_TIMEOUT", 0.5),
+        database_url=database_url,
+        database_read_url=_str("DATABASE_READ_URL", database_url),
+        aws_region=region,
+        topic_arn=topic_arn,
+        queue_url=queue_url,
+        dead_letter_queue_url=dlq_url,
+        broker_connect_timeout=_float("BROKER_CONNECT_TIMEOUT", 1.0),
+        broker_read_timeout=_float("BROKER_READ_TIMEOUT", 3.0),
+        catalog_file=catalog,
+        catalog_cache_seconds=_float("CATALOG_CACHE_SECONDS", 30.0),
+        retry_after_seconds=_int("RETRY_AFTER_SECONDS", 1),
+        worker_heartbeat_seconds=_float("WORKER_HEARTBEAT_SECONDS", 5.0),
+        worker_alive_seconds=_float("WORKER_ALIVE_SECONDS", 30.0),
+        task_max_retries=_int("TASK_MAX_RETRIES", 8),
+        task_retry_backoff_cap=_int("TASK_RETRY_BACKOFF_CAP", 20),
+    )
+    return settings
+
+
+@cache
+def get() -> Settings:
+    """The settings of this process, read once."""
+    return load()

@@ -1,0 +1,105 @@
+"""RFC 9457 problem details: one helper renders every error the HTTP API can answer."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, Response, json
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+
+TITLES = {
+    "MALFORMED_JSON": "Body is not a JSON object",
+    "VALIDATION_FAILED": "Request failed validation",
+    "UNKNOWN_VENUE": "Unknown venue",
+    "UNKNOWN_EVENT": "Unknown event",
+    "UNKNOWN_ZONE": "Unknown zone",
+    "EVENT_NOT_AT_VENUE": "Event is held at another venue",
+    "SEAT_OUT_OF_RANGE": "Seat is outside the zone",
+    "SEAT_TAKEN": "Seat already sold",
+    "ROW_FULL": "Row sold out",
+    "ZONE_FULL": "Zone sold out",
+    "EVENT_SOLD_OUT": "Event sold out",
+    "TICKET_NOT_FOUND": "Ticket not found",
+    "SERVICE_UNAVAILABLE": "Service temporarily unavailable",
+    "NOT_FOUND": "Not found",
+    "METHOD_NOT_ALLOWED": "Method not allowed",
+    "PAYLOAD_TOO_LARGE": "Request body too large",
+    "UNSUPPORTED_MEDIA_TYPE": "Unsupported media type",
+    "BAD_REQUEST": "Bad request",
+    "INTERNAL_ERROR": "Internal error",
+}
+
+_HTTP_CODES = {
+    400: "BAD_REQUEST",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    413: "PAYLOAD_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+}
+
+
+class Problem(Exception):
+    """An error answer: raise it anywhere in a request, the handler renders it."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        detail: str,
+        *,
+        errors: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(f"{code}: {detail}")
+        self.status = status
+        self.code = code
+        self.detail = detail
+        self.errors = errors
+        self.headers = headers or {}
+
+
+def problem_response(problem: Problem) -> Response:
+    """The problem+json response of a Problem."""
+    body: dict[str, Any] = {
+        "type": f"urn:problem-type:ticketing:{problem.code.lower().replace('_', '-')}",
+        "title": TITLES.get(problem.code, problem.code),
+        "status": problem.status,
+        "detail": problem.detail,
+        "code": problem.code,
+    }
+    if problem.errors is not None:
+        body["errors"] = problem.errors
+    response = Response(json.dumps(body), status=problem.status, mimetype=PROBLEM_JSON)
+    response.headers.update(problem.headers)
+    return response
+
+
+def unavailable(detail: str, retry_after: int) -> Problem:
+    """503 SERVICE_UNAVAILABLE with Retry-After."""
+    return Problem(503, "SERVICE_UNAVAILABLE", detail, headers={"Retry-After": str(retry_after)})
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Render Problems, HTTP errors and anything unexpected as problem+json."""
+
+    @app.errorhandler(Problem)
+    def _problem(problem: Problem) -> Response:
+        return problem_response(problem)
+
+    @app.errorhandler(HTTPException)
+    def _http(exc: HTTPException) -> Response:
+        status = exc.code or 500
+        code = _HTTP_CODES.get(status, "BAD_REQUEST" if status < 500 else "INTERNAL_ERROR")
+        headers = dict(exc.get_headers()) if status == 405 else {}
+        headers.pop("Content-Type", None)
+        return problem_response(Problem(status, code, exc.description or code, headers=headers))
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Response:
+        log.exception("unhandled error")
+        return problem_response(Problem(500, "INTERNAL_ERROR", "unexpected error; it was logged"))

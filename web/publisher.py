@@ -1,0 +1,78 @@
+"""Publishing the ticket event: a Celery task message sent to the SNS topic as a fanout exchange.
+
+The purchase API has a Celery app of its own, configured from `celeryconfig` plus
+`publisher_overrides()`; it never imports the task code and never consumes. A publish is one
+synchronous `sns:Publish`: when it returns, SNS has the message, and a 201 may be answered.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import cache
+from typing import Any
+
+from celery import Celery
+from kombu import Exchange
+
+import settings
+from celeryconfig import QueueNames, TaskNames, publisher_overrides
+
+log = logging.getLogger(__name__)
+
+
+class PublishFailed(RuntimeError):
+    """The broker did not take the message; the caller must release the seat."""
+
+
+@cache
+def publisher_app() -> Celery:
+    """The producer-only Celery app of this process."""
+    app = Celery("ticketing-publisher", set_as_current=False)
+    app.config_from_object("celeryconfig")
+    app.conf.update(publisher_overrides())
+    return app
+
+
+def _topic() -> Exchange:
+    return Exchange(settings.get().topic_name, type="fanout")
+
+
+def publish_ticket(ticket: dict[str, Any]) -> str:
+    """Send the persist task for `ticket` through the topic; return the task id.
+
+    Raises PublishFailed if SNS did not acknowledge it. The exchange is declared on every
+    publish (a no-op after the first): kombu silently drops a publish to an undeclared exchange.
+    """
+    topic = _topic()
+    try:
+        result = publisher_app().send_task(
+            TaskNames.PERSIST_TICKET,
+            kwargs={"ticket": ticket},
+            exchange=topic,
+            routing_key=QueueNames.TICKETS,
+            declare=[topic],
+            task_id=ticket["ticketId"],
+        )
+    except Exception as exc:  # botocore, kombu and socket errors all mean the same here
+        raise PublishFailed(f"publish of ticket {ticket['ticketId']} failed: {exc}") from exc
+    return result.id
+
+
+def warm_up() -> None:
+    """Create the SNS client and declare the exchange now, not on the first buyer's request."""
+    app = publisher_app()
+    with app.producer_or_acquire() as producer:
+        _topic()(producer.channel).declare()
+
+
+def broker_reachable() -> bool:
+    """Cheap broker check for health: the topic's attributes can be read."""
+    app = publisher_app()
+    try:
+        with app.producer_or_acquire() as producer:
+            sns = producer.channel.fanout.get_client(settings.get().topic_name)
+            sns.get_topic_attributes(TopicArn=settings.get().topic_arn)
+        return True
+    except Exception as exc:
+        log.warning("broker check failed: %s", exc)
+        return False

@@ -1,0 +1,109 @@
+"""Query API: reads the ticket projection through the reader (`DATABASE_READ_URL`).
+
+    GET /query/api/v1/tickets                              newest first, filters, cursor pages
+    GET /query/api/v1/tickets/{ticketId}
+    GET /query/api/v1/tickets/count/{eventId}
+    GET /query/api/v1/tickets/revenue/{venueId}/{eventId}
+    GET /query/health
+"""
+
+from __future__ import annotations
+
+import logging
+from urllib.parse import urlencode
+
+from flask import Blueprint, Response, jsonify, request
+from marshmallow import ValidationError
+from sqlalchemy import select, text
+from sqlalchemy.exc import SQLAlchemyError
+
+import models
+import settings
+from models.tables import Event, Venue
+from models.tickets import count_tickets, get_ticket, list_tickets, revenue
+from web.problems import Problem, problem_response, unavailable
+from web.schemas import Cursor, TicketListQuerySchema
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("query", __name__, url_prefix="/query")
+
+_list_schema = TicketListQuerySchema()
+
+
+@bp.errorhandler(SQLAlchemyError)
+def _database_down(exc: SQLAlchemyError) -> Response:
+    log.warning("read database error: %s", exc)
+    return problem_response(unavailable("The read database is unreachable; try again.",
+                                        settings.get().retry_after_seconds))
+
+
+@bp.get("/api/v1/tickets")
+def list_all() -> Response:
+    """Tickets, newest first; `eventId`, `venueId`, `zoneId` filters; `limit` and `cursor`."""
+    try:
+        args = _list_schema.load(request.args.to_dict())
+    except ValidationError as exc:
+        raise Problem(400, "VALIDATION_FAILED", "Some query parameters are invalid.",
+                      errors=exc.normalized_messages()) from None
+    limit = args["limit"]
+    with models.reader().connect() as conn:
+        page = list_tickets(conn, limit=limit + 1, after=args.get("cursor"),
+                            event_id=args.get("eventId"), venue_id=args.get("venueId"),
+                            zone_id=args.get("zoneId"))
+    response = jsonify([t.to_json() for t in page[:limit]])
+    if len(page) > limit:
+        last = page[limit - 1]
+        params = {k: v for k, v in request.args.items() if k != "cursor"}
+        params["cursor"] = Cursor()._serialize((last.created_on, last.ticket_id), None, None)
+        response.headers["Link"] = f'<{request.path}?{urlencode(params)}>; rel="next"'
+    return response
+
+
+@bp.get("/api/v1/tickets/<ticket_id>")
+def get_one(ticket_id: str) -> Response:
+    """One ticket by id, or 404 TICKET_NOT_FOUND."""
+    with models.reader().connect() as conn:
+        ticket = get_ticket(conn, ticket_id[:36]) if len(ticket_id) == 36 else None
+    if ticket is None:
+        raise Problem(404, "TICKET_NOT_FOUND", f"No ticket {ticket_id!r}.")
+    return jsonify(ticket.to_json())
+
+
+@bp.get("/api/v1/tickets/count/<event_id>")
+def count(event_id: str) -> Response:
+    """Tickets sold for an event."""
+    with models.reader().connect() as conn:
+        if conn.scalar(select(Event.event_id).where(Event.event_id == event_id)) is None:
+            raise Problem(404, "UNKNOWN_EVENT", f"No event {event_id!r}.")
+        n = count_tickets(conn, event_id)
+    return jsonify({"eventId": event_id, "count": n})
+
+
+@bp.get("/api/v1/tickets/revenue/<venue_id>/<event_id>")
+def revenue_of(venue_id: str, event_id: str) -> Response:
+    """Ticket count and revenue of an event at a venue, the amount as a decimal string."""
+    with models.reader().connect() as conn:
+        if conn.scalar(select(Venue.venue_id).where(Venue.venue_id == venue_id)) is None:
+            raise Problem(404, "UNKNOWN_VENUE", f"No venue {venue_id!r}.")
+        held_at = conn.scalar(select(Event.venue_id).where(Event.event_id == event_id))
+        if held_at is None:
+            raise Problem(404, "UNKNOWN_EVENT", f"No event {event_id!r}.")
+        if held_at != venue_id:
+            raise Problem(422, "EVENT_NOT_AT_VENUE",
+                          f"{event_id} is held at {held_at}, not {venue_id}.")
+        n, total = revenue(conn, venue_id, event_id)
+    return jsonify({"venueId": venue_id, "eventId": event_id, "ticketCount": n,
+                    "revenue": f"{total:.2f}", "currency": "USD"})
+
+
+@bp.get("/health")
+def health() -> tuple[Response, int]:
+    """UP when the read database answers."""
+    try:
+        with models.reader().connect() as conn:
+            conn.execute(text("SELECT 1"))
+        return jsonify({"status": "UP", "checks": {"database": "UP"}}), 200
+    except SQLAlchemyError as exc:
+        log.warning("query health: %s", exc)
+        return jsonify({"status": "DOWN", "checks": {"database": "DOWN"}}), 503
