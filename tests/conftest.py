@@ -1,0 +1,130 @@
+"""Fixtures: real Redis, real MariaDB and moto in server mode, layered app → client → data.
+
+This module runs before anything imports `settings`: it starts moto server (unless
+AWS_ENDPOINT_URL names one on loopback), creates the session's topic and queues, and points
+the process at them. A test run can never reach a real AWS endpoint.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "ops" / "local"))
+
+from tests import helpers  # noqa: E402
+
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/15")
+os.environ.setdefault("DATABASE_URL", "mysql+pymysql://root@127.0.0.1:3306/ticketing_test")
+os.environ.pop("DATABASE_READ_URL", None)
+
+if not os.environ.get("AWS_ENDPOINT_URL"):
+    _moto_port = helpers.free_port()
+    _moto = subprocess.Popen(
+        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(_moto_port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    atexit.register(lambda: (_moto.terminate(), _moto.wait()))
+    os.environ["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{_moto_port}"
+    helpers.wait_for_port(_moto_port)
+
+if urlsplit(os.environ["AWS_ENDPOINT_URL"]).hostname not in ("127.0.0.1", "localhost", "::1"):
+    raise SystemExit("tests refuse to run against a non-local AWS endpoint: "
+                     f"AWS_ENDPOINT_URL={os.environ['AWS_ENDPOINT_URL']}")
+
+from aws_resources import create_messaging  # noqa: E402
+
+SESSION_MESSAGING = create_messaging(f"s{uuid.uuid4().hex[:8]}")
+os.environ.update(SESSION_MESSAGING.env())
+
+_catalog_dir = Path(tempfile.mkdtemp(prefix="ticketing-catalog-"))
+TEST_CATALOG = helpers.test_catalog_document()
+(_catalog_dir / "catalog.json").write_text(json.dumps(TEST_CATALOG))
+os.environ["CATALOG_FILE"] = str(_catalog_dir / "catalog.json")
+os.environ["CATALOG_CACHE_SECONDS"] = "30"
+
+import models  # noqa: E402
+import settings  # noqa: E402
+from web import create_app, purchase, seats  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def database() -> None:
+    """The schema at Alembic head and the test catalog in MySQL."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config(str(ROOT / "alembic.ini"))
+    config.attributes["configure_logger"] = False
+    command.upgrade(config, "head")
+    from models.catalog import Catalog, upsert
+
+    with models.writer().begin() as conn:
+        upsert(conn, Catalog.from_dict(TEST_CATALOG))
+
+
+@pytest.fixture
+def clean_tickets(database: None) -> None:
+    """No tickets and no conflicts before the test."""
+    from sqlalchemy import text
+
+    with models.writer().begin() as conn:
+        conn.execute(text("DELETE FROM ticket_conflict"))
+        conn.execute(text("DELETE FROM ticket"))
+
+
+@pytest.fixture
+def redis_client():
+    """The test Redis database, emptied."""
+    r = seats.client()
+    r.flushdb()
+    return r
+
+
+@pytest.fixture
+def loaded_seats(redis_client, database: None):
+    """Redis emptied, then the test catalog's counters and catalog copy loaded."""
+    from models.catalog import Catalog
+
+    seats.load_catalog(redis_client, Catalog.from_dict(TEST_CATALOG))
+    purchase.forget_catalog()
+    yield redis_client
+    purchase.forget_catalog()
+
+
+@pytest.fixture(scope="session")
+def app():
+    """The Flask app with all three APIs, as `make run` serves it."""
+    return create_app()
+
+
+@pytest.fixture
+def client(app, loaded_seats, clean_tickets):
+    """A test client on a fresh seat state and an empty ticket table."""
+    return app.test_client()
+
+
+@pytest.fixture(scope="session")
+def pipeline_worker(database: None) -> Iterator[helpers.Worker]:
+    """A real Celery worker consuming the session queue (the one the app publishes to)."""
+    with helpers.Worker.start(env={}) as worker:
+        yield worker
+
+
+@pytest.fixture(scope="session")
+def session_settings() -> settings.Settings:
+    return settings.get()

@@ -1,0 +1,244 @@
+"""The purchase API against real Redis and moto: every code of the contract's error table,
+and that bad input leaves nothing behind (no seat sold, no message published)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+
+import pytest
+
+from tests.helpers import queue_counts, receive_all, tap_queue, wait_until
+
+URL = "/purchase/api/v1/tickets"
+GOOD = {"venueId": "Venue1", "eventId": "Event1", "zoneId": 1, "row": "A", "column": "1"}
+
+
+def buy(client, **changes):
+    return client.post(URL, json={**GOOD, **changes})
+
+
+def assert_problem(response, status: int, code: str) -> dict:
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.headers["Content-Type"] == "application/problem+json"
+    body = response.get_json(force=True)
+    assert body["code"] == code
+    assert body["status"] == status
+    assert {"type", "title", "detail"} <= body.keys()
+    return body
+
+
+def sold_bits(redis_client) -> int:
+    """Seats marked sold anywhere in Redis."""
+    return sum(redis_client.bitcount(key) for key in redis_client.scan_iter("seats:*:sold"))
+
+
+def test_seed_example_is_sold_with_201_location_and_catalog_price(client, session_settings):
+    response = buy(client)
+    assert response.status_code == 201
+    body = response.get_json()
+    assert str(uuid.UUID(body["ticketId"])) == body["ticketId"]
+    assert response.headers["Location"] == f"/query/api/v1/tickets/{body['ticketId']}"
+    assert {k: body[k] for k in GOOD} == GOOD
+    assert body["price"] == "100.00"
+    assert body["status"] == "PAID"
+    assert body["createdOn"].endswith("Z")
+
+
+def test_lowercase_row_is_the_same_seat(client):
+    assert buy(client, row="b").get_json()["row"] == "B"
+    assert_problem(buy(client, row="B"), 409, "SEAT_TAKEN")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"", b"not json", b"[1, 2]", b'"text"', b"null", b"42", b"{", b"\xff\xfe",
+     b"[" * 5000 + b"]" * 5000],
+)
+def test_malformed_json(client, body, redis_client):
+    assert_problem(client.post(URL, data=body, content_type="application/json"), 400,
+                   "MALFORMED_JSON")
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"venueId": ""}, "venueId"),
+        ({"eventId": ""}, "eventId"),
+        ({"eventId": 7}, "eventId"),
+        ({"zoneId": 0}, "zoneId"),
+        ({"zoneId": -3}, "zoneId"),
+        ({"zoneId": "1"}, "zoneId"),
+        ({"zoneId": 1.5}, "zoneId"),
+        ({"zoneId": True}, "zoneId"),
+        ({"zoneId": None}, "zoneId"),
+        ({"row": ""}, "row"),
+        ({"row": "1"}, "row"),
+        ({"row": "A1"}, "row"),
+        ({"row": "Ä"}, "row"),
+        ({"row": "A\n"}, "row"),
+        ({"column": ""}, "column"),
+        ({"column": 1}, "column"),
+        ({"column": "0"}, "column"),
+        ({"column": "-1"}, "column"),
+        ({"column": "01"}, "column"),
+        ({"column": "1.0"}, "column"),
+        ({"column": "x"}, "column"),
+        ({"venueId": "V" * 65}, "venueId"),
+        ({"extra": "field"}, "extra"),
+    ],
+)
+def test_validation_failed_names_the_field(client, changes, field):
+    body = assert_problem(buy(client, **changes), 400, "VALIDATION_FAILED")
+    assert field in body["errors"]
+
+
+def test_missing_fields_are_all_listed(client):
+    body = assert_problem(client.post(URL, json={}), 400, "VALIDATION_FAILED")
+    assert set(body["errors"]) == {"venueId", "eventId", "zoneId", "row", "column"}
+
+
+@pytest.mark.parametrize(
+    ("changes", "status", "code"),
+    [
+        ({"venueId": "Nowhere"}, 404, "UNKNOWN_VENUE"),
+        ({"eventId": "Event99"}, 404, "UNKNOWN_EVENT"),
+        ({"zoneId": 51}, 404, "UNKNOWN_ZONE"),
+        ({"zoneId": 10**30}, 404, "UNKNOWN_ZONE"),
+        ({"eventId": "Event3"}, 422, "EVENT_NOT_AT_VENUE"),
+        ({"row": "AE"}, 422, "SEAT_OUT_OF_RANGE"),  # Venue1 has rows A … AD (30)
+        ({"column": "41"}, 422, "SEAT_OUT_OF_RANGE"),
+        ({"row": "ZZZZZZZZZZZZZZZZ"}, 422, "SEAT_OUT_OF_RANGE"),
+        ({"column": "999999999"}, 422, "SEAT_OUT_OF_RANGE"),
+    ],
+)
+def test_catalog_errors_leave_no_trace(client, changes, status, code, redis_client):
+    before = queue_counts_now()
+    assert_problem(buy(client, **changes), status, code)
+    assert sold_bits(redis_client) == 0
+    assert queue_counts_now() == before
+
+
+def queue_counts_now() -> tuple[int, int]:
+    import settings
+
+    return queue_counts(settings.get().queue_url)
+
+
+def test_last_row_and_column_are_in_range(client):
+    assert buy(client, row="AD", column="40").status_code == 201
+
+
+def test_seat_taken(client):
+    assert buy(client).status_code == 201
+    body = assert_problem(buy(client), 409, "SEAT_TAKEN")
+    assert "A1" in body["detail"]
+
+
+def test_row_full_zone_full_event_sold_out(client):
+    tiny = {"venueId": "TinyVenue", "eventId": "TinyEvent"}
+    # zone 1: 2 of 3 seats per row
+    assert buy(client, **tiny, zoneId=1, row="A", column="1").status_code == 201
+    assert buy(client, **tiny, zoneId=1, row="A", column="2").status_code == 201
+    assert_problem(buy(client, **tiny, zoneId=1, row="A", column="3"), 409, "ROW_FULL")
+    # zone 2: 3 of 4 seats
+    for row, column in (("A", "1"), ("A", "2"), ("B", "1")):
+        assert buy(client, **tiny, zoneId=2, row=row, column=column).status_code == 201
+    assert_problem(buy(client, **tiny, zoneId=2, row="B", column="2"), 409, "ZONE_FULL")
+    # a sold seat answers SEAT_TAKEN even when its zone is full
+    assert_problem(buy(client, **tiny, zoneId=2, row="A", column="1"), 409, "SEAT_TAKEN")
+    # TinyCapped: 2 seats across the whole event
+    capped = {"venueId": "TinyVenue", "eventId": "TinyCapped"}
+    assert buy(client, **capped, zoneId=3, row="A", column="1").status_code == 201
+    assert buy(client, **capped, zoneId=1, row="B", column="1").status_code == 201
+    assert_problem(buy(client, **capped, zoneId=3, row="C", column="3"), 409, "EVENT_SOLD_OUT")
+
+
+def test_not_found_and_method_not_allowed_are_problems(client):
+    assert_problem(client.get("/nowhere"), 404, "NOT_FOUND")
+    response = client.delete(URL)
+    assert_problem(response, 405, "METHOD_NOT_ALLOWED")
+    assert "POST" in response.headers["Allow"]
+
+
+def test_two_megabyte_body_is_a_4xx(client, redis_client):
+    response = client.post(URL, data=b'{"venueId": "' + b"x" * 2 * 1024 * 1024 + b'"}',
+                           content_type="application/json")
+    assert_problem(response, 413, "PAYLOAD_TOO_LARGE")
+    assert sold_bits(redis_client) == 0
+
+
+def test_redis_unreachable_is_503_with_retry_after(client, monkeypatch):
+    from web import purchase, seats
+
+    dead = seats.client(f"redis://127.0.0.1:{free_port_number()}/0")
+    monkeypatch.setattr(seats, "client", lambda url=None: dead)
+    purchase.forget_catalog()
+    response = buy(client)
+    assert_problem(response, 503, "SERVICE_UNAVAILABLE")
+    assert int(response.headers["Retry-After"]) >= 1
+    health = client.get("/purchase/health")
+    assert health.status_code == 503
+    assert health.get_json()["checks"]["redis"] == "DOWN"
+
+
+def free_port_number() -> int:
+    from tests.helpers import free_port
+
+    return free_port()
+
+
+def test_seat_state_not_loaded_is_503(client, redis_client):
+    from web import purchase
+
+    redis_client.flushdb()
+    purchase.forget_catalog()
+    assert_problem(buy(client), 503, "SERVICE_UNAVAILABLE")
+
+
+def test_publish_failure_releases_the_seat(client, redis_client, monkeypatch):
+    """SNS unreachable after the seat was taken: 503 + Retry-After, and the seat is free again."""
+    from celery import Celery
+
+    import celeryconfig
+    from web import publisher
+
+    unreachable = Celery("unreachable-broker", set_as_current=False)
+    unreachable.config_from_object("celeryconfig")
+    unreachable.conf.update(celeryconfig.publisher_overrides())
+    # kombu takes the endpoint from the broker URL: a port where nothing listens
+    unreachable.conf.broker_url = f"sqs://testing:testing@127.0.0.1:{free_port_number()}"
+    unreachable.conf.broker_transport_options["is_secure"] = False
+    monkeypatch.setattr(publisher, "publisher_app", lambda: unreachable)
+
+    response = buy(client)
+    assert_problem(response, 503, "SERVICE_UNAVAILABLE")
+    assert int(response.headers["Retry-After"]) >= 1
+    assert sold_bits(redis_client) == 0
+    health = client.get("/purchase/health")
+    assert health.status_code == 503
+    assert health.get_json()["checks"] == {"redis": "UP", "broker": "DOWN"}
+
+    monkeypatch.undo()  # the broker is back: the same seat sells
+    assert buy(client).status_code == 201
+    assert client.get("/purchase/health").status_code == 200
+
+
+def test_accepted_purchase_publishes_exactly_one_message_and_rejections_none(
+    client, session_settings
+):
+    tap = tap_queue(session_settings.topic_arn)
+    assert buy(client, row="C", column="7").status_code == 201
+    assert_problem(buy(client, row="C", column="7"), 409, "SEAT_TAKEN")
+    assert_problem(buy(client, zoneId=99), 404, "UNKNOWN_ZONE")
+    bodies = wait_until(lambda: receive_all(tap), 10, "the message on the tap queue")
+    time.sleep(1)  # anything published by the rejections would have arrived by now
+    bodies += receive_all(tap)
+    assert len(bodies) == 1
+    envelope = json.loads(bodies[0])
+    assert envelope["headers"]["task"] == "tasks.tickets.persist_ticket"
+    args, kwargs, _ = json.loads(base64.b64decode(envelope["body"]))
+    assert kwargs["ticket"]["row"] == "C" and kwargs["ticket"]["column"] == "7"
+    assert kwargs["ticket"]["schemaVersion"] == 1
