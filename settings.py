@@ -85,7 +85,7 @@ def load() -> Settings:
     topic_arn = _str("TICKET_TOPIC_ARN", f"arn:aws:sns:{region}:123456789012:ticket-events")
     if not topic_arn.startswith("arn:") or topic_arn.count(":") < 5:
         raise SettingsError(f"TICKET_TOPIC_ARN={topic_arn!r} is not an SNS topic ARN")
-    queue_url = _str("TICKET_QUEUE_URL", f"http://127.0.0.1:4566/123456789012/ticket-sql")
+    queue_url = _str("TICKET_QUEUE_URL", "http://127.0.0.1:4566/123456789012/ticket-sql")
     dlq_url = _str("TICKET_DLQ_URL", queue_url.rstrip("/") + "-dlq")
     for name, url in (("TICKET_QUEUE_URL", queue_url), ("TICKET_DLQ_URL", dlq_url)):
         if not url.startswith(("http://", "https://")):

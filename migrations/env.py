@@ -16,8 +16,12 @@ target_metadata = models.Base.metadata
 
 def run_migrations_offline() -> None:
     """Emit SQL to stdout without a connection."""
-    context.configure(url=settings.get().database_url, target_metadata=target_metadata,
-                      literal_binds=True, compare_type=True)
+    context.configure(
+        url=settings.get().database_url,
+        target_metadata=target_metadata,
+        literal_binds=True,
+        compare_type=True,
+    )
     with context.begin_transaction():
         context.run_migrations()
 
@@ -25,8 +29,7 @@ def run_migrations_offline() -> None:
 def run_migrations_online() -> None:
     """Run the migrations on a connection to the writer."""
     with models.writer().connect() as connection:
-        context.configure(connection=connection, target_metadata=target_metadata,
-                          compare_type=True)
+        context.configure(connection=connection, target_metadata=target_metadata, compare_type=True)
         with context.begin_transaction():
             context.run_migrations()
 

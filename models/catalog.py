@@ -223,8 +223,10 @@ def upsert(conn: Connection, catalog: Catalog) -> None:
             )
             conn.execute(
                 stmt.on_duplicate_key_update(
-                    {c: stmt.inserted[c] for c in ("row_count", "column_count", "capacity",
-                                                   "row_capacity", "price")}
+                    {
+                        c: stmt.inserted[c]
+                        for c in ("row_count", "column_count", "capacity", "row_capacity", "price")
+                    }
                 )
             )
     for e in catalog.events.values():
@@ -238,7 +240,9 @@ def upsert(conn: Connection, catalog: Catalog) -> None:
         )
         conn.execute(
             stmt.on_duplicate_key_update(
-                {c: stmt.inserted[c] for c in ("venue_id", "name", "type", "event_date",
-                                               "capacity")}
+                {
+                    c: stmt.inserted[c]
+                    for c in ("venue_id", "name", "type", "event_date", "capacity")
+                }
             )
         )

@@ -62,7 +62,8 @@ class Event(Base):
 
 
 class Ticket(Base):
-    """One sold seat. The primary key makes redelivery harmless; the seat key forbids a double sale."""
+    """One sold seat: the primary key makes redelivery harmless, the seat key a double sale
+    impossible."""
 
     __tablename__ = "ticket"
     __table_args__ = (

@@ -137,7 +137,12 @@ def persist_ticket(conn: Connection, ticket: TicketRecord) -> Outcome:
     conn.execute(stmt)
     log.error(
         "seat conflict: ticket %s for %s/%s/%s%s already owned by %s; recorded in ticket_conflict",
-        ticket.ticket_id, ticket.event_id, ticket.zone_id, ticket.row, ticket.column, owner,
+        ticket.ticket_id,
+        ticket.event_id,
+        ticket.zone_id,
+        ticket.row,
+        ticket.column,
+        owner,
     )
     return Outcome.CONFLICT
 

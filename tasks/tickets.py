@@ -81,8 +81,13 @@ def persist_ticket_task(self: Task, ticket: Any) -> str:
         if not is_transient(exc):
             raise  # rejected, not acked: SQS redelivers it, then the redrive policy dead-letters
         countdown = retry_countdown(self.request.retries, settings.get().task_retry_backoff_cap)
-        log.warning("ticket %s: transient database error, retry %d in %.1fs: %s",
-                    record.ticket_id, self.request.retries + 1, countdown, exc)
+        log.warning(
+            "ticket %s: transient database error, retry %d in %.1fs: %s",
+            record.ticket_id,
+            self.request.retries + 1,
+            countdown,
+            exc,
+        )
         raise self.retry(exc=exc, countdown=countdown) from exc
     log.info("ticket %s persisted: %s", record.ticket_id, outcome.value)
     return outcome.value

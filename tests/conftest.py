@@ -35,16 +35,25 @@ os.environ.pop("DATABASE_READ_URL", None)
 if not os.environ.get("AWS_ENDPOINT_URL"):
     _moto_port = helpers.free_port()
     _moto = subprocess.Popen(
-        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(_moto_port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            str(Path(sys.executable).parent / "moto_server"),
+            "-H",
+            "127.0.0.1",
+            "-p",
+            str(_moto_port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     atexit.register(lambda: (_moto.terminate(), _moto.wait()))
     os.environ["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{_moto_port}"
     helpers.wait_for_port(_moto_port)
 
 if urlsplit(os.environ["AWS_ENDPOINT_URL"]).hostname not in ("127.0.0.1", "localhost", "::1"):
-    raise SystemExit("tests refuse to run against a non-local AWS endpoint: "
-                     f"AWS_ENDPOINT_URL={os.environ['AWS_ENDPOINT_URL']}")
+    raise SystemExit(
+        "tests refuse to run against a non-local AWS endpoint: "
+        f"AWS_ENDPOINT_URL={os.environ['AWS_ENDPOINT_URL']}"
+    )
 
 from aws_resources import create_messaging  # noqa: E402
 

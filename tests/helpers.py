@@ -69,10 +69,21 @@ def test_catalog_document() -> dict[str, Any]:
         }
     )
     document["events"] += [
-        {"eventId": "TinyEvent", "venueId": "TinyVenue", "name": "Tiny", "type": "TEST",
-         "date": "2027-01-01T20:00:00Z"},
-        {"eventId": "TinyCapped", "venueId": "TinyVenue", "name": "Tiny, 2 seats", "type": "TEST",
-         "date": "2027-01-02T20:00:00Z", "capacity": 2},
+        {
+            "eventId": "TinyEvent",
+            "venueId": "TinyVenue",
+            "name": "Tiny",
+            "type": "TEST",
+            "date": "2027-01-01T20:00:00Z",
+        },
+        {
+            "eventId": "TinyCapped",
+            "venueId": "TinyVenue",
+            "name": "Tiny, 2 seats",
+            "type": "TEST",
+            "date": "2027-01-02T20:00:00Z",
+            "capacity": 2,
+        },
     ]
     return document
 
@@ -90,16 +101,35 @@ class Worker:
     def start(cls, env: dict[str, str], concurrency: int = 2) -> Iterator[Worker]:
         hostname = f"test-{uuid.uuid4().hex[:6]}@localhost"
         log_path = Path(tempfile.mkstemp(prefix="worker-", suffix=".log")[1])
-        cmd = [str(BIN / "celery"), "--app", "tasks", "worker", "--loglevel", "INFO",
-               "--concurrency", str(concurrency), "--without-gossip", "--without-mingle",
-               "--without-heartbeat", "--hostname", hostname]
+        cmd = [
+            str(BIN / "celery"),
+            "--app",
+            "tasks",
+            "worker",
+            "--loglevel",
+            "INFO",
+            "--concurrency",
+            str(concurrency),
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            "--hostname",
+            hostname,
+        ]
         with open(log_path, "wb") as log:
-            proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **env}, stdout=log,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
+            proc = subprocess.Popen(
+                cmd,
+                cwd=ROOT,
+                env={**os.environ, **env},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         worker = cls(proc, log_path, hostname)
         try:
-            wait_until(lambda: "ready." in worker.log() or proc.poll() is not None, 60,
-                       "worker ready")
+            wait_until(
+                lambda: "ready." in worker.log() or proc.poll() is not None, 60, "worker ready"
+            )
             if proc.poll() is not None:
                 raise RuntimeError(f"worker exited:\n{worker.log()}")
             yield worker
@@ -263,8 +293,9 @@ def tap_queue(topic_arn: str) -> str:
     arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
         "QueueArn"
     ]
-    boto3.client("sns").subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=arn,
-                                  Attributes={"RawMessageDelivery": "true"})
+    boto3.client("sns").subscribe(
+        TopicArn=topic_arn, Protocol="sqs", Endpoint=arn, Attributes={"RawMessageDelivery": "true"}
+    )
     return url
 
 
@@ -275,8 +306,9 @@ def receive_all(queue_url: str) -> list[str]:
     sqs = boto3.client("sqs")
     bodies = []
     while True:
-        messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10,
-                                       WaitTimeSeconds=0).get("Messages", [])
+        messages = sqs.receive_message(
+            QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0
+        ).get("Messages", [])
         if not messages:
             return bodies
         for m in messages:

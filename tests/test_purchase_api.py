@@ -54,12 +54,22 @@ def test_lowercase_row_is_the_same_seat(client):
 
 @pytest.mark.parametrize(
     "body",
-    [b"", b"not json", b"[1, 2]", b'"text"', b"null", b"42", b"{", b"\xff\xfe",
-     b"[" * 5000 + b"]" * 5000],
+    [
+        b"",
+        b"not json",
+        b"[1, 2]",
+        b'"text"',
+        b"null",
+        b"42",
+        b"{",
+        b"\xff\xfe",
+        b"[" * 5000 + b"]" * 5000,
+    ],
 )
 def test_malformed_json(client, body, redis_client):
-    assert_problem(client.post(URL, data=body, content_type="application/json"), 400,
-                   "MALFORMED_JSON")
+    assert_problem(
+        client.post(URL, data=body, content_type="application/json"), 400, "MALFORMED_JSON"
+    )
 
 
 @pytest.mark.parametrize(
@@ -164,8 +174,9 @@ def test_not_found_and_method_not_allowed_are_problems(client):
 
 
 def test_two_megabyte_body_is_a_4xx(client, redis_client):
-    response = client.post(URL, data=b'{"venueId": "' + b"x" * 2 * 1024 * 1024 + b'"}',
-                           content_type="application/json")
+    response = client.post(
+        URL, data=b'{"venueId": "' + b"x" * 2 * 1024 * 1024 + b'"}', content_type="application/json"
+    )
     assert_problem(response, 413, "PAYLOAD_TOO_LARGE")
     assert sold_bits(redis_client) == 0
 
@@ -239,6 +250,6 @@ def test_accepted_purchase_publishes_exactly_one_message_and_rejections_none(
     assert len(bodies) == 1
     envelope = json.loads(bodies[0])
     assert envelope["headers"]["task"] == "tasks.tickets.persist_ticket"
-    args, kwargs, _ = json.loads(base64.b64decode(envelope["body"]))
+    _, kwargs, _ = json.loads(base64.b64decode(envelope["body"]))
     assert kwargs["ticket"]["row"] == "C" and kwargs["ticket"]["column"] == "7"
     assert kwargs["ticket"]["schemaVersion"] == 1

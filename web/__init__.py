@@ -36,8 +36,9 @@ def create_app(services: str = ",".join(SERVICES)) -> Flask:
 def configure_logging() -> None:
     """Log lines with time, level and logger to stderr."""
     if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO,
-                            format="%(asctime)s %(levelname)s %(name)s %(message)s")
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+        )
 
 
 def register_blueprints(app: Flask, services: list[str]) -> None:

@@ -25,8 +25,13 @@ def catalog_group() -> None:
 
 
 @catalog_group.command("load")
-@click.option("--file", "path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              default=None, help="Catalog data file (default: CATALOG_FILE).")
+@click.option(
+    "--file",
+    "path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Catalog data file (default: CATALOG_FILE).",
+)
 def load_command(path: Path | None) -> None:
     """Load the catalog into MySQL, then initialise Redis; never un-sells a seat."""
     path = path or settings.get().catalog_file
@@ -38,5 +43,7 @@ def load_command(path: Path | None) -> None:
         upsert(conn, catalog)
     seats.load_catalog(seats.client(), catalog)
     zones = sum(len(catalog.venues[e.venue_id].zones) for e in catalog.events.values())
-    click.echo(f"catalog loaded from {path}: {len(catalog.venues)} venues, "
-               f"{len(catalog.events)} events, {zones} event zones")
+    click.echo(
+        f"catalog loaded from {path}: {len(catalog.venues)} venues, "
+        f"{len(catalog.events)} events, {zones} event zones"
+    )

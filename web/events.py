@@ -27,8 +27,11 @@ bp = Blueprint("events", __name__, url_prefix="/events")
 @cache
 def _sqs() -> Any:
     s = settings.get()
-    config = Config(connect_timeout=s.broker_connect_timeout, read_timeout=s.broker_read_timeout,
-                    retries={"total_max_attempts": 2, "mode": "standard"})
+    config = Config(
+        connect_timeout=s.broker_connect_timeout,
+        read_timeout=s.broker_read_timeout,
+        retries={"total_max_attempts": 2, "mode": "standard"},
+    )
     return boto3.client("sqs", region_name=s.aws_region, config=config)
 
 
@@ -48,8 +51,13 @@ def queue_depths(queue_url: str) -> dict[str, int]:
 def health() -> tuple[Response, int]:
     """Workers alive, queue depth, in-flight count and DLQ depth; 503 without a live worker."""
     s = settings.get()
-    body: dict[str, Any] = {"status": "UP", "workers": 0, "queueDepth": None, "inFlight": None,
-                            "deadLetterDepth": None}
+    body: dict[str, Any] = {
+        "status": "UP",
+        "workers": 0,
+        "queueDepth": None,
+        "inFlight": None,
+        "deadLetterDepth": None,
+    }
     reasons = []
     try:
         workers = alive_workers(seats.client(), s.worker_alive_seconds)

@@ -1,7 +1,7 @@
 """Purchase API: the hot path, top to bottom — validate, decide in Redis, publish, answer.
 
-    POST /purchase/api/v1/tickets   sell one seat (201, or a problem+json code)
-    GET  /purchase/health           Redis and broker reachable?
+POST /purchase/api/v1/tickets   sell one seat (201, or a problem+json code)
+GET  /purchase/health           Redis and broker reachable?
 """
 
 from __future__ import annotations
@@ -45,8 +45,9 @@ def purchase_ticket() -> Response:
     try:
         req = _request_schema.load(body)
     except ValidationError as exc:
-        raise Problem(400, "VALIDATION_FAILED", "Some fields are invalid.",
-                      errors=exc.normalized_messages()) from None
+        raise Problem(
+            400, "VALIDATION_FAILED", "Some fields are invalid.", errors=exc.normalized_messages()
+        ) from None
     row = req["row"].upper()
 
     # 2. The catalog (cached in this process): venue, event, zone, seat in range.
@@ -58,16 +59,22 @@ def purchase_ticket() -> Response:
     if event is None:
         raise Problem(404, "UNKNOWN_EVENT", f"No event {req['eventId']!r}.")
     if event.venue_id != venue.venue_id:
-        raise Problem(422, "EVENT_NOT_AT_VENUE",
-                      f"{event.event_id} is held at {event.venue_id}, not {venue.venue_id}.")
+        raise Problem(
+            422,
+            "EVENT_NOT_AT_VENUE",
+            f"{event.event_id} is held at {event.venue_id}, not {venue.venue_id}.",
+        )
     zone = venue.zones.get(req["zoneId"])
     if zone is None:
         raise Problem(404, "UNKNOWN_ZONE", f"{venue.venue_id} has no zone {req['zoneId']}.")
     r_index, column = row_index(row), int(req["column"])
     if r_index >= zone.rows or column > zone.columns:
-        raise Problem(422, "SEAT_OUT_OF_RANGE",
-                      f"Zone {zone.zone_id} has rows A to {_last_row(zone.rows)} "
-                      f"and columns 1 to {zone.columns}.")
+        raise Problem(
+            422,
+            "SEAT_OUT_OF_RANGE",
+            f"Zone {zone.zone_id} has rows A to {_last_row(zone.rows)} "
+            f"and columns 1 to {zone.columns}.",
+        )
 
     # 3. The decision: one EVALSHA checks the seat and every counter, and marks it sold.
     scripts = seats.scripts_for(seats.client())
@@ -75,8 +82,9 @@ def purchase_ticket() -> Response:
         outcome = scripts.purchase(event.event_id, zone, r_index, column)
     except redis.RedisError as exc:
         # Outcome unknown (the script may have run): never release here; answer 503.
-        log.warning("purchase %s/%s/%s%s: Redis error %s", event.event_id, zone.zone_id, row,
-                    column, exc)
+        log.warning(
+            "purchase %s/%s/%s%s: Redis error %s", event.event_id, zone.zone_id, row, column, exc
+        )
         raise unavailable("Seat state is unreachable; try again.", _retry_after()) from None
     if outcome == "NOT_LOADED":
         raise unavailable("Seat state is not loaded yet; try again.", _retry_after())
@@ -100,12 +108,14 @@ def purchase_ticket() -> Response:
     except publisher.PublishFailed as exc:
         _release(scripts, event.event_id, zone, r_index, column, ticket["ticketId"])
         log.error("ticket %s not sold: %s", ticket["ticketId"], exc)
-        raise unavailable("Could not record the purchase; the seat was not sold.",
-                          _retry_after()) from None
+        raise unavailable(
+            "Could not record the purchase; the seat was not sold.", _retry_after()
+        ) from None
 
     # 5. 201: the event is in SNS, the worker will make it readable.
-    log.info("ticket %s sold: %s/%s/%s%s", ticket["ticketId"], event.event_id, zone.zone_id,
-             row, column)
+    log.info(
+        "ticket %s sold: %s/%s/%s%s", ticket["ticketId"], event.event_id, zone.zone_id, row, column
+    )
     response = jsonify(ticket)
     response.status_code = 201
     response.headers["Location"] = f"/query/api/v1/tickets/{ticket['ticketId']}"
@@ -126,13 +136,21 @@ def health() -> tuple[Response, int]:
     return jsonify({"status": "UP" if up else "DOWN", "checks": checks}), 200 if up else 503
 
 
-def _release(scripts: seats.SeatScripts, event_id: str, zone: Any, r_index: int, column: int,
-             ticket_id: str) -> None:
+def _release(
+    scripts: seats.SeatScripts, event_id: str, zone: Any, r_index: int, column: int, ticket_id: str
+) -> None:
     try:
         scripts.release(event_id, zone, r_index, column)
     except redis.RedisError as exc:  # the seat stays sold without a ticket: reconcile it
-        log.error("ticket %s: seat %s/%s/%s/%s could not be released: %s", ticket_id, event_id,
-                  zone.zone_id, r_index, column, exc)
+        log.error(
+            "ticket %s: seat %s/%s/%s/%s could not be released: %s",
+            ticket_id,
+            event_id,
+            zone.zone_id,
+            r_index,
+            column,
+            exc,
+        )
 
 
 def _retry_after() -> int:

@@ -1,10 +1,10 @@
 """Query API: reads the ticket projection through the reader (`DATABASE_READ_URL`).
 
-    GET /query/api/v1/tickets                              newest first, filters, cursor pages
-    GET /query/api/v1/tickets/{ticketId}
-    GET /query/api/v1/tickets/count/{eventId}
-    GET /query/api/v1/tickets/revenue/{venueId}/{eventId}
-    GET /query/health
+GET /query/api/v1/tickets                              newest first, filters, cursor pages
+GET /query/api/v1/tickets/{ticketId}
+GET /query/api/v1/tickets/count/{eventId}
+GET /query/api/v1/tickets/revenue/{venueId}/{eventId}
+GET /query/health
 """
 
 from __future__ import annotations
@@ -34,8 +34,11 @@ _list_schema = TicketListQuerySchema()
 @bp.errorhandler(SQLAlchemyError)
 def _database_down(exc: SQLAlchemyError) -> Response:
     log.warning("read database error: %s", exc)
-    return problem_response(unavailable("The read database is unreachable; try again.",
-                                        settings.get().retry_after_seconds))
+    return problem_response(
+        unavailable(
+            "The read database is unreachable; try again.", settings.get().retry_after_seconds
+        )
+    )
 
 
 @bp.get("/api/v1/tickets")
@@ -44,13 +47,22 @@ def list_all() -> Response:
     try:
         args = _list_schema.load(request.args.to_dict())
     except ValidationError as exc:
-        raise Problem(400, "VALIDATION_FAILED", "Some query parameters are invalid.",
-                      errors=exc.normalized_messages()) from None
+        raise Problem(
+            400,
+            "VALIDATION_FAILED",
+            "Some query parameters are invalid.",
+            errors=exc.normalized_messages(),
+        ) from None
     limit = args["limit"]
     with models.reader().connect() as conn:
-        page = list_tickets(conn, limit=limit + 1, after=args.get("cursor"),
-                            event_id=args.get("eventId"), venue_id=args.get("venueId"),
-                            zone_id=args.get("zoneId"))
+        page = list_tickets(
+            conn,
+            limit=limit + 1,
+            after=args.get("cursor"),
+            event_id=args.get("eventId"),
+            venue_id=args.get("venueId"),
+            zone_id=args.get("zoneId"),
+        )
     response = jsonify([t.to_json() for t in page[:limit]])
     if len(page) > limit:
         last = page[limit - 1]
@@ -90,11 +102,19 @@ def revenue_of(venue_id: str, event_id: str) -> Response:
         if held_at is None:
             raise Problem(404, "UNKNOWN_EVENT", f"No event {event_id!r}.")
         if held_at != venue_id:
-            raise Problem(422, "EVENT_NOT_AT_VENUE",
-                          f"{event_id} is held at {held_at}, not {venue_id}.")
+            raise Problem(
+                422, "EVENT_NOT_AT_VENUE", f"{event_id} is held at {held_at}, not {venue_id}."
+            )
         n, total = revenue(conn, venue_id, event_id)
-    return jsonify({"venueId": venue_id, "eventId": event_id, "ticketCount": n,
-                    "revenue": f"{total:.2f}", "currency": "USD"})
+    return jsonify(
+        {
+            "venueId": venue_id,
+            "eventId": event_id,
+            "ticketCount": n,
+            "revenue": f"{total:.2f}",
+            "currency": "USD",
+        }
+    )
 
 
 @bp.get("/health")

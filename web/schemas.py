@@ -34,7 +34,7 @@ class PurchaseRequestSchema(Schema):
         validate=[
             validate.Length(min=1, max=9),
             validate.Regexp(
-                r"^[1-9][0-9]*\Z", error="Column must be a positive integer string, e.g. \"1\"."
+                r"^[1-9][0-9]*\Z", error='Column must be a positive integer string, e.g. "1".'
             ),
         ],
     )
@@ -70,4 +70,3 @@ class TicketListQuerySchema(Schema):
     zoneId = fields.Integer(validate=validate.Range(min=1, max=2**31 - 1))
     limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
     cursor = Cursor()
-

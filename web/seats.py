@@ -71,8 +71,11 @@ return 1
 def zone_keys(event_id: str, zone_id: int) -> tuple[str, str, str]:
     """The sold bitmap, the seats-left hash and the event counter, all under one hash tag."""
     tag = "{" + event_id + "}"
-    return (f"seats:{tag}:zone:{zone_id}:sold", f"seats:{tag}:zone:{zone_id}:left",
-            f"seats:{tag}:event")
+    return (
+        f"seats:{tag}:zone:{zone_id}:sold",
+        f"seats:{tag}:zone:{zone_id}:left",
+        f"seats:{tag}:event",
+    )
 
 
 def seat_bit(zone: ZoneSpec, row_index: int, column: int) -> int:

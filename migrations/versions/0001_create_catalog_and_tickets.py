@@ -69,7 +69,9 @@ def upgrade() -> None:
         *_seat_columns(),
         sa.Column("status", sa.String(16), nullable=False),
         sa.Column("persisted_on", _timestamp(), server_default=sa.func.now(6), nullable=False),
-        sa.UniqueConstraint("event_id", "zone_id", "seat_row", "seat_column", name="uq_ticket_seat"),
+        sa.UniqueConstraint(
+            "event_id", "zone_id", "seat_row", "seat_column", name="uq_ticket_seat"
+        ),
         sa.ForeignKeyConstraint(["event_id"], ["event.event_id"], name="fk_ticket_event"),
         sa.ForeignKeyConstraint(
             ["venue_id", "zone_id"], ["zone.venue_id", "zone.zone_id"], name="fk_ticket_zone"

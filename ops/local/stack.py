@@ -12,6 +12,7 @@ this script started.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -59,8 +60,9 @@ def free_port() -> int:
 def spawn(cmd: list[str], log_name: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     RUN.mkdir(exist_ok=True)
     log = open(RUN / log_name, "ab")  # noqa: SIM115 - lives as long as the child
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+    )
     children.append(proc)
     return proc
 
@@ -71,8 +73,11 @@ def apt_install(*packages: str) -> None:
     say(f"installing {' '.join(packages)} from Debian's packages")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     subprocess.run(["apt-get", "update", "-q"], check=True, env=env)
-    subprocess.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *packages],
-                   check=True, env=env)
+    subprocess.run(
+        ["apt-get", "install", "-y", "-q", "--no-install-recommends", *packages],
+        check=True,
+        env=env,
+    )
 
 
 def find_binary(*names: str) -> str | None:
@@ -95,8 +100,22 @@ def ensure_redis(db: int) -> str:
             server = find_binary("redis-server")
         (RUN / "redis").mkdir(parents=True, exist_ok=True)
         say("starting redis-server on 127.0.0.1:6379")
-        spawn([server, "--bind", "127.0.0.1", "--port", "6379", "--dir", str(RUN / "redis"),
-               "--save", "", "--appendonly", "no"], "redis.log")
+        spawn(
+            [
+                server,
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                "6379",
+                "--dir",
+                str(RUN / "redis"),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            "redis.log",
+        )
         wait_for_port("127.0.0.1", 6379, "redis-server")
     return f"redis://127.0.0.1:6379/{db}"
 
@@ -106,8 +125,13 @@ def _mysql_accepts(url: str) -> bool:
 
     parts = urlsplit(url.replace("mysql+pymysql", "mysql"))
     try:
-        pymysql.connect(host=parts.hostname, port=parts.port or 3306, user=parts.username or "root",
-                        password=parts.password or "", connect_timeout=2).close()
+        pymysql.connect(
+            host=parts.hostname,
+            port=parts.port or 3306,
+            user=parts.username or "root",
+            password=parts.password or "",
+            connect_timeout=2,
+        ).close()
         return True
     except pymysql.MySQLError:
         return False
@@ -123,12 +147,32 @@ def _start_mariadb() -> None:
     if not (datadir / "mysql").exists():
         say(f"initialising a MariaDB data directory in {datadir}")
         installer = find_binary("mariadb-install-db", "mysql_install_db")
-        subprocess.run([installer, f"--datadir={datadir}", "--auth-root-authentication-method=normal",
-                        "--skip-test-db", *user], check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [
+                installer,
+                f"--datadir={datadir}",
+                "--auth-root-authentication-method=normal",
+                "--skip-test-db",
+                *user,
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
     say("starting MariaDB on 127.0.0.1:3306")
-    spawn([server, "--no-defaults", f"--datadir={datadir}", "--bind-address=127.0.0.1",
-           "--port=3306", f"--socket={datadir / 'mysqld.sock'}", "--skip-name-resolve",
-           "--innodb-buffer-pool-size=256M", *user], "mariadb.log")
+    spawn(
+        [
+            server,
+            "--no-defaults",
+            f"--datadir={datadir}",
+            "--bind-address=127.0.0.1",
+            "--port=3306",
+            f"--socket={datadir / 'mysqld.sock'}",
+            "--skip-name-resolve",
+            "--innodb-buffer-pool-size=256M",
+            *user,
+        ],
+        "mariadb.log",
+    )
     wait_for_port("127.0.0.1", 3306, "MariaDB")
 
 
@@ -140,13 +184,19 @@ def ensure_mysql(database: str, *, fresh: bool) -> str:
     server_url = url.rsplit("/", 1)[0]
     if not os.environ.get("DATABASE_URL") and not _mysql_accepts(server_url):
         if port_open("127.0.0.1", 3306):
-            sys.exit("[stack] a server on 127.0.0.1:3306 refuses root without a password: "
-                     "set DATABASE_URL")
+            sys.exit(
+                "[stack] a server on 127.0.0.1:3306 refuses root without a password: "
+                "set DATABASE_URL"
+            )
         _start_mariadb()
     parts = urlsplit(url.replace("mysql+pymysql", "mysql"))
     name = parts.path.lstrip("/")
-    conn = pymysql.connect(host=parts.hostname, port=parts.port or 3306,
-                           user=parts.username or "root", password=parts.password or "")
+    conn = pymysql.connect(
+        host=parts.hostname,
+        port=parts.port or 3306,
+        user=parts.username or "root",
+        password=parts.password or "",
+    )
     with conn.cursor() as cur:
         if fresh:
             cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
@@ -177,10 +227,8 @@ def aws_env(endpoint: str) -> dict[str, str]:
 def stop_children(*_: object) -> None:
     for proc in reversed(children):
         if proc.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
     deadline = time.monotonic() + 15
     for proc in reversed(children):
         try:
@@ -204,11 +252,16 @@ def run() -> int:
     env.setdefault("GUNICORN_BIND", "127.0.0.1:8000")
     say("migrating: alembic upgrade head")
     subprocess.run([str(BIN / "alembic"), "upgrade", "head"], cwd=ROOT, env=env, check=True)
-    subprocess.run([str(BIN / "flask"), "--app", "web", "catalog", "load"], cwd=ROOT, env=env,
-                   check=True)
+    subprocess.run(
+        [str(BIN / "flask"), "--app", "web", "catalog", "load"], cwd=ROOT, env=env, check=True
+    )
     say("serving http://127.0.0.1:8000 (purchase, query, events), Flower on :5555; Ctrl-C stops")
-    honcho = subprocess.Popen([str(BIN / "honcho"), "--no-colour", "start", "web", "worker",
-                               "flower"], cwd=ROOT, env=env, start_new_session=True)
+    honcho = subprocess.Popen(
+        [str(BIN / "honcho"), "--no-colour", "start", "web", "worker", "flower"],
+        cwd=ROOT,
+        env=env,
+        start_new_session=True,
+    )
     children.append(honcho)
     return honcho.wait()
 
@@ -220,8 +273,13 @@ def test(pytest_args: list[str]) -> int:
     env["DATABASE_URL"] = os.environ.get("TEST_DATABASE_URL") or ensure_mysql(
         "ticketing_test", fresh=True
     )
-    for name in ("AWS_ENDPOINT_URL", "DATABASE_READ_URL", "TICKET_TOPIC_ARN", "TICKET_QUEUE_URL",
-                 "TICKET_DLQ_URL"):
+    for name in (
+        "AWS_ENDPOINT_URL",
+        "DATABASE_READ_URL",
+        "TICKET_TOPIC_ARN",
+        "TICKET_QUEUE_URL",
+        "TICKET_DLQ_URL",
+    ):
         env.pop(name, None)  # the suite makes its own moto server and queues
     return subprocess.call([str(BIN / "python"), "-m", "pytest", *pytest_args], cwd=ROOT, env=env)
 

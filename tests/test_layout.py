@@ -1,0 +1,82 @@
+"""The project's fixed points: migrations match the models, the Procfile names every process
+type and its worker consumes every queue, the catalog is the seed's, settings are documented."""
+
+from __future__ import annotations
+
+import re
+import shlex
+
+from alembic import command
+from alembic.config import Config
+
+from celeryconfig import QueueNames
+from models.catalog import Catalog
+from tests.helpers import ROOT
+
+SEED_SHAPE = {
+    "Venue1": (50, 30, 40),
+    "Venue2": (20, 25, 35),
+    "Venue3": (10, 20, 25),
+    "Venue4": (5, 15, 30),
+    "Venue5": (30, 50, 60),
+}
+SEED_EVENTS = {
+    "Event1": "Venue1",
+    "Event2": "Venue1",
+    "Event3": "Venue2",
+    "Event4": "Venue2",
+    "Event5": "Venue3",
+    "Event6": "Venue4",
+    "Event7": "Venue5",
+}
+
+
+def procfile() -> dict[str, str]:
+    lines = (ROOT / "Procfile").read_text().splitlines()
+    return dict(line.split(": ", 1) for line in lines if line.strip())
+
+
+def test_models_and_migrations_agree(database):
+    config = Config(str(ROOT / "alembic.ini"))
+    config.attributes["configure_logger"] = False
+    command.check(config)  # raises if autogenerate would emit any operation
+
+
+def test_procfile_names_every_process_type():
+    assert {"purchase", "query", "events", "worker", "flower", "release"} <= procfile().keys()
+    assert procfile()["release"] == "alembic upgrade head"
+
+
+def test_procfile_worker_consumes_every_queue():
+    argv = shlex.split(procfile()["worker"])
+    queues = argv[argv.index("-Q") + 1].split(",") if "-Q" in argv else QueueNames.all()
+    from tasks import celery_app
+
+    declared = [q.name for q in celery_app.conf.task_queues]
+    assert sorted(declared) == sorted(QueueNames.all())
+    assert set(QueueNames.all()) <= set(queues)
+    assert set(celery_app.conf.broker_transport_options["predefined_queues"]) == set(declared)
+
+
+def test_default_catalog_is_the_seeds():
+    catalog = Catalog.from_file(ROOT / "models" / "catalog.json")
+    shape = {
+        v.venue_id: (len(v.zones), v.zones[1].rows, v.zones[1].columns)
+        for v in catalog.venues.values()
+    }
+    assert shape == SEED_SHAPE
+    assert all(
+        z.rows == v.zones[1].rows and z.columns == v.zones[1].columns
+        for v in catalog.venues.values()
+        for z in v.zones.values()
+    )
+    assert {e.event_id: e.venue_id for e in catalog.events.values()} == SEED_EVENTS
+    assert str(catalog.venues["Venue1"].zones[1].price) == "100.00"
+
+
+def test_every_setting_is_in_env_example():
+    source = (ROOT / "settings.py").read_text()
+    names = set(re.findall(r'_(?:str|float|int)\("([A-Z_]+)"', source))
+    example = (ROOT / ".env.example").read_text()
+    documented = set(re.findall(r"^#?\s*([A-Z_]+)=", example, re.MULTILINE))
+    assert names - documented == set()

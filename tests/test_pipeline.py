@@ -1,0 +1,126 @@
+"""End to end, as `make run` serves it: gunicorn (purchase, query, events on one base URL) and
+a Celery worker on their own SNS topic and SQS queue in moto, real Redis and MariaDB."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import tempfile
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+from aws_resources import create_messaging
+
+from tests.helpers import BIN, ROOT, Worker, free_port, wait_for_port, wait_until
+
+SEED = {"venueId": "Venue1", "eventId": "Event1", "zoneId": 1, "row": "A", "column": "1"}
+
+
+@pytest.fixture(scope="module")
+def stack(database) -> Iterator[str]:
+    """gunicorn + worker on a topic and queue of their own; yields the base URL."""
+    env = {**create_messaging(f"e{uuid.uuid4().hex[:8]}").env(), "WORKER_HEARTBEAT_SECONDS": "1"}
+    port = free_port()
+    log = tempfile.NamedTemporaryFile(prefix="gunicorn-", suffix=".log", delete=False)  # noqa: SIM115
+    web = subprocess.Popen(
+        [
+            str(BIN / "gunicorn"),
+            "--config",
+            "gunicorn.conf.py",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "web:create_app()",
+        ],
+        cwd=ROOT,
+        env={**os.environ, **env, "GUNICORN_ACCESSLOG": ""},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        wait_for_port(port)
+        with Worker.start(env):
+            yield f"http://127.0.0.1:{port}"
+    finally:
+        os.killpg(web.pid, signal.SIGTERM)
+        web.wait(timeout=30)
+        log.close()
+
+
+@pytest.fixture
+def base(stack, loaded_seats, clean_tickets) -> str:
+    return stack
+
+
+def readable(base: str, ticket_id: str) -> bool:
+    return requests.get(f"{base}/query/api/v1/tickets/{ticket_id}", timeout=5).status_code == 200
+
+
+def test_seed_example_end_to_end(base):
+    before_count = requests.get(f"{base}/query/api/v1/tickets/count/Event1").json()["count"]
+    before_revenue = requests.get(f"{base}/query/api/v1/tickets/revenue/Venue1/Event1").json()
+    started = time.monotonic()
+    response = requests.post(f"{base}/purchase/api/v1/tickets", json=SEED, timeout=10)
+    assert response.status_code == 201, response.text
+    ticket = response.json()
+    wait_until(lambda: readable(base, ticket["ticketId"]), 10, "the ticket in the query API")
+    lag = time.monotonic() - started
+    print(f"purchase → readable: {lag * 1000:.0f} ms")
+    assert requests.get(f"{base}{response.headers['Location']}").json() == ticket
+    assert requests.get(f"{base}/query/api/v1/tickets/count/Event1").json()["count"] == (
+        before_count + 1
+    )
+    revenue = requests.get(f"{base}/query/api/v1/tickets/revenue/Venue1/Event1").json()
+    assert revenue["ticketCount"] == before_revenue["ticketCount"] + 1
+    assert float(revenue["revenue"]) == float(before_revenue["revenue"]) + 100.0
+    listed = requests.get(f"{base}/query/api/v1/tickets").json()
+    assert ticket in listed
+
+
+def test_health_endpoints(base):
+    assert requests.get(f"{base}/purchase/health").json() == {
+        "status": "UP",
+        "checks": {"redis": "UP", "broker": "UP"},
+    }
+    assert requests.get(f"{base}/query/health").status_code == 200
+    events = wait_until(
+        lambda: requests.get(f"{base}/events/health").json().get("workers"),
+        10,
+        "a worker heartbeat",
+    )
+    assert events >= 1
+
+
+def test_400_buyers_on_20_seats(base):
+    """Exactly one winner per seat; every loser hears SEAT_TAKEN; exactly 20 rows in the end."""
+    seats = [{**SEED, "zoneId": 7, "row": "B", "column": str(c)} for c in range(1, 21)]
+    attempts = [seats[n % 20] for n in range(400)]
+    session = requests.Session()
+    session.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=32))
+
+    def attempt(body: dict) -> tuple[int, str, str]:
+        r = session.post(f"{base}/purchase/api/v1/tickets", json=body, timeout=30)
+        data = r.json()
+        return r.status_code, data.get("code", ""), body["column"]
+
+    with ThreadPoolExecutor(32) as pool:
+        results = list(pool.map(attempt, attempts))
+    statuses = Counter((status, code) for status, code, _ in results)
+    assert statuses == {(201, ""): 20, (409, "SEAT_TAKEN"): 380}
+    winners = Counter(column for status, _, column in results if status == 201)
+    assert set(winners.values()) == {1} and len(winners) == 20
+
+    def persisted() -> list:
+        page = requests.get(f"{base}/query/api/v1/tickets?eventId=Event1&zoneId=7").json()
+        return page if len(page) >= 20 else []
+
+    page = wait_until(persisted, 60, "20 rows")
+    time.sleep(2)  # a straggling duplicate would show up now
+    page = requests.get(f"{base}/query/api/v1/tickets?eventId=Event1&zoneId=7").json()
+    assert sorted(int(t["column"]) for t in page) == list(range(1, 21))

@@ -1,0 +1,162 @@
+"""The Redis seat scripts at their boundaries, on real Redis."""
+
+from __future__ import annotations
+
+import threading
+import time
+from decimal import Decimal
+
+from redis.cluster import key_slot
+
+from models.catalog import Catalog, EventSpec, ZoneSpec, row_index, row_label
+from web import seats
+
+
+def zone(rows=2, columns=3, capacity=None, row_capacity=None, zone_id=1) -> ZoneSpec:
+    return ZoneSpec(
+        zone_id=zone_id,
+        rows=rows,
+        columns=columns,
+        price=Decimal("1.00"),
+        capacity=capacity if capacity is not None else rows * columns,
+        row_capacity=row_capacity if row_capacity is not None else columns,
+    )
+
+
+def event(capacity: int) -> EventSpec:
+    from datetime import UTC, datetime
+
+    return EventSpec("E", "V", "e", "TEST", datetime(2027, 1, 1, tzinfo=UTC), capacity)
+
+
+def test_row_labels_are_bijective_base_26():
+    assert [row_label(i) for i in (0, 25, 26, 51, 52, 701, 702)] == [
+        "A",
+        "Z",
+        "AA",
+        "AZ",
+        "BA",
+        "ZZ",
+        "AAA",
+    ]
+    assert all(row_index(row_label(i)) == i for i in range(2000))
+
+
+def test_every_key_of_an_event_is_in_one_cluster_slot():
+    keys = [*seats.zone_keys("Event1", 1), *seats.zone_keys("Event1", 50)]
+    assert len({key_slot(k.encode()) for k in keys}) == 1
+
+
+def test_sell_then_seat_taken(redis_client):
+    s, z = seats.scripts_for(redis_client), zone()
+    s.initialise(event(6), z)
+    assert s.purchase("E", z, 1, 3) == "OK"
+    assert s.purchase("E", z, 1, 3) == "SEAT_TAKEN"
+    sold, left, ev = seats.zone_keys("E", 1)
+    assert redis_client.getbit(sold, seats.seat_bit(z, 1, 3)) == 1
+    assert seats.seat_bit(z, 1, 3) == 5  # rowIndex × columns + colIndex
+    assert redis_client.hgetall(left) == {"zone": "5", "A": "3", "B": "2"}
+    assert redis_client.hmget(ev, "sold", "capacity") == ["1", "6"]
+
+
+def test_row_boundary(redis_client):
+    s, z = seats.scripts_for(redis_client), zone(row_capacity=2)
+    s.initialise(event(6), z)
+    assert [s.purchase("E", z, 0, c) for c in (1, 2, 3)] == ["OK", "OK", "ROW_FULL"]
+    assert s.purchase("E", z, 1, 3) == "OK"  # the other row is not affected
+
+
+def test_zone_boundary(redis_client):
+    s, z = seats.scripts_for(redis_client), zone(capacity=2)
+    s.initialise(event(6), z)
+    assert [s.purchase("E", z, r, 1) for r in (0, 1)] == ["OK", "OK"]
+    assert s.purchase("E", z, 0, 2) == "ZONE_FULL"
+    assert s.purchase("E", z, 0, 1) == "SEAT_TAKEN"  # precedence over the counters
+
+
+def test_event_boundary_spans_zones(redis_client):
+    s = seats.scripts_for(redis_client)
+    z1, z2 = zone(zone_id=1), zone(zone_id=2)
+    s.initialise(event(3), z1)
+    s.initialise(event(3), z2)
+    assert [s.purchase("E", z1, 0, 1), s.purchase("E", z2, 0, 1), s.purchase("E", z1, 1, 1)] == [
+        "OK",
+        "OK",
+        "OK",
+    ]
+    assert s.purchase("E", z2, 1, 2) == "EVENT_SOLD_OUT"
+
+
+def test_release_restores_every_counter_once(redis_client):
+    s, z = seats.scripts_for(redis_client), zone()
+    s.initialise(event(1), z)
+    assert s.purchase("E", z, 0, 1) == "OK"
+    assert s.purchase("E", z, 0, 2) == "EVENT_SOLD_OUT"
+    assert s.release("E", z, 0, 1) is True
+    assert s.release("E", z, 0, 1) is False  # a second release changes nothing
+    assert s.purchase("E", z, 0, 2) == "OK"
+    _, left, ev = seats.zone_keys("E", 1)
+    assert redis_client.hgetall(left) == {"zone": "5", "A": "2", "B": "3"}
+    assert redis_client.hget(ev, "sold") == "1"
+
+
+def test_uninitialised_zone_is_not_sold(redis_client):
+    s, z = seats.scripts_for(redis_client), zone()
+    assert s.purchase("E", z, 0, 1) == "NOT_LOADED"
+    assert redis_client.dbsize() == 0
+
+
+def test_loading_the_catalog_again_never_unsells(loaded_seats):
+    from tests.conftest import TEST_CATALOG
+
+    catalog = Catalog.from_dict(TEST_CATALOG)
+    s = seats.scripts_for(loaded_seats)
+    z = catalog.venues["Venue1"].zones[1]
+    assert s.purchase("Event1", z, 0, 1) == "OK"
+    seats.load_catalog(loaded_seats, catalog)
+    assert s.purchase("Event1", z, 0, 1) == "SEAT_TAKEN"
+    _, left, ev = seats.zone_keys("Event1", 1)
+    assert loaded_seats.hget(left, "zone") == str(z.capacity - 1)
+    assert loaded_seats.hget(ev, "sold") == "1"
+    assert seats.read_catalog(loaded_seats) == catalog
+
+
+def test_check_then_act_races_but_the_script_does_not(redis_client):
+    """The anti-pattern first: GETBIT, then SETBIT in a second call, sells one seat twice.
+    The script, under the same contention, sells it exactly once."""
+    z = zone()
+    sold_key = seats.zone_keys("E", 1)[0]
+    bit = seats.seat_bit(z, 0, 1)
+    barrier = threading.Barrier(8)
+    naive_winners = []
+
+    def naive_buyer(n: int) -> None:
+        barrier.wait()
+        if redis_client.getbit(sold_key, bit) == 0:  # check …
+            time.sleep(0.01)  # … (any delay: a GC pause, a context switch) …
+            redis_client.setbit(sold_key, bit, 1)  # … then act
+            naive_winners.append(n)
+
+    threads = [threading.Thread(target=naive_buyer, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(naive_winners) > 1, "the race did not show up"
+
+    redis_client.flushdb()
+    s = seats.scripts_for(redis_client)
+    s.initialise(event(6), z)
+    outcomes: list[str] = []
+    barrier = threading.Barrier(8)
+
+    def buyer() -> None:
+        barrier.wait()
+        outcomes.append(s.purchase("E", z, 0, 1))
+
+    threads = [threading.Thread(target=buyer) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes) == ["OK"] + ["SEAT_TAKEN"] * 7
