@@ -241,6 +241,7 @@ def stop_children(*_: object) -> None:
 def run() -> int:
     """Set up, then serve web (8000), worker and Flower (5555) in the foreground."""
     env = dict(os.environ)
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"  # the Procfile's commands
     env["REDIS_URL"] = ensure_redis(0)
     env["DATABASE_URL"] = ensure_mysql("ticketing", fresh=False)
     env.update(aws_env(start_moto(int(os.environ.get("MOTO_PORT", "4566")))))
