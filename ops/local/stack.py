@@ -150,6 +150,7 @@ def _start_mariadb() -> None:
         subprocess.run(
             [
                 installer,
+                "--no-defaults",  # the system's my.cnf would switch to user mysql and its paths
                 f"--datadir={datadir}",
                 "--auth-root-authentication-method=normal",
                 "--skip-test-db",
