@@ -48,6 +48,7 @@ def _client_config() -> dict[str, Any]:
 
 
 broker_url = "sqs://"
+broker_transport = "tasks.transport:Transport"  # kombu's SQS, surviving undecodable bodies
 broker_connection_retry_on_startup = True
 broker_transport_options: dict[str, Any] = {
     "region": _s.aws_region,
@@ -76,6 +77,7 @@ task_acks_late = True
 task_reject_on_worker_lost = True
 task_acks_on_failure = False
 worker_prefetch_multiplier = 1
+worker_consumer = "tasks.consumer:DeadLetteringConsumer"  # undecodable → DLQ, not deleted
 
 # SQS carries neither events nor remote control: keep Celery from trying (it would ask for
 # celeryev/pidbox queues that are not predefined).

@@ -246,3 +246,35 @@ def upsert(conn: Connection, catalog: Catalog) -> None:
                 }
             )
         )
+
+
+def from_database(conn: Connection) -> Catalog:
+    """The catalog as MySQL holds it (the source of truth once loaded)."""
+    from sqlalchemy import select
+
+    venues: dict[str, VenueSpec] = {}
+    names = dict(conn.execute(select(Venue.venue_id, Venue.name)).tuples())
+    zones: dict[str, dict[int, ZoneSpec]] = {venue_id: {} for venue_id in names}
+    for z in conn.execute(select(Zone).order_by(Zone.venue_id, Zone.zone_id)):
+        zones[z.venue_id][z.zone_id] = ZoneSpec(
+            zone_id=z.zone_id,
+            rows=z.row_count,
+            columns=z.column_count,
+            price=z.price,
+            capacity=z.capacity,
+            row_capacity=z.row_capacity,
+        )
+    for venue_id, name in names.items():
+        venues[venue_id] = VenueSpec(venue_id, name, zones[venue_id])
+    events = {
+        e.event_id: EventSpec(
+            event_id=e.event_id,
+            venue_id=e.venue_id,
+            name=e.name,
+            type=e.type,
+            date=e.event_date.replace(tzinfo=UTC),
+            capacity=e.capacity,
+        )
+        for e in conn.execute(select(Event).order_by(Event.event_id))
+    }
+    return Catalog(venues, events)

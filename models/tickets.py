@@ -208,3 +208,14 @@ def revenue(conn: Connection, venue_id: str, event_id: str) -> tuple[int, Decima
         )
     ).one()
     return int(count), Decimal(total).quantize(Decimal("0.01"))
+
+
+def sold_seats(conn: Connection, event_id: str) -> dict[int, list[tuple[str, int]]]:
+    """Every persisted seat of an event, by zone: {zone_id: [(row, column), …]}."""
+    seats: dict[int, list[tuple[str, int]]] = {}
+    query = select(Ticket.zone_id, Ticket.seat_row, Ticket.seat_column).where(
+        Ticket.event_id == event_id
+    )
+    for zone_id, row, column in conn.execute(query):
+        seats.setdefault(zone_id, []).append((row, column))
+    return seats

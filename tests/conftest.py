@@ -108,8 +108,14 @@ def redis_client():
 def loaded_seats(redis_client, database: None):
     """Redis emptied, then the test catalog's counters and catalog copy loaded."""
     from models.catalog import Catalog
+    from models.tickets import sold_seats
 
-    seats.load_catalog(redis_client, Catalog.from_dict(TEST_CATALOG))
+    catalog = Catalog.from_dict(TEST_CATALOG)
+    with models.writer().connect() as conn:  # what `seats rebuild` does, without the drain wait
+        for event in catalog.events.values():
+            zones = catalog.venues[event.venue_id].zones
+            seats.rebuild_event(redis_client, event, zones, sold_seats(conn, event.event_id))
+    seats.publish_catalog(redis_client, catalog)
     purchase.forget_catalog()
     yield redis_client
     purchase.forget_catalog()

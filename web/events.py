@@ -7,44 +7,19 @@ Workers alive (from the heartbeats they write to Redis) and queue depths (SQS at
 from __future__ import annotations
 
 import logging
-from functools import cache
 from typing import Any
 
-import boto3
 import redis
-from botocore.config import Config
 from flask import Blueprint, Response, jsonify
 
 import settings
+from tasks import queues
 from tasks.heartbeat import alive_workers
 from web import seats
 
 log = logging.getLogger(__name__)
 
 bp = Blueprint("events", __name__, url_prefix="/events")
-
-
-@cache
-def _sqs() -> Any:
-    s = settings.get()
-    config = Config(
-        connect_timeout=s.broker_connect_timeout,
-        read_timeout=s.broker_read_timeout,
-        retries={"total_max_attempts": 2, "mode": "standard"},
-    )
-    return boto3.client("sqs", region_name=s.aws_region, config=config)
-
-
-def queue_depths(queue_url: str) -> dict[str, int]:
-    """Visible and in-flight message counts of one queue."""
-    attributes = _sqs().get_queue_attributes(
-        QueueUrl=queue_url,
-        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-    )["Attributes"]
-    return {
-        "visible": int(attributes.get("ApproximateNumberOfMessages", 0)),
-        "inFlight": int(attributes.get("ApproximateNumberOfMessagesNotVisible", 0)),
-    }
 
 
 @bp.get("/health")
@@ -68,9 +43,9 @@ def health() -> tuple[Response, int]:
     except redis.RedisError as exc:
         reasons.append(f"heartbeats unreadable: {exc}")
     try:
-        queue = queue_depths(s.queue_url)
+        queue = queues.depths(s.queue_url)
         body["queueDepth"], body["inFlight"] = queue["visible"], queue["inFlight"]
-        body["deadLetterDepth"] = queue_depths(s.dead_letter_queue_url)["visible"]
+        body["deadLetterDepth"] = queues.depths(s.dead_letter_queue_url)["visible"]
     except Exception as exc:  # botocore raises many types; all mean "SQS unreadable"
         log.warning("events health: SQS unreadable: %s", exc)
         reasons.append("queue attributes unreadable")

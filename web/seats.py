@@ -18,7 +18,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 import settings
-from models.catalog import Catalog, EventSpec, ZoneSpec, row_label
+from models.catalog import Catalog, EventSpec, ZoneSpec, row_index, row_label
 
 CATALOG_KEY = "ticketing:catalog"
 
@@ -68,13 +68,18 @@ return 1
 """
 
 
+def event_key(event_id: str) -> str:
+    """The event's sold/capacity hash; it exists only while the event is sellable."""
+    return "seats:{" + event_id + "}:event"
+
+
 def zone_keys(event_id: str, zone_id: int) -> tuple[str, str, str]:
     """The sold bitmap, the seats-left hash and the event counter, all under one hash tag."""
     tag = "{" + event_id + "}"
     return (
         f"seats:{tag}:zone:{zone_id}:sold",
         f"seats:{tag}:zone:{zone_id}:left",
-        f"seats:{tag}:event",
+        event_key(event_id),
     )
 
 
@@ -130,12 +135,54 @@ class SeatScripts:
 
     def initialise(self, event: EventSpec, zone: ZoneSpec) -> None:
         """Create the counters of one (event, zone) that are missing."""
-        _, left, event_key = zone_keys(event.event_id, zone.zone_id)
+        _, left, event_hash = zone_keys(event.event_id, zone.zone_id)
         rows = [row_label(i) for i in range(zone.rows)]
         self._initialise(
-            keys=[left, event_key],
+            keys=[left, event_hash],
             args=[zone.capacity, zone.row_capacity, event.capacity, *rows],
         )
+
+
+def event_loaded(r: redis.Redis, event_id: str) -> bool:
+    """Whether the event's seat state exists (an event without it is not sold: NOT_LOADED)."""
+    return bool(r.exists(event_key(event_id)))
+
+
+def disable_event(r: redis.Redis, event_id: str) -> None:
+    """Make an event unsellable until `rebuild_event` finishes: purchases answer 503."""
+    r.delete(event_key(event_id))
+
+
+def rebuild_event(
+    r: redis.Redis,
+    event: EventSpec,
+    zones: dict[int, ZoneSpec],
+    sold: dict[int, list[tuple[str, int]]],
+) -> int:
+    """Write an event's seat state from its persisted tickets; the event hash last, so the
+    event is sellable only once every zone is written. Returns the seats marked sold."""
+    total = 0
+    for zone in zones.values():
+        cells = sold.get(zone.zone_id, [])
+        bitmap = bytearray((zone.rows * zone.columns + 7) // 8)
+        per_row: dict[str, int] = {}
+        for row, column in cells:
+            bit = seat_bit(zone, row_index(row), column)
+            bitmap[bit // 8] |= 0x80 >> (bit % 8)  # Redis bitmaps are big-endian within a byte
+            per_row[row] = per_row.get(row, 0) + 1
+        left = {
+            row_label(i): zone.row_capacity - per_row.get(row_label(i), 0) for i in range(zone.rows)
+        }
+        left["zone"] = zone.capacity - len(cells)
+        sold_key, left_key, _ = zone_keys(event.event_id, zone.zone_id)
+        pipe = r.pipeline(transaction=True)  # one slot: MULTI/EXEC works on a cluster too
+        pipe.delete(sold_key, left_key)
+        pipe.set(sold_key, bytes(bitmap))
+        pipe.hset(left_key, mapping=left)
+        pipe.execute()
+        total += len(cells)
+    r.hset(event_key(event.event_id), mapping={"sold": total, "capacity": event.capacity})
+    return total
 
 
 @cache
@@ -145,12 +192,23 @@ def scripts_for(r: redis.Redis) -> SeatScripts:
 
 
 def load_catalog(r: redis.Redis, catalog: Catalog) -> None:
-    """Initialise the counters of every (event, zone), then publish the catalog to the API."""
+    """Create missing counters of every loaded event, then publish the catalog to the API.
+
+    Only for events whose seat state exists (`event_loaded`): the others must be rebuilt from
+    MySQL (`web.seat_repair.rebuild`), never initialised as empty — after a Redis loss that
+    would sell every seat again.
+    """
     scripts = scripts_for(r)
     for event in catalog.events.values():
+        if not event_loaded(r, event.event_id):
+            continue
         for zone in catalog.venues[event.venue_id].zones.values():
             scripts.initialise(event, zone)
-    # Last: the purchase API sells an event only once its counters exist.
+    publish_catalog(r, catalog)
+
+
+def publish_catalog(r: redis.Redis, catalog: Catalog) -> None:
+    """The catalog copy the purchase API reads."""
     r.set(CATALOG_KEY, json.dumps(catalog.to_dict()))
 
 
