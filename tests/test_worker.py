@@ -125,17 +125,19 @@ def test_database_outage_is_retried_until_it_lands(
 
 
 def dead_letters(url: str) -> list[dict]:
+    """The DLQ's messages, left visible (read with a zero visibility timeout)."""
     sqs = boto3.client("sqs")
-    found = []
+    found = {}
     for _ in range(3):
-        found += sqs.receive_message(
+        for m in sqs.receive_message(
             QueueUrl=url,
             MaxNumberOfMessages=10,
             WaitTimeSeconds=0,
-            VisibilityTimeout=30,
+            VisibilityTimeout=0,
             MessageSystemAttributeNames=["ApproximateReceiveCount"],
-        ).get("Messages", [])
-    return found
+        ).get("Messages", []):
+            found[m["MessageId"]] = m
+    return list(found.values())
 
 
 def test_poison_message_reaches_the_dlq_after_max_receives(
@@ -186,3 +188,110 @@ def test_events_health_sees_the_worker(worker, app):
     assert body["status"] == "UP"
     assert body["lastHeartbeatAgeSeconds"] < 10
     assert {"queueDepth", "inFlight", "deadLetterDepth"} <= body.keys()
+
+
+def cli(messaging, *args: str) -> str:
+    """Run `flask --app web …` against this module's queues; its output."""
+    import os
+    import subprocess
+
+    from tests.helpers import BIN, ROOT
+
+    done = subprocess.run([str(BIN / "flask"), "--app", "web", *args], cwd=ROOT,
+                          env={**os.environ, **messaging.env()}, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_undecodable_messages_are_dead_lettered_not_lost(worker, sender, messaging,
+                                                         clean_tickets):
+    """Garbage, a lying base64 body and an unknown task: each reaches the DLQ after exactly
+    maxReceiveCount receives; the worker survives them and a good ticket passes."""
+    drain_dlq(messaging)
+    sqs = boto3.client("sqs")
+    garbage = [
+        "not json at all",
+        json.dumps({"body": "%%%", "content-type": "application/json",
+                    "content-encoding": "utf-8", "headers": {},
+                    "properties": {"body_encoding": "base64", "delivery_info": {}}}),
+        json.dumps({"body": "e30=", "content-type": "application/json",
+                    "content-encoding": "utf-8", "headers": {"task": "no.such.task", "id": "x"},
+                    "properties": {"body_encoding": "base64", "delivery_info": {}}}),
+    ]
+    for body in garbage:
+        sqs.send_message(QueueUrl=messaging.queue_url, MessageBody=body)
+    good = ticket_message(row="G", column="7")
+    send(sender, good)
+    wait_until(lambda: rows(good["ticketId"]) == 1, 20, "the good ticket")
+    wait_until(lambda: len(dead_letters(messaging.dead_letter_queue_url)) >= 3, 60,
+               "three dead letters")
+    letters = dead_letters(messaging.dead_letter_queue_url)
+    assert sorted(m["Body"] for m in letters) == sorted(garbage)
+    assert all(int(m["Attributes"]["ApproximateReceiveCount"]) >= MAX_RECEIVE for m in letters)
+    assert worker.proc.poll() is None  # still running
+    assert queue_counts(messaging.queue_url) == (0, 0)
+    drain_dlq(messaging)
+
+
+def drain_dlq(messaging) -> None:
+    time.sleep(1)
+    receive_all(messaging.dead_letter_queue_url)
+
+
+def test_fixed_message_is_redriven_into_exactly_one_row(worker, sender, messaging,
+                                                        clean_tickets):
+    """A ticket for an event the database did not know yet: DLQ; the operator lists it, loads
+    the event, redrives; exactly one insert."""
+    from models.catalog import Catalog, upsert
+    from tests.conftest import TEST_CATALOG
+
+    drain_dlq(messaging)
+    late = ticket_message(eventId="LateEvent", row="H", column="8")
+    send(sender, late)
+    wait_until(lambda: dead_letters(messaging.dead_letter_queue_url), 40, "the dead letter")
+    time.sleep(6)  # let the peek's visibility lapse
+    listing = cli(messaging, "dlq", "list")
+    assert f"ticket {late['ticketId']} LateEvent/1/H8" in listing
+    assert "1 messages" in listing
+
+    document = json.loads(json.dumps(TEST_CATALOG))
+    document["events"].append({"eventId": "LateEvent", "venueId": "Venue1", "name": "Late",
+                               "type": "TEST", "date": "2027-03-01T20:00:00Z"})
+    with models.writer().begin() as conn:
+        upsert(conn, Catalog.from_dict(document))
+    time.sleep(6)
+    assert "redrive (receive-and-resend): 1 messages" in cli(messaging, "dlq", "redrive")
+    wait_until(lambda: rows(late["ticketId"]) == 1, 30, "the redriven ticket")
+    time.sleep(3)
+    assert rows() == 1
+    assert dead_letters(messaging.dead_letter_queue_url) == []
+
+
+def test_task_longer_than_the_visibility_timeout_still_gives_one_row(worker, sender, messaging,
+                                                                     clean_tickets):
+    """The insert blocks on a row lock for 3 visibility timeouts: SQS redelivers the message to
+    the other pool process meanwhile; both runs finish, one row."""
+    from sqlalchemy import text
+
+    from models.tickets import TicketRecord, persist_ticket
+
+    ticket = ticket_message(row="J", column="9")
+    with models.writer().connect() as blocker:
+        blocker.execute(text("SET SESSION innodb_lock_wait_timeout = 30"))
+        blocker.commit()
+        tx = blocker.begin()
+        # the same ticket, inserted and not committed: the worker's insert waits on its lock
+        persist_ticket(blocker, TicketRecord.from_json(ticket))
+        send(sender, ticket)
+        wait_until(
+            lambda: worker.count(f"persist_ticket[{ticket['ticketId']}] received") >= 2,
+            20,
+            "a redelivery while the first run is blocked",
+        )
+        tx.rollback()
+    wait_until(lambda: rows(ticket["ticketId"]) == 1, 30, "the row")
+    wait_until(lambda: worker.count(f"ticket {ticket['ticketId']} persisted") >= 2, 30,
+               "both runs to finish")
+    assert rows() == 1
+    assert worker.count(f"ticket {ticket['ticketId']} persisted: INSERTED") == 1
