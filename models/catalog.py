@@ -253,7 +253,7 @@ def from_database(conn: Connection) -> Catalog:
     from sqlalchemy import select
 
     venues: dict[str, VenueSpec] = {}
-    names = dict(conn.execute(select(Venue.venue_id, Venue.name)).tuples())
+    names: dict[str, str] = {v: n for v, n in conn.execute(select(Venue.venue_id, Venue.name))}
     zones: dict[str, dict[int, ZoneSpec]] = {venue_id: {} for venue_id in names}
     for z in conn.execute(select(Zone).order_by(Zone.venue_id, Zone.zone_id)):
         zones[z.venue_id][z.zone_id] = ZoneSpec(

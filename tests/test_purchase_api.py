@@ -253,3 +253,42 @@ def test_accepted_purchase_publishes_exactly_one_message_and_rejections_none(
     _, kwargs, _ = json.loads(base64.b64decode(envelope["body"]))
     assert kwargs["ticket"]["row"] == "C" and kwargs["ticket"]["column"] == "7"
     assert kwargs["ticket"]["schemaVersion"] == 1
+
+
+def test_redis_that_never_answers_is_a_quick_503_not_a_hung_worker(client, monkeypatch):
+    """A Redis that accepts connections and then says nothing (a stalled node): the short
+    socket timeout turns it into a 503, and health says DOWN."""
+    import socket
+    import threading
+
+    from web import seats
+
+    assert buy(client, row="D", column="4").status_code == 201  # catalog cached, Redis fine
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept_and_ignore() -> None:
+        silent.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(silent.accept()[0])
+            except OSError:
+                continue
+
+    threading.Thread(target=accept_and_ignore, daemon=True).start()
+    stalled = seats.client(f"redis://127.0.0.1:{silent.getsockname()[1]}/0")
+    monkeypatch.setattr(seats, "client", lambda url=None: stalled)
+    try:
+        response = buy(client, row="D", column="5")
+        assert_problem(response, 503, "SERVICE_UNAVAILABLE")
+        assert response.headers["Retry-After"]
+        health = client.get("/purchase/health")
+        assert (health.status_code, health.get_json()["checks"]["redis"]) == (503, "DOWN")
+    finally:
+        stop.set()
+        for conn in held:
+            conn.close()
+        silent.close()
