@@ -197,35 +197,52 @@ def cli(messaging, *args: str) -> str:
 
     from tests.helpers import BIN, ROOT
 
-    done = subprocess.run([str(BIN / "flask"), "--app", "web", *args], cwd=ROOT,
-                          env={**os.environ, **messaging.env()}, capture_output=True, text=True,
-                          timeout=120)
+    done = subprocess.run(
+        [str(BIN / "flask"), "--app", "web", *args],
+        cwd=ROOT,
+        env={**os.environ, **messaging.env()},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout
 
 
-def test_undecodable_messages_are_dead_lettered_not_lost(worker, sender, messaging,
-                                                         clean_tickets):
+def test_undecodable_messages_are_dead_lettered_not_lost(worker, sender, messaging, clean_tickets):
     """Garbage, a lying base64 body and an unknown task: each reaches the DLQ after exactly
     maxReceiveCount receives; the worker survives them and a good ticket passes."""
     drain_dlq(messaging)
     sqs = boto3.client("sqs")
     garbage = [
         "not json at all",
-        json.dumps({"body": "%%%", "content-type": "application/json",
-                    "content-encoding": "utf-8", "headers": {},
-                    "properties": {"body_encoding": "base64", "delivery_info": {}}}),
-        json.dumps({"body": "e30=", "content-type": "application/json",
-                    "content-encoding": "utf-8", "headers": {"task": "no.such.task", "id": "x"},
-                    "properties": {"body_encoding": "base64", "delivery_info": {}}}),
+        json.dumps(
+            {
+                "body": "%%%",
+                "content-type": "application/json",
+                "content-encoding": "utf-8",
+                "headers": {},
+                "properties": {"body_encoding": "base64", "delivery_info": {}},
+            }
+        ),
+        json.dumps(
+            {
+                "body": "e30=",
+                "content-type": "application/json",
+                "content-encoding": "utf-8",
+                "headers": {"task": "no.such.task", "id": "x"},
+                "properties": {"body_encoding": "base64", "delivery_info": {}},
+            }
+        ),
     ]
     for body in garbage:
         sqs.send_message(QueueUrl=messaging.queue_url, MessageBody=body)
     good = ticket_message(row="G", column="7")
     send(sender, good)
     wait_until(lambda: rows(good["ticketId"]) == 1, 20, "the good ticket")
-    wait_until(lambda: len(dead_letters(messaging.dead_letter_queue_url)) >= 3, 60,
-               "three dead letters")
+    wait_until(
+        lambda: len(dead_letters(messaging.dead_letter_queue_url)) >= 3, 60, "three dead letters"
+    )
     letters = dead_letters(messaging.dead_letter_queue_url)
     assert sorted(m["Body"] for m in letters) == sorted(garbage)
     assert all(int(m["Attributes"]["ApproximateReceiveCount"]) >= MAX_RECEIVE for m in letters)
@@ -239,8 +256,7 @@ def drain_dlq(messaging) -> None:
     receive_all(messaging.dead_letter_queue_url)
 
 
-def test_fixed_message_is_redriven_into_exactly_one_row(worker, sender, messaging,
-                                                        clean_tickets):
+def test_fixed_message_is_redriven_into_exactly_one_row(worker, sender, messaging, clean_tickets):
     """A ticket for an event the database did not know yet: DLQ; the operator lists it, loads
     the event, redrives; exactly one insert."""
     from models.catalog import Catalog, upsert
@@ -256,8 +272,15 @@ def test_fixed_message_is_redriven_into_exactly_one_row(worker, sender, messagin
     assert "1 messages" in listing
 
     document = json.loads(json.dumps(TEST_CATALOG))
-    document["events"].append({"eventId": "LateEvent", "venueId": "Venue1", "name": "Late",
-                               "type": "TEST", "date": "2027-03-01T20:00:00Z"})
+    document["events"].append(
+        {
+            "eventId": "LateEvent",
+            "venueId": "Venue1",
+            "name": "Late",
+            "type": "TEST",
+            "date": "2027-03-01T20:00:00Z",
+        }
+    )
     with models.writer().begin() as conn:
         upsert(conn, Catalog.from_dict(document))
     time.sleep(6)
@@ -268,8 +291,9 @@ def test_fixed_message_is_redriven_into_exactly_one_row(worker, sender, messagin
     assert dead_letters(messaging.dead_letter_queue_url) == []
 
 
-def test_task_longer_than_the_visibility_timeout_still_gives_one_row(worker, sender, messaging,
-                                                                     clean_tickets):
+def test_task_longer_than_the_visibility_timeout_still_gives_one_row(
+    worker, sender, messaging, clean_tickets
+):
     """The insert blocks on a row lock for 3 visibility timeouts: SQS redelivers the message to
     the other pool process meanwhile; both runs finish, one row."""
     from sqlalchemy import text
@@ -291,7 +315,10 @@ def test_task_longer_than_the_visibility_timeout_still_gives_one_row(worker, sen
         )
         tx.rollback()
     wait_until(lambda: rows(ticket["ticketId"]) == 1, 30, "the row")
-    wait_until(lambda: worker.count(f"ticket {ticket['ticketId']} persisted") >= 2, 30,
-               "both runs to finish")
+    wait_until(
+        lambda: worker.count(f"ticket {ticket['ticketId']} persisted") >= 2,
+        30,
+        "both runs to finish",
+    )
     assert rows() == 1
     assert worker.count(f"ticket {ticket['ticketId']} persisted: INSERTED") == 1
