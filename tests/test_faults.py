@@ -17,10 +17,10 @@ from dataclasses import dataclass
 
 import pytest
 import requests
+from aws_resources import create_messaging
 from sqlalchemy import func, select
 
 import models
-from aws_resources import create_messaging
 from models.tables import Ticket, TicketConflict
 from tests.helpers import BIN, ROOT, Worker, free_port, queue_counts, wait_for_port, wait_until
 
