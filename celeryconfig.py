@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from kombu import Exchange, Queue
+from kombu.transport import TRANSPORT_ALIASES
 
 import settings
 
@@ -47,8 +48,10 @@ def _client_config() -> dict[str, Any]:
     }
 
 
-broker_url = "sqs://"
-broker_transport = "tasks.transport:Transport"  # kombu's SQS, surviving undecodable bodies
+# kombu's SQS transport, surviving undecodable bodies (tasks/transport.py), under a scheme of
+# its own: `broker_transport` would also take over a `--broker redis://` given to Flower.
+TRANSPORT_ALIASES.setdefault("sqs-tickets", "tasks.transport:Transport")
+broker_url = "sqs-tickets://"
 broker_connection_retry_on_startup = True
 broker_transport_options: dict[str, Any] = {
     "region": _s.aws_region,
@@ -77,13 +80,15 @@ task_acks_late = True
 task_reject_on_worker_lost = True
 task_acks_on_failure = False
 worker_prefetch_multiplier = 1
-worker_consumer = "tasks.consumer:DeadLetteringConsumer"  # undecodable → DLQ, not deleted
+# undecodable → DLQ, not deleted; events over Redis (tasks/consumer.py)
+worker_consumer = "tasks.consumer:WorkerConsumer"
 
-# SQS carries neither events nor remote control: keep Celery from trying (it would ask for
-# celeryev/pidbox queues that are not predefined).
+# SQS carries neither events nor remote control. Celery's own remote control stays off (it would
+# ask for pidbox queues that are not predefined); events and remote control travel over Redis
+# instead (tasks/consumer.py, tasks/monitoring.py), for Flower.
 worker_enable_remote_control = False
-worker_send_task_events = False
-task_send_sent_event = False
+worker_send_task_events = True
+task_send_sent_event = False  # the purchase API would need a Redis publish per purchase
 worker_hijack_root_logger = False
 broker_heartbeat = 0
 

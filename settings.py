@@ -66,6 +66,7 @@ class Settings:
     worker_alive_seconds: float
     task_max_retries: int
     task_retry_backoff_cap: int
+    monitor_broker_url: str
 
     @property
     def topic_name(self) -> str:
@@ -109,6 +110,9 @@ def load() -> Settings:
         worker_alive_seconds=_float("WORKER_ALIVE_SECONDS", 30.0),
         task_max_retries=_int("TASK_MAX_RETRIES", 8),
         task_retry_backoff_cap=_int("TASK_RETRY_BACKOFF_CAP", 20),
+        monitor_broker_url=_str(
+            "MONITOR_BROKER_URL", os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+        ),
     )
     return settings
 

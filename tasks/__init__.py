@@ -7,7 +7,9 @@ celery_app.config_from_object("celeryconfig")
 celery_app.conf.imports = ["tasks.tickets"]
 
 from tasks.heartbeat import RedisHeartbeat  # noqa: E402
+from tasks.monitoring import RedisRemoteControl  # noqa: E402
 
 celery_app.steps["worker"].add(RedisHeartbeat)
+celery_app.steps["consumer"].add(RedisRemoteControl)
 
 app = celery_app  # `celery -A tasks` finds it by this name too

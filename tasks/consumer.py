@@ -1,9 +1,14 @@
-"""The worker's message consumer: an undecodable message goes to the DLQ instead of vanishing.
+"""The worker's message consumer: tasks over SQS, the monitoring plane over Redis.
 
-Celery acks (deletes) a message whose body it cannot decode, "so it doesn't enter a loop". On
-SQS the loop is bounded by the queue's redrive policy, and a deleted message is a lost one: we
-reject it instead, SQS redelivers it, and after maxReceiveCount receives it is dead-lettered,
-where an operator can read it (`flask --app web dlq list`).
+Two changes to Celery's Consumer:
+
+* an undecodable message goes to the DLQ instead of vanishing. Celery acks (deletes) a message
+  whose body it cannot decode, "so it doesn't enter a loop". On SQS the loop is bounded by the
+  queue's redrive policy, and a deleted message is a lost one: we reject it, SQS redelivers it,
+  and after maxReceiveCount receives it is dead-lettered (`flask --app web dlq list`);
+* `connection_for_write()` returns a Redis connection (MONITOR_BROKER_URL). Celery's event step
+  is its only caller, so task and worker events (`-E`) reach Flower through Redis while every task
+  message still travels through SNS/SQS. Remote control is `tasks.monitoring.RedisRemoteControl`.
 """
 
 from __future__ import annotations
@@ -12,13 +17,21 @@ import logging
 from typing import Any
 
 from celery.worker.consumer import Consumer
+from kombu import Connection
 from kombu.utils.encoding import safe_repr
+
+import settings
 
 log = logging.getLogger(__name__)
 
 
-class DeadLetteringConsumer(Consumer):
-    """Celery's Consumer, rejecting undecodable messages rather than acking them."""
+def monitor_connection(**kwargs: Any) -> Connection:
+    """A kombu connection to the monitoring plane's Redis (never the task broker)."""
+    return Connection(settings.get().monitor_broker_url, **kwargs)
+
+
+class WorkerConsumer(Consumer):
+    """Celery's Consumer: undecodable messages rejected for the DLQ; events over Redis."""
 
     def on_decode_error(self, message: Any, exc: Exception) -> None:
         log.error(
@@ -28,3 +41,6 @@ class DeadLetteringConsumer(Consumer):
             safe_repr(message.headers),
         )
         message.reject(requeue=False)
+
+    def connection_for_write(self, url: str | None = None, **kwargs: Any) -> Connection:
+        return self.ensure_connected(monitor_connection(heartbeat=kwargs.get("heartbeat", 0)))

@@ -31,6 +31,8 @@ os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/15")
 os.environ.setdefault("DATABASE_URL", "mysql+pymysql://root@127.0.0.1:3306/ticketing_test")
 os.environ.pop("DATABASE_READ_URL", None)
+# the monitoring plane in a database of its own: tests that empty the seat state keep it
+os.environ.setdefault("MONITOR_BROKER_URL", os.environ["REDIS_URL"].rsplit("/", 1)[0] + "/14")
 
 if not os.environ.get("AWS_ENDPOINT_URL"):
     _moto_port = helpers.free_port()

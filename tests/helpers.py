@@ -112,7 +112,6 @@ class Worker:
             str(concurrency),
             "--without-gossip",
             "--without-mingle",
-            "--without-heartbeat",
             "--hostname",
             hostname,
         ]

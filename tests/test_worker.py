@@ -322,3 +322,127 @@ def test_task_longer_than_the_visibility_timeout_still_gives_one_row(
     )
     assert rows() == 1
     assert worker.count(f"ticket {ticket['ticketId']} persisted: INSERTED") == 1
+
+
+@pytest.fixture(scope="module")
+def flower(worker) -> Iterator[str]:
+    """Celery Flower on the monitoring Redis, as the Procfile starts it; yields its URL."""
+    import os
+    import signal
+    import subprocess
+
+    import requests
+
+    from tests.helpers import BIN, ROOT, free_port, wait_for_port
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            str(BIN / "celery"),
+            "--app",
+            "tasks",
+            "--broker",
+            settings.get().monitor_broker_url,
+            "flower",
+            f"--port={port}",
+            "--address=127.0.0.1",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "FLOWER_UNAUTHENTICATED_API": "true"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        wait_for_port(port)
+        wait_until(
+            lambda: requests.get(f"http://127.0.0.1:{port}/api/workers", timeout=10).ok,
+            30,
+            "Flower's API",
+        )
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=20)
+
+
+def flower_tasks(base: str) -> dict[str, dict]:
+    import requests
+
+    return requests.get(f"{base}/api/tasks", timeout=10).json()
+
+
+def test_flower_sees_the_worker_and_its_tasks(
+    worker, flower, sender, db_proxy, messaging, clean_tickets
+):
+    """Tasks over SNS/SQS, monitoring over Redis: Flower's own API lists the worker with its
+    queue (remote control) and the tasks with their states (events), failed and retried too."""
+    import requests
+
+    workers = wait_until(
+        lambda: requests.get(f"{flower}/api/workers?refresh=1", timeout=20).json(),
+        30,
+        "Flower to list the worker",
+    )
+    assert worker.hostname in workers
+    queues = [q["name"] for q in workers[worker.hostname]["active_queues"]]
+    assert queues == [messaging.queue_url.rsplit("/", 1)[-1]]
+    assert "tasks.tickets.persist_ticket" in workers[worker.hostname]["registered"]
+
+    ok, bad, slow = (
+        ticket_message(row="K", column="1"),
+        ticket_message(eventId="Nope"),
+        ticket_message(row="K", column="2"),
+    )
+    send(sender, ok)
+    send(sender, bad)
+    wait_until(
+        lambda: flower_tasks(flower).get(ok["ticketId"], {}).get("state") == "SUCCESS",
+        30,
+        "the successful task in Flower",
+    )
+    wait_until(
+        lambda: flower_tasks(flower).get(bad["ticketId"], {}).get("state") == "FAILURE",
+        30,
+        "the failed task in Flower",
+    )
+    db_proxy.block()
+    try:
+        send(sender, slow)
+        wait_until(
+            lambda: flower_tasks(flower).get(slow["ticketId"], {}).get("state") == "RETRY",
+            30,
+            "the retried task in Flower",
+        )
+    finally:
+        db_proxy.unblock()
+    wait_until(
+        lambda: flower_tasks(flower).get(slow["ticketId"], {}).get("state") == "SUCCESS",
+        30,
+        "the retried task's success",
+    )
+    states = flower_tasks(flower)
+    assert states[slow["ticketId"]]["retries"] >= 1
+    assert states[ok["ticketId"]]["worker"] == worker.hostname
+    assert "UnknownCatalogEntry" in states[bad["ticketId"]]["exception"]
+
+
+def test_remote_control_over_redis_answers_and_refuses_mutations(worker):
+    """`celery inspect`-style calls reach the worker over Redis; commands that would mutate the
+    pool or consumer from the control thread are refused, with an answer."""
+    from celery import Celery
+
+    control = Celery(
+        "control-client", broker=settings.get().monitor_broker_url, set_as_current=False
+    ).control
+    destination = [worker.hostname]
+    pong = wait_until(lambda: control.ping(destination=destination, timeout=3), 20, "a pong")
+    assert pong == [{worker.hostname: {"ok": "pong"}}]
+    stats = control.inspect(destination=destination, timeout=3).stats()
+    assert stats[worker.hostname]["pool"]["max-concurrency"] == 2
+    grown = control.broadcast(
+        "pool_grow", arguments={"n": 1}, destination=destination, reply=True, timeout=3
+    )
+    assert "refused" in grown[0][worker.hostname]["error"]
+    stats = control.inspect(destination=destination, timeout=3).stats()
+    assert stats[worker.hostname]["pool"]["max-concurrency"] == 2

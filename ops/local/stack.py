@@ -250,7 +250,7 @@ def run() -> int:
     from aws_resources import create_messaging
 
     env.update(create_messaging("ticket").env())
-    env.setdefault("FLOWER_BROKER_URL", env["REDIS_URL"])
+    env.setdefault("MONITOR_BROKER_URL", env["REDIS_URL"])
     env.setdefault("GUNICORN_BIND", "127.0.0.1:8000")
     say("migrating: alembic upgrade head")
     subprocess.run([str(BIN / "alembic"), "upgrade", "head"], cwd=ROOT, env=env, check=True)
