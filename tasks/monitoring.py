@@ -16,7 +16,6 @@ deployment the number of processes is the ECS task count, not a live knob.
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 from copy import copy
 from typing import Any
@@ -114,7 +113,7 @@ class RedisRemoteControl(bootsteps.StartStopStep):
                     while not self._stop.is_set():
                         try:
                             connection.drain_events(timeout=1.0)
-                        except (TimeoutError, socket.timeout):
+                        except TimeoutError:
                             continue
             except Exception as exc:  # Redis gone: the worker keeps consuming; retry later
                 log.warning("remote control connection lost: %s", exc)
