@@ -2,6 +2,17 @@
 
 import logging
 import os
+import shutil
+import tempfile
+
+# Prometheus multi-process mode: every worker writes its samples here, /metrics adds them up.
+# A fresh directory per gunicorn master, set before any worker imports prometheus_client.
+_metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(
+    prefix="ticketing-web-metrics-"
+)
+shutil.rmtree(_metrics_dir, ignore_errors=True)
+os.makedirs(_metrics_dir, exist_ok=True)
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir
 
 bind = os.environ.get("GUNICORN_BIND", f"0.0.0.0:{os.environ.get('PORT', '8000')}")
 worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")
@@ -24,3 +35,10 @@ def post_worker_init(worker):
         publisher.warm_up()
     except Exception as exc:  # the health endpoint reports it; requests answer 503
         logging.getLogger("gunicorn.error").warning("publisher warm-up failed: %s", exc)
+
+
+def child_exit(server, worker):
+    """Drop a dead worker's live samples."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)

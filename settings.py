@@ -67,6 +67,8 @@ class Settings:
     task_max_retries: int
     task_retry_backoff_cap: int
     monitor_broker_url: str
+    worker_metrics_port: int
+    projection_stall_seconds: float
 
     @property
     def topic_name(self) -> str:
@@ -110,6 +112,8 @@ def load() -> Settings:
         worker_alive_seconds=_float("WORKER_ALIVE_SECONDS", 30.0),
         task_max_retries=_int("TASK_MAX_RETRIES", 8),
         task_retry_backoff_cap=_int("TASK_RETRY_BACKOFF_CAP", 20),
+        projection_stall_seconds=_float("PROJECTION_STALL_SECONDS", 120.0),
+        worker_metrics_port=int(os.environ.get("WORKER_METRICS_PORT", "9808") or 0),
         monitor_broker_url=_str(
             "MONITOR_BROKER_URL", os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
         ),

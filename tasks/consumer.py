@@ -20,6 +20,7 @@ from celery.worker.consumer import Consumer
 from kombu import Connection
 from kombu.utils.encoding import safe_repr
 
+import metrics
 import settings
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ class WorkerConsumer(Consumer):
             message.content_type,
             safe_repr(message.headers),
         )
+        metrics.DEAD_LETTER_REJECTS.labels("undecodable").inc()
         message.reject(requeue=False)
 
     def connection_for_write(self, url: str | None = None, **kwargs: Any) -> Connection:

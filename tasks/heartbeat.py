@@ -7,7 +7,9 @@ Celery's own heartbeats are events, which SQS cannot carry; this bootstep writes
 from __future__ import annotations
 
 import logging
+import os
 import time
+from functools import cache
 from typing import Any
 
 import redis
@@ -16,6 +18,7 @@ from celery import bootsteps
 import settings
 
 HEARTBEAT_KEY = "ticketing:workers:heartbeat"
+PROGRESS_KEY = "ticketing:projection:progress"
 FORGET_AFTER_SECONDS = 86_400
 
 log = logging.getLogger(__name__)
@@ -28,6 +31,11 @@ def _redis() -> redis.Redis:
     )
 
 
+@cache
+def _cached_redis(pid: int) -> redis.Redis:
+    return _redis()
+
+
 def beat(r: redis.Redis, hostname: str, now: float | None = None) -> None:
     """Record that `hostname` is alive now; forget workers silent for a day."""
     now = time.time() if now is None else now
@@ -35,6 +43,24 @@ def beat(r: redis.Redis, hostname: str, now: float | None = None) -> None:
     pipe.zadd(HEARTBEAT_KEY, {hostname: now})
     pipe.zremrangebyscore(HEARTBEAT_KEY, "-inf", now - FORGET_AFTER_SECONDS)
     pipe.execute()
+
+
+def record_progress(lag_seconds: float) -> None:
+    """Note that a ticket was just persisted, `lag_seconds` after its sale (for health)."""
+    try:
+        _cached_redis(os.getpid()).hset(
+            PROGRESS_KEY, mapping={"at": time.time(), "lagSeconds": round(lag_seconds, 3)}
+        )
+    except redis.RedisError as exc:
+        log.warning("progress to Redis failed: %s", exc)
+
+
+def progress(r: redis.Redis) -> tuple[float | None, float | None]:
+    """(seconds since the last persisted ticket, that ticket's sale → persist lag)."""
+    values = r.hmget(PROGRESS_KEY, "at", "lagSeconds")
+    if values[0] is None:
+        return None, None
+    return round(time.time() - float(values[0]), 3), float(values[1])
 
 
 def alive_workers(r: redis.Redis, within_seconds: float) -> dict[str, float]:

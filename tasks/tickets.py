@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import random
+import time
+from datetime import UTC, datetime
 from typing import Any
 
 from celery import Task
@@ -11,6 +13,7 @@ from pymysql.err import InterfaceError as PyMySQLInterfaceError
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+import metrics
 import models
 import settings
 from celeryconfig import TaskNames
@@ -22,6 +25,7 @@ from models.tickets import (
     persist_ticket,
 )
 from tasks import celery_app
+from tasks.heartbeat import record_progress
 
 log = logging.getLogger(__name__)
 
@@ -73,13 +77,20 @@ def parse_ticket(message: Any) -> TicketRecord:
 )
 def persist_ticket_task(self: Task, ticket: Any) -> str:
     """Persist one ticket; retry transient database errors, let anything else reach the DLQ."""
-    record = parse_ticket(ticket)
+    try:
+        record = parse_ticket(ticket)
+    except MalformedTicket:
+        metrics.DEAD_LETTER_REJECTS.labels("MalformedTicket").inc()
+        raise
+    started = time.perf_counter()
     try:
         with models.writer().begin() as conn:
             outcome = persist_ticket(conn, record)
     except Exception as exc:
         if not is_transient(exc):
-            raise  # rejected, not acked: SQS redelivers it, then the redrive policy dead-letters
+            # rejected, not acked: SQS redelivers it, then the redrive policy dead-letters it
+            metrics.DEAD_LETTER_REJECTS.labels(type(exc).__name__).inc()
+            raise
         countdown = retry_countdown(self.request.retries, settings.get().task_retry_backoff_cap)
         log.warning(
             "ticket %s: transient database error, retry %d in %.1fs: %s",
@@ -87,9 +98,22 @@ def persist_ticket_task(self: Task, ticket: Any) -> str:
             self.request.retries + 1,
             countdown,
             exc,
+            extra={"ticketId": record.ticket_id, "outcome": "RETRY"},
         )
+        metrics.RETRIES.inc()
         raise self.retry(exc=exc, countdown=countdown) from exc
-    log.info("ticket %s persisted: %s", record.ticket_id, outcome.value)
+    metrics.PERSIST_SECONDS.observe(time.perf_counter() - started)
+    metrics.PERSISTED.labels(outcome.value).inc()
+    lag = max(0.0, (datetime.now(UTC) - record.created_on).total_seconds())
+    if outcome is Outcome.INSERTED:
+        metrics.PROJECTION_LAG.observe(lag)
+    record_progress(lag)
+    log.info(
+        "ticket %s persisted: %s",
+        record.ticket_id,
+        outcome.value,
+        extra={"ticketId": record.ticket_id, "outcome": outcome.value},
+    )
     return outcome.value
 
 

@@ -115,6 +115,7 @@ class Worker:
             "--hostname",
             hostname,
         ]
+        env = {"WORKER_METRICS_PORT": str(free_port()), **env}
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(
                 cmd,
@@ -125,6 +126,7 @@ class Worker:
                 start_new_session=True,
             )
         worker = cls(proc, log_path, hostname)
+        worker.metrics_port = int(env["WORKER_METRICS_PORT"])
         try:
             wait_until(
                 lambda: "ready." in worker.log() or proc.poll() is not None, 60, "worker ready"

@@ -23,8 +23,8 @@ SEED = {"venueId": "Venue1", "eventId": "Event1", "zoneId": 1, "row": "A", "colu
 
 
 @pytest.fixture(scope="module")
-def stack(database) -> Iterator[str]:
-    """gunicorn + worker on a topic and queue of their own; yields the base URL."""
+def stack(database) -> Iterator[tuple[str, Worker]]:
+    """gunicorn + worker on a topic and queue of their own; yields the base URL and worker."""
     env = {**create_messaging(f"e{uuid.uuid4().hex[:8]}").env(), "WORKER_HEARTBEAT_SECONDS": "1"}
     port = free_port()
     log = tempfile.NamedTemporaryFile(prefix="gunicorn-", suffix=".log", delete=False)  # noqa: SIM115
@@ -45,8 +45,8 @@ def stack(database) -> Iterator[str]:
     )
     try:
         wait_for_port(port)
-        with Worker.start(env):
-            yield f"http://127.0.0.1:{port}"
+        with Worker.start(env) as worker:
+            yield f"http://127.0.0.1:{port}", worker
     finally:
         os.killpg(web.pid, signal.SIGTERM)
         web.wait(timeout=30)
@@ -55,7 +55,7 @@ def stack(database) -> Iterator[str]:
 
 @pytest.fixture
 def base(stack, loaded_seats, clean_tickets) -> str:
-    return stack
+    return stack[0]
 
 
 def readable(base: str, ticket_id: str) -> bool:
@@ -124,3 +124,71 @@ def test_400_buyers_on_20_seats(base):
     time.sleep(2)  # a straggling duplicate would show up now
     page = requests.get(f"{base}/query/api/v1/tickets?eventId=Event1&zoneId=7").json()
     assert sorted(int(t["column"]) for t in page) == list(range(1, 21))
+
+
+def test_request_id_joins_request_ticket_task_and_row(base, stack):
+    """One grep: the caller's X-Request-ID is echoed, logged by the worker with the ticket."""
+    import json as jsonlib
+
+    worker = stack[1]
+    request_id = f"req-{uuid.uuid4().hex}"
+    response = requests.post(
+        f"{base}/purchase/api/v1/tickets",
+        json={**SEED, "column": "9"},
+        headers={"X-Request-ID": request_id},
+        timeout=10,
+    )
+    assert response.status_code == 201
+    assert response.headers["X-Request-ID"] == request_id
+    ticket_id = response.json()["ticketId"]
+    line = wait_until(
+        lambda: next(
+            (ln for ln in worker.log().splitlines() if request_id in ln and "persisted" in ln), None
+        ),
+        20,
+        "the worker's log line",
+    )
+    entry = jsonlib.loads(line)
+    assert (entry["requestId"], entry["ticketId"], entry["taskId"], entry["outcome"]) == (
+        request_id,
+        ticket_id,
+        ticket_id,
+        "INSERTED",
+    )
+    generated = requests.get(f"{base}/query/health").headers["X-Request-ID"]
+    assert len(generated) == 32
+    bad = requests.get(f"{base}/query/health", headers={"X-Request-ID": "x" * 500})
+    assert bad.headers["X-Request-ID"] != "x" * 500
+
+
+def test_metrics_add_up_across_gunicorn_workers_and_the_worker(base, stack):
+    """Prometheus text from the 2 gunicorn processes together, and from the Celery worker."""
+    worker = stack[1]
+
+    def value(text: str, sample: str) -> float:
+        for line in text.splitlines():
+            if line.startswith(sample + " "):
+                return float(line.split()[-1])
+        return 0.0
+
+    before = requests.get(f"{base}/purchase/metrics").text
+    session = requests.Session()
+    for column in range(21, 31):
+        body = {**SEED, "zoneId": 8, "column": str(column)}
+        assert session.post(f"{base}/purchase/api/v1/tickets", json=body).status_code == 201
+        assert session.post(f"{base}/purchase/api/v1/tickets", json=body).status_code == 409
+    after = requests.get(f"{base}/purchase/metrics").text
+    sold = 'ticketing_purchases_total{code="SOLD"}'
+    taken = 'ticketing_purchases_total{code="SEAT_TAKEN"}'
+    assert value(after, sold) - value(before, sold) == 10
+    assert value(after, taken) - value(before, taken) == 10
+    assert value(after, "ticketing_publish_seconds_count") >= 10
+    worker_text = wait_until(
+        lambda: (
+            lambda t: t if value(t, 'ticketing_persisted_total{outcome="INSERTED"}') >= 10 else None
+        )(requests.get(f"http://127.0.0.1:{worker.metrics_port}/metrics").text),
+        30,
+        "the worker's metrics",
+    )
+    assert value(worker_text, "ticketing_projection_lag_seconds_count") >= 10
+    assert "ticketing_persist_seconds_bucket" in worker_text

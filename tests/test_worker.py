@@ -446,3 +446,23 @@ def test_remote_control_over_redis_answers_and_refuses_mutations(worker):
     assert "refused" in grown[0][worker.hostname]["error"]
     stats = control.inspect(destination=destination, timeout=3).stats()
     assert stats[worker.hostname]["pool"]["max-concurrency"] == 2
+
+
+def test_events_health_reports_a_stalled_projection(app, worker):
+    """Messages waiting and nothing persisted for longer than PROJECTION_STALL_SECONDS: 503."""
+    from tasks.heartbeat import PROGRESS_KEY
+    from web import seats
+
+    boto3.client("sqs").send_message(QueueUrl=settings.get().queue_url, MessageBody="waiting")
+    client = app.test_client()
+    r = seats.client()
+    wait_until(lambda: client.get("/events/health").get_json()["queueDepth"], 10, "a backlog")
+    r.hset(PROGRESS_KEY, mapping={"at": time.time() - 10_000, "lagSeconds": 0.2})
+    stalled = client.get("/events/health")
+    assert stalled.status_code == 503
+    assert any("queue not draining" in reason for reason in stalled.get_json()["reasons"])
+    r.hset(PROGRESS_KEY, mapping={"at": time.time(), "lagSeconds": 0.2})
+    body = client.get("/events/health").get_json()
+    assert not any("queue not draining" in reason for reason in body.get("reasons", []))
+    assert body["projectionLagSeconds"] == 0.2
+    assert worker.hostname in body["workerHeartbeatAges"]

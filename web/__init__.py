@@ -6,10 +6,9 @@ process serves all three under one base URL, the way the ALB routes them.
 
 from __future__ import annotations
 
-import logging
+from flask import Flask, Response, g, request
 
-from flask import Flask
-
+import logs
 import settings
 
 SERVICES = ("purchase", "query", "events")
@@ -26,19 +25,35 @@ def create_app(services: str = ",".join(SERVICES)) -> Flask:
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.json.sort_keys = False
-    configure_logging()
+    logs.configure("web:" + "+".join(chosen))
+    register_request_ids(app)
     register_blueprints(app, chosen)
     register_error_handlers(app)
     register_commands(app)
     return app
 
 
-def configure_logging() -> None:
-    """Log lines with time, level and logger to stderr."""
-    if not logging.getLogger().handlers:
-        logging.basicConfig(
-            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+def register_request_ids(app: Flask) -> None:
+    """Take X-Request-ID (or make one) for the logs and the task headers; echo it back."""
+
+    @app.before_request
+    def _take_request_id() -> None:
+        g.request_id_token = logs.request_id.set(
+            logs.accept_request_id(request.headers.get("X-Request-ID"))
         )
+
+    @app.after_request
+    def _echo_request_id(response: Response) -> Response:
+        rid = logs.request_id.get()
+        if rid:
+            response.headers["X-Request-ID"] = rid
+        return response
+
+    @app.teardown_request
+    def _forget_request_id(_: BaseException | None) -> None:
+        token = g.pop("request_id_token", None)
+        if token is not None:
+            logs.request_id.reset(token)
 
 
 def register_blueprints(app: Flask, services: list[str]) -> None:

@@ -12,9 +12,10 @@ from typing import Any
 import redis
 from flask import Blueprint, Response, jsonify
 
+import metrics
 import settings
 from tasks import queues
-from tasks.heartbeat import alive_workers
+from tasks.heartbeat import alive_workers, progress
 from web import seats
 
 log = logging.getLogger(__name__)
@@ -22,9 +23,18 @@ log = logging.getLogger(__name__)
 bp = Blueprint("events", __name__, url_prefix="/events")
 
 
+@bp.get("/metrics")
+def metrics_view() -> Response:
+    """Prometheus metrics of this service's processes."""
+    body, content_type = metrics.render()
+    return Response(body, content_type=content_type)
+
+
 @bp.get("/health")
 def health() -> tuple[Response, int]:
-    """Workers alive, queue depth, in-flight count and DLQ depth; 503 without a live worker."""
+    """Workers alive, queue and DLQ depths, projection progress; 503 with the reasons when no
+    worker is alive, SQS is unreadable, or messages wait while nothing was persisted for
+    PROJECTION_STALL_SECONDS."""
     s = settings.get()
     body: dict[str, Any] = {
         "status": "UP",
@@ -38,14 +48,22 @@ def health() -> tuple[Response, int]:
         workers = alive_workers(seats.client(), s.worker_alive_seconds)
         body["workers"] = len(workers)
         body["lastHeartbeatAgeSeconds"] = min(workers.values()) if workers else None
+        body["workerHeartbeatAges"] = workers
         if not workers:
             reasons.append(f"no worker heartbeat within {s.worker_alive_seconds:g}s")
+        body["lastPersistAgeSeconds"], body["projectionLagSeconds"] = progress(seats.client())
     except redis.RedisError as exc:
         reasons.append(f"heartbeats unreadable: {exc}")
     try:
         queue = queues.depths(s.queue_url)
         body["queueDepth"], body["inFlight"] = queue["visible"], queue["inFlight"]
         body["deadLetterDepth"] = queues.depths(s.dead_letter_queue_url)["visible"]
+        idle = body.get("lastPersistAgeSeconds")
+        if queue["visible"] and idle is not None and idle > s.projection_stall_seconds:
+            reasons.append(
+                f"queue not draining: {queue['visible']} waiting, last ticket persisted "
+                f"{idle:.0f}s ago"
+            )
     except Exception as exc:  # botocore raises many types; all mean "SQS unreadable"
         log.warning("events health: SQS unreadable: %s", exc)
         reasons.append("queue attributes unreadable")

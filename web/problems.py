@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, Response, json
+from flask import Flask, Response, g, has_request_context, json
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -74,6 +74,8 @@ def problem_response(problem: Problem) -> Response:
     }
     if problem.errors is not None:
         body["errors"] = problem.errors
+    if has_request_context():
+        g.problem_code = problem.code  # for the purchase metrics
     response = Response(json.dumps(body), status=problem.status, mimetype=PROBLEM_JSON)
     response.headers.update(problem.headers)
     return response

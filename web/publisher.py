@@ -14,6 +14,8 @@ from typing import Any
 from celery import Celery
 from kombu import Exchange
 
+import logs
+import metrics
 import settings
 from celeryconfig import QueueNames, TaskNames, publisher_overrides
 
@@ -45,14 +47,16 @@ def publish_ticket(ticket: dict[str, Any]) -> str:
     """
     topic = _topic()
     try:
-        result = publisher_app().send_task(
-            TaskNames.PERSIST_TICKET,
-            kwargs={"ticket": ticket},
-            exchange=topic,
-            routing_key=QueueNames.TICKETS,
-            declare=[topic],
-            task_id=ticket["ticketId"],
-        )
+        with metrics.PUBLISH_SECONDS.time():
+            result = publisher_app().send_task(
+                TaskNames.PERSIST_TICKET,
+                kwargs={"ticket": ticket},
+                exchange=topic,
+                routing_key=QueueNames.TICKETS,
+                declare=[topic],
+                task_id=ticket["ticketId"],
+                headers={"request_id": logs.request_id.get()},
+            )
     except Exception as exc:  # botocore, kombu and socket errors all mean the same here
         raise PublishFailed(f"publish of ticket {ticket['ticketId']} failed: {exc}") from exc
     return result.id

@@ -15,9 +15,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import redis
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, g, jsonify, request
 from marshmallow import ValidationError
 
+import metrics
 import settings
 from models.catalog import Catalog, row_index, row_label
 from models.tickets import SCHEMA_VERSION, TicketRecord
@@ -120,6 +121,27 @@ def purchase_ticket() -> Response:
     response.status_code = 201
     response.headers["Location"] = f"/query/api/v1/tickets/{ticket['ticketId']}"
     return response
+
+
+@bp.before_request
+def _start_clock() -> None:
+    g.started = time.perf_counter()
+
+
+@bp.after_request
+def _count_purchase(response: Response) -> Response:
+    if request.endpoint == "purchase.purchase_ticket":
+        code = "SOLD" if response.status_code == 201 else g.get("problem_code", "OTHER")
+        metrics.PURCHASES.labels(code).inc()
+        metrics.PURCHASE_SECONDS.observe(time.perf_counter() - g.started)
+    return response
+
+
+@bp.get("/metrics")
+def metrics_view() -> Response:
+    """Prometheus metrics of this service's processes."""
+    body, content_type = metrics.render()
+    return Response(body, content_type=content_type)
 
 
 @bp.get("/health")

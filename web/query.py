@@ -17,6 +17,7 @@ from marshmallow import ValidationError
 from sqlalchemy import select, text
 from sqlalchemy.exc import SQLAlchemyError
 
+import metrics
 import models
 import settings
 from models.tables import Event, Venue
@@ -115,6 +116,13 @@ def revenue_of(venue_id: str, event_id: str) -> Response:
             "currency": "USD",
         }
     )
+
+
+@bp.get("/metrics")
+def metrics_view() -> Response:
+    """Prometheus metrics of this service's processes."""
+    body, content_type = metrics.render()
+    return Response(body, content_type=content_type)
 
 
 @bp.get("/health")

@@ -1,0 +1,62 @@
+"""Prometheus metrics of the web processes and the worker, in multi-process mode.
+
+gunicorn and Celery's prefork pool both run several processes; each writes its samples to files
+in PROMETHEUS_MULTIPROC_DIR and whatever serves /metrics adds them up. The directory is set
+before the first import here (gunicorn.conf.py for the web, this module for the worker, whose
+pool processes inherit it). Shared by web and worker, hence a top-level module.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="ticketing-metrics-"))
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+FAST = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+SLOW = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+
+PURCHASES = Counter("ticketing_purchases_total", "Purchase answers by outcome code", ["code"])
+PURCHASE_SECONDS = Histogram("ticketing_purchase_seconds", "Purchase request latency", buckets=FAST)
+PUBLISH_SECONDS = Histogram("ticketing_publish_seconds", "SNS publish latency", buckets=FAST)
+PERSIST_SECONDS = Histogram(
+    "ticketing_persist_seconds", "Ticket insert transaction latency", buckets=FAST
+)
+PERSISTED = Counter("ticketing_persisted_total", "Persist outcomes", ["outcome"])
+RETRIES = Counter("ticketing_task_retries_total", "Task retries after transient errors")
+DEAD_LETTER_REJECTS = Counter(
+    "ticketing_dead_letter_rejects_total",
+    "Messages rejected toward the DLQ (SQS moves them after maxReceiveCount receives)",
+    ["reason"],
+)
+PROJECTION_LAG = Histogram(
+    "ticketing_projection_lag_seconds",
+    "Time from sale (createdOn) to the persisted row",
+    buckets=SLOW,
+)
+
+
+def registry() -> CollectorRegistry:
+    """A registry adding up every process's samples."""
+    reg = CollectorRegistry()
+    multiprocess.MultiProcessCollector(reg)
+    return reg
+
+
+def render() -> tuple[bytes, str]:
+    """The exposition text and its content type."""
+    return generate_latest(registry()), CONTENT_TYPE_LATEST
+
+
+def process_exited(pid: int) -> None:
+    """Forget a dead process's live gauges (gunicorn child_exit, Celery pool shutdown)."""
+    multiprocess.mark_process_dead(pid)
