@@ -251,6 +251,7 @@ def run() -> int:
 
     env.update(create_messaging("ticket").env())
     env.setdefault("MONITOR_BROKER_URL", env["REDIS_URL"])
+    env.setdefault("FLOWER_UNAUTHENTICATED_API", "true")  # local only: Flower's API on loopback
     env.setdefault("GUNICORN_BIND", "127.0.0.1:8000")
     say("migrating: alembic upgrade head")
     subprocess.run([str(BIN / "alembic"), "upgrade", "head"], cwd=ROOT, env=env, check=True)
