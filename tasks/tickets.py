@@ -71,7 +71,6 @@ def parse_ticket(message: Any) -> TicketRecord:
 @celery_app.task(
     name=TaskNames.PERSIST_TICKET,
     bind=True,
-    acks_late=True,
     max_retries=settings.get().task_max_retries,
     throws=(MalformedTicket, UnknownCatalogEntry),
 )

@@ -129,21 +129,27 @@ def pool_pids(worker: Worker) -> list[int]:
 
 
 def test_pool_processes_killed_mid_flow(fresh):
+    """Pool processes SIGKILLed while they hold tasks: a table lock keeps the inserts running
+    (blocked) until the kill lands, so tasks are really lost mid-run, then come back."""
+    from sqlalchemy import text
+
     with Worker.start(fresh.env) as worker:
-        killer_done = threading.Event()
-
-        def killer() -> None:
-            time.sleep(1.5)
-            for _ in range(3):
-                for pid in pool_pids(worker):
-                    os.kill(pid, signal.SIGKILL)
-                time.sleep(1)
-            killer_done.set()
-
-        threading.Thread(target=killer, daemon=True).start()
-        answers = buy_many(fresh.base, "Event1", 11, 300)
-        killer_done.wait(30)
-        assert "WorkerLostError" in worker.log() or "exited with" in worker.log()
+        answers: list[dict] = []
+        buyer = threading.Thread(
+            target=lambda: answers.extend(buy_many(fresh.base, "Event1", 11, 300))
+        )
+        buyer.start()
+        wait_until(lambda: worker.count("persisted: INSERTED") >= 20, 60, "the worker at work")
+        with models.writer().connect() as blocker:
+            blocker.execute(text("LOCK TABLES ticket WRITE"))
+            received = worker.count("] received")
+            wait_until(lambda: worker.count("] received") >= received + 2, 30, "blocked tasks")
+            time.sleep(0.5)
+            for pid in pool_pids(worker):
+                os.kill(pid, signal.SIGKILL)
+            wait_until(lambda: "WorkerLostError" in worker.log(), 30, "lost tasks")
+            blocker.execute(text("UNLOCK TABLES"))
+        buyer.join()
         assert_every_201_persisted_once(fresh, answers)
 
 

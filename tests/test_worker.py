@@ -210,30 +210,28 @@ def cli(messaging, *args: str) -> str:
 
 
 def test_undecodable_messages_are_dead_lettered_not_lost(worker, sender, messaging, clean_tickets):
-    """Garbage, a lying base64 body and an unknown task: each reaches the DLQ after exactly
-    maxReceiveCount receives; the worker survives them and a good ticket passes."""
+    """Garbage, a body that decodes to no JSON, a body that is not base64 at all, and an unknown
+    task: each reaches the DLQ after maxReceiveCount receives; the worker survives them and a
+    good ticket passes."""
     drain_dlq(messaging)
     sqs = boto3.client("sqs")
+
+    def envelope(body: str, headers: dict) -> str:
+        return json.dumps(
+            {
+                "body": body,
+                "content-type": "application/json",
+                "content-encoding": "utf-8",
+                "headers": headers,
+                "properties": {"body_encoding": "base64", "delivery_info": {}},
+            }
+        )
+
     garbage = [
         "not json at all",
-        json.dumps(
-            {
-                "body": "%%%",
-                "content-type": "application/json",
-                "content-encoding": "utf-8",
-                "headers": {},
-                "properties": {"body_encoding": "base64", "delivery_info": {}},
-            }
-        ),
-        json.dumps(
-            {
-                "body": "e30=",
-                "content-type": "application/json",
-                "content-encoding": "utf-8",
-                "headers": {"task": "no.such.task", "id": "x"},
-                "properties": {"body_encoding": "base64", "delivery_info": {}},
-            }
-        ),
+        envelope("bm90IGpzb24=", {}),  # base64 of "not json": Celery can't decode it
+        envelope("abc", {}),  # not base64 at all: kombu's decode raises (tasks/transport.py)
+        envelope("e30=", {"task": "no.such.task", "id": "x"}),
     ]
     for body in garbage:
         sqs.send_message(QueueUrl=messaging.queue_url, MessageBody=body)
@@ -241,12 +239,16 @@ def test_undecodable_messages_are_dead_lettered_not_lost(worker, sender, messagi
     send(sender, good)
     wait_until(lambda: rows(good["ticketId"]) == 1, 20, "the good ticket")
     wait_until(
-        lambda: len(dead_letters(messaging.dead_letter_queue_url)) >= 3, 60, "three dead letters"
+        lambda: len(dead_letters(messaging.dead_letter_queue_url)) >= len(garbage),
+        60,
+        "every poison message in the DLQ",
     )
     letters = dead_letters(messaging.dead_letter_queue_url)
     assert sorted(m["Body"] for m in letters) == sorted(garbage)
     assert all(int(m["Attributes"]["ApproximateReceiveCount"]) >= MAX_RECEIVE for m in letters)
     assert worker.proc.poll() is None  # still running
+    assert "undecodable message rejected for the DLQ" in worker.log()  # tasks/consumer.py
+    assert "is not valid base64" in worker.log()  # tasks/transport.py
     assert queue_counts(messaging.queue_url) == (0, 0)
     drain_dlq(messaging)
 

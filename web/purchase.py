@@ -12,7 +12,6 @@ import threading
 import time
 import uuid
 from datetime import UTC, datetime
-from typing import Any
 
 import redis
 from flask import Blueprint, Response, g, jsonify, request
@@ -20,7 +19,7 @@ from marshmallow import ValidationError
 
 import metrics
 import settings
-from models.catalog import Catalog, row_index, row_label
+from models.catalog import Catalog, ZoneSpec, row_index, row_label
 from models.tickets import SCHEMA_VERSION, TicketRecord
 from web import publisher, seats
 from web.problems import Problem, unavailable
@@ -73,7 +72,7 @@ def purchase_ticket() -> Response:
         raise Problem(
             422,
             "SEAT_OUT_OF_RANGE",
-            f"Zone {zone.zone_id} has rows A to {_last_row(zone.rows)} "
+            f"Zone {zone.zone_id} has rows A to {row_label(zone.rows - 1)} "
             f"and columns 1 to {zone.columns}.",
         )
 
@@ -108,15 +107,18 @@ def purchase_ticket() -> Response:
         publisher.publish_ticket({**ticket, "schemaVersion": SCHEMA_VERSION})
     except publisher.PublishFailed as exc:
         _release(scripts, event.event_id, zone, r_index, column, ticket["ticketId"])
-        log.error("ticket %s not sold: %s", ticket["ticketId"], exc)
+        log.error(
+            "ticket %s not sold: %s",
+            ticket["ticketId"],
+            exc,
+            extra={"ticketId": ticket["ticketId"], "outcome": "PUBLISH_FAILED"},
+        )
         raise unavailable(
             "Could not record the purchase; the seat was not sold.", _retry_after()
         ) from None
 
     # 5. 201: the event is in SNS, the worker will make it readable.
-    log.info(
-        "ticket %s sold: %s/%s/%s%s", ticket["ticketId"], event.event_id, zone.zone_id, row, column
-    )
+    g.ticket_id = ticket["ticketId"]
     response = jsonify(ticket)
     response.status_code = 201
     response.headers["Location"] = f"/query/api/v1/tickets/{ticket['ticketId']}"
@@ -129,11 +131,18 @@ def _start_clock() -> None:
 
 
 @bp.after_request
-def _count_purchase(response: Response) -> Response:
+def _account_purchase(response: Response) -> Response:
+    """One metric sample and one structured log line per purchase answer."""
     if request.endpoint == "purchase.purchase_ticket":
         code = "SOLD" if response.status_code == 201 else g.get("problem_code", "OTHER")
+        seconds = time.perf_counter() - g.started
         metrics.PURCHASES.labels(code).inc()
-        metrics.PURCHASE_SECONDS.observe(time.perf_counter() - g.started)
+        metrics.PURCHASE_SECONDS.observe(seconds)
+        log.info(
+            "purchase %s",
+            code,
+            extra={"outcome": code, "ticketId": g.get("ticket_id"), "ms": round(seconds * 1e3, 2)},
+        )
     return response
 
 
@@ -159,7 +168,12 @@ def health() -> tuple[Response, int]:
 
 
 def _release(
-    scripts: seats.SeatScripts, event_id: str, zone: Any, r_index: int, column: int, ticket_id: str
+    scripts: seats.SeatScripts,
+    event_id: str,
+    zone: ZoneSpec,
+    r_index: int,
+    column: int,
+    ticket_id: str,
 ) -> None:
     try:
         scripts.release(event_id, zone, r_index, column)
@@ -177,10 +191,6 @@ def _release(
 
 def _retry_after() -> int:
     return settings.get().retry_after_seconds
-
-
-def _last_row(rows: int) -> str:
-    return row_label(rows - 1)
 
 
 _catalog_lock = threading.Lock()
