@@ -39,3 +39,27 @@ clean: ## Remove .venv and .run (local data of services started by make run)
 	rm -rf $(VENV) .run
 
 .PHONY: help install run test lint format clean
+
+# --- Static checks of the AWS deployment (ops/terraform, ops/scripts). checkov lives in a venv
+# of its own under .run/ (ignored): its pins would clash with the project's.
+CHECKOV_VENV := .run/venv-checkov
+CHECKOV_VERSION := 3.3.30
+
+$(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION):
+	@mkdir -p .run
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install -q --upgrade pip
+	$(CHECKOV_VENV)/bin/pip install -q 'checkov==$(CHECKOV_VERSION)'
+	@touch $@
+
+tf-check: $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION) ## checkov on ops/terraform, shellcheck on ops/scripts, terraform fmt
+	@command -v shellcheck >/dev/null || { \
+	  echo "shellcheck missing: installing it"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q shellcheck; }
+	$(CHECKOV_VENV)/bin/checkov -d ops/terraform --quiet --compact
+	shellcheck -x ops/scripts/*.sh
+	@if command -v terraform >/dev/null; then \
+	  terraform fmt -check -recursive ops/terraform && echo "terraform fmt: ok"; \
+	else echo "terraform not installed: format check skipped"; fi
+
+.PHONY: tf-check

@@ -1,0 +1,163 @@
+# One public ALB. Path rules send /purchase*, /query*, /events* to their own target group (each
+# health-checked on its service's health endpoint); anything else gets a problem+json 404.
+# Flower has a listener of its own on flower_port, reachable only from var.flower_allowed_cidrs
+# (security group) and protected by Flower's basic auth (FLOWER_BASIC_AUTH from Secrets Manager).
+# With certificate_arn set, 443 serves HTTPS, 80 redirects, and Flower's listener is HTTPS too.
+
+locals {
+  https = var.certificate_arn != ""
+
+  routes = {
+    purchase = { path_pattern = "/purchase*", health_path = "/purchase/health", priority = 10 }
+    query    = { path_pattern = "/query*", health_path = "/query/health", priority = 20 }
+    events   = { path_pattern = "/events*", health_path = "/events/health", priority = 30 }
+  }
+
+  tls_policy = "ELBSecurityPolicy-TLS13-1-2-2021-06"
+}
+
+resource "aws_lb" "this" {
+  #checkov:skip=CKV_AWS_91:request logs come from gunicorn's access log in CloudWatch Logs; ALB access logs would need an S3 bucket of their own
+  #checkov:skip=CKV2_AWS_28:no WAF by default (about $10/month + rules); attach a web ACL to this ALB when the sale is public
+  #checkov:skip=CKV2_AWS_76:no WAF by default, see CKV2_AWS_28
+  #checkov:skip=CKV2_AWS_20:port 80 redirects to HTTPS (aws_lb_listener.http_redirect) whenever certificate_arn is set; checkov cannot evaluate that count
+  name                       = var.name
+  load_balancer_type         = "application"
+  internal                   = false
+  subnets                    = var.subnet_ids
+  security_groups            = [var.security_group_id]
+  drop_invalid_header_fields = true
+  enable_deletion_protection = var.deletion_protection
+  idle_timeout               = 30
+}
+
+resource "aws_lb_target_group" "web" {
+  #checkov:skip=CKV_AWS_378:TLS ends at the ALB; ALB → task traffic stays inside the VPC's private subnets, behind the tasks' security group
+  for_each             = local.routes
+  name                 = "${var.name}-${each.key}"
+  port                 = var.app_port
+  protocol             = "HTTP"
+  target_type          = "ip"
+  vpc_id               = var.vpc_id
+  deregistration_delay = 30 # above gunicorn's keep-alive, below its graceful timeout
+
+  health_check {
+    path                = each.value.health_path
+    matcher             = "200"
+    interval            = 15
+    timeout             = 5
+    healthy_threshold   = 2
+    unhealthy_threshold = 3
+  }
+}
+
+resource "aws_lb_target_group" "flower" {
+  name                 = "${var.name}-flower"
+  port                 = var.flower_port
+  protocol             = "HTTP"
+  target_type          = "ip"
+  vpc_id               = var.vpc_id
+  deregistration_delay = 10
+
+  health_check {
+    path    = "/healthcheck" # Flower's only page outside basic auth
+    matcher = "200"
+  }
+}
+
+locals {
+  not_found = {
+    content_type = "application/problem+json"
+    message_body = jsonencode({ type = "about:blank", title = "Not Found", status = 404, code = "NOT_FOUND" })
+    status_code  = "404"
+  }
+}
+
+# Without a certificate: plain HTTP on 80 carries the API.
+resource "aws_lb_listener" "http" {
+  count             = local.https ? 0 : 1
+  load_balancer_arn = aws_lb.this.arn
+  port              = 80
+  protocol          = "HTTP"
+  #checkov:skip=CKV_AWS_2:exists only while certificate_arn is empty (a first try without a domain); with a certificate, 443 serves HTTPS and http_redirect replaces this listener
+  #checkov:skip=CKV_AWS_103:plain HTTP listener, see CKV_AWS_2
+
+  default_action {
+    type = "fixed-response"
+    fixed_response {
+      content_type = local.not_found.content_type
+      message_body = local.not_found.message_body
+      status_code  = local.not_found.status_code
+    }
+  }
+}
+
+resource "aws_lb_listener" "http_redirect" {
+  count             = local.https ? 1 : 0
+  load_balancer_arn = aws_lb.this.arn
+  port              = 80
+  protocol          = "HTTP"
+
+  default_action {
+    type = "redirect"
+    redirect {
+      port        = "443"
+      protocol    = "HTTPS"
+      status_code = "HTTP_301"
+    }
+  }
+}
+
+resource "aws_lb_listener" "https" {
+  count             = local.https ? 1 : 0
+  load_balancer_arn = aws_lb.this.arn
+  port              = 443
+  protocol          = "HTTPS"
+  ssl_policy        = local.tls_policy
+  certificate_arn   = var.certificate_arn
+
+  default_action {
+    type = "fixed-response"
+    fixed_response {
+      content_type = local.not_found.content_type
+      message_body = local.not_found.message_body
+      status_code  = local.not_found.status_code
+    }
+  }
+}
+
+locals {
+  api_listener_arn = local.https ? aws_lb_listener.https[0].arn : aws_lb_listener.http[0].arn
+}
+
+resource "aws_lb_listener_rule" "web" {
+  for_each     = local.routes
+  listener_arn = local.api_listener_arn
+  priority     = each.value.priority
+
+  action {
+    type             = "forward"
+    target_group_arn = aws_lb_target_group.web[each.key].arn
+  }
+
+  condition {
+    path_pattern {
+      values = [each.value.path_pattern]
+    }
+  }
+}
+
+resource "aws_lb_listener" "flower" {
+  #checkov:skip=CKV_AWS_2:HTTPS whenever certificate_arn is set (protocol follows it); without one Flower is plain HTTP, limited to flower_allowed_cidrs and behind basic auth
+  #checkov:skip=CKV_AWS_103:TLS policy applies whenever the listener is HTTPS, see CKV_AWS_2
+  load_balancer_arn = aws_lb.this.arn
+  port              = var.flower_port
+  protocol          = local.https ? "HTTPS" : "HTTP"
+  ssl_policy        = local.https ? local.tls_policy : null
+  certificate_arn   = local.https ? var.certificate_arn : null
+
+  default_action {
+    type             = "forward"
+    target_group_arn = aws_lb_target_group.flower.arn
+  }
+}

@@ -1,0 +1,39 @@
+variable "name" {
+  description = "Name prefix of the load balancer and target groups."
+  type        = string
+}
+
+variable "vpc_id" {
+  description = "VPC of the target groups."
+  type        = string
+}
+
+variable "subnet_ids" {
+  description = "Public subnets of the load balancer."
+  type        = list(string)
+}
+
+variable "security_group_id" {
+  description = "Security group of the load balancer."
+  type        = string
+}
+
+variable "app_port" {
+  description = "Port the web containers listen on."
+  type        = number
+}
+
+variable "flower_port" {
+  description = "Port of the Flower listener and container."
+  type        = number
+}
+
+variable "certificate_arn" {
+  description = "ACM certificate for HTTPS; empty serves plain HTTP on port 80 (first try only)."
+  type        = string
+}
+
+variable "deletion_protection" {
+  description = "Refuse to delete the load balancer."
+  type        = bool
+}

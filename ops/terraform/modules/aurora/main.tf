@@ -1,0 +1,136 @@
+# Aurora MySQL: one writer, one reader in the other AZ. The password is generated here, never
+# typed; the application receives it only inside the two URL secrets, injected by ECS as
+# DATABASE_URL (writer endpoint) and DATABASE_READ_URL (reader endpoint).
+
+resource "random_password" "master" {
+  length  = 40
+  special = false # the password sits inside a URL; letters and digits need no escaping
+}
+
+resource "aws_db_subnet_group" "this" {
+  name       = var.name
+  subnet_ids = var.subnet_ids
+}
+
+resource "aws_rds_cluster_parameter_group" "this" {
+  name        = "${var.name}-aurora-mysql8"
+  family      = "aurora-mysql8.0"
+  description = "${var.name}: TLS only, UTC, slow query log"
+
+  parameter {
+    name  = "require_secure_transport"
+    value = "ON"
+  }
+
+  parameter {
+    name  = "time_zone"
+    value = "UTC"
+  }
+
+  parameter {
+    name  = "slow_query_log"
+    value = "1"
+  }
+
+  parameter {
+    name  = "long_query_time"
+    value = "1"
+  }
+}
+
+resource "aws_rds_cluster" "this" {
+  #checkov:skip=CKV_AWS_162:the tasks authenticate with the generated password from Secrets Manager; IAM auth tokens expire every 15 min and SQLAlchemy's pool does not refresh them
+  #checkov:skip=CKV2_AWS_8:automated backups (backup_retention_period) and the final snapshot cover recovery; add an AWS Backup plan for cross-account copies
+  #checkov:skip=CKV_AWS_326:backtrack would undo every table at once; point-in-time restore (backups) is the recovery path for this append-mostly projection
+  cluster_identifier                  = var.name
+  engine                              = "aurora-mysql"
+  engine_version                      = var.engine_version
+  database_name                       = var.database_name
+  master_username                     = var.master_username
+  master_password                     = random_password.master.result
+  db_subnet_group_name                = aws_db_subnet_group.this.name
+  db_cluster_parameter_group_name     = aws_rds_cluster_parameter_group.this.name
+  vpc_security_group_ids              = [var.security_group_id]
+  storage_encrypted                   = true
+  kms_key_id                          = var.kms_key_arn
+  backup_retention_period             = var.backup_retention_days
+  preferred_backup_window             = "03:00-04:00"
+  copy_tags_to_snapshot               = true
+  deletion_protection                 = var.deletion_protection
+  skip_final_snapshot                 = false
+  final_snapshot_identifier           = "${var.name}-final"
+  iam_database_authentication_enabled = false
+  enabled_cloudwatch_logs_exports     = ["audit", "error", "general", "slowquery"]
+}
+
+data "aws_iam_policy_document" "monitoring_assume" {
+  statement {
+    actions = ["sts:AssumeRole"]
+    principals {
+      type        = "Service"
+      identifiers = ["monitoring.rds.amazonaws.com"]
+    }
+  }
+}
+
+resource "aws_iam_role" "monitoring" {
+  name               = "${var.name}-rds-monitoring"
+  assume_role_policy = data.aws_iam_policy_document.monitoring_assume.json
+}
+
+resource "aws_iam_role_policy_attachment" "monitoring" {
+  role       = aws_iam_role.monitoring.name
+  policy_arn = "arn:aws:iam::aws:policy/service-role/AmazonRDSEnhancedMonitoringRole"
+}
+
+# index 0 is created first and becomes the writer; index 1 is the reader (failover target).
+resource "aws_rds_cluster_instance" "this" {
+  count                                 = 2
+  identifier                            = "${var.name}-${count.index}"
+  cluster_identifier                    = aws_rds_cluster.this.id
+  engine                                = aws_rds_cluster.this.engine
+  engine_version                        = aws_rds_cluster.this.engine_version
+  instance_class                        = var.instance_class
+  db_subnet_group_name                  = aws_db_subnet_group.this.name
+  publicly_accessible                   = false
+  auto_minor_version_upgrade            = true
+  promotion_tier                        = count.index
+  monitoring_interval                   = 60
+  monitoring_role_arn                   = aws_iam_role.monitoring.arn
+  performance_insights_enabled          = true
+  performance_insights_kms_key_id       = var.kms_key_arn
+  performance_insights_retention_period = 7
+}
+
+locals {
+  # TLS to Aurora (require_secure_transport=ON): PyMySQL verifies the server against the
+  # Amazon RDS CA bundle the Dockerfile installs.
+  url_query   = "ssl_ca=/etc/ssl/certs/rds-global-bundle.pem"
+  credentials = "${var.master_username}:${random_password.master.result}"
+}
+
+resource "aws_secretsmanager_secret" "database_url" {
+  #checkov:skip=CKV2_AWS_57:the value is a URL built from the cluster's master password; rotation needs a rotation Lambda that rebuilds both URLs, not wired yet
+  name                    = "${var.name}/database-url"
+  description             = "DATABASE_URL: mysql+pymysql URL of the Aurora writer endpoint"
+  kms_key_id              = var.kms_key_arn
+  recovery_window_in_days = 7
+}
+
+resource "aws_secretsmanager_secret_version" "database_url" {
+  secret_id     = aws_secretsmanager_secret.database_url.id
+  secret_string = "mysql+pymysql://${local.credentials}@${aws_rds_cluster.this.endpoint}:3306/${var.database_name}?${local.url_query}"
+}
+
+resource "aws_secretsmanager_secret" "database_read_url" {
+  #checkov:skip=CKV2_AWS_57:the value is a URL built from the cluster's master password; rotation needs a rotation Lambda that rebuilds both URLs, not wired yet
+  name                    = "${var.name}/database-read-url"
+  description             = "DATABASE_READ_URL: mysql+pymysql URL of the Aurora reader endpoint"
+  kms_key_id              = var.kms_key_arn
+  recovery_window_in_days = 7
+}
+
+resource "aws_secretsmanager_secret_version" "database_read_url" {
+  secret_id     = aws_secretsmanager_secret.database_read_url.id
+  secret_string = "mysql+pymysql://${local.credentials}@${aws_rds_cluster.this.reader_endpoint}:3306/${var.database_name}?${local.url_query}"
+}

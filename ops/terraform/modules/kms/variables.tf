@@ -1,0 +1,4 @@
+variable "name" {
+  description = "Name prefix; the key alias is alias/<name>."
+  type        = string
+}

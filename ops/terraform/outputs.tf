@@ -1,0 +1,110 @@
+output "alb_dns_name" {
+  description = "DNS name of the load balancer."
+  value       = module.alb.dns_name
+}
+
+output "base_url" {
+  description = "Base URL of the API: /purchase, /query, /events."
+  value       = module.alb.base_url
+}
+
+output "flower_url" {
+  description = "Flower (from flower_allowed_cidrs, basic auth)."
+  value       = module.alb.flower_url
+}
+
+output "aws_region" {
+  description = "Region of the deployment."
+  value       = var.aws_region
+}
+
+output "ecr_repository_url" {
+  description = "Repository the image is pushed to."
+  value       = module.ecr.repository_url
+}
+
+output "image_tag" {
+  description = "Tag the task definitions run (moved by build-and-push.sh)."
+  value       = var.image_tag
+}
+
+output "ecs_cluster_name" {
+  description = "ECS cluster."
+  value       = aws_ecs_cluster.this.name
+}
+
+output "ecs_services" {
+  description = "ECS services, one per deployed Procfile process type."
+  value = [
+    module.purchase.service_name,
+    module.query.service_name,
+    module.events.service_name,
+    module.worker.service_name,
+    module.flower.service_name,
+  ]
+}
+
+output "release_task_definition" {
+  description = "Family of the one-off release (migration) task."
+  value       = module.release.task_definition_family
+}
+
+output "release_log_group" {
+  description = "Log group of the release task."
+  value       = module.release.log_group_name
+}
+
+output "private_subnet_ids" {
+  description = "Subnets for one-off tasks (run-task)."
+  value       = module.network.private_subnet_ids
+}
+
+output "tasks_security_group_id" {
+  description = "Security group for one-off tasks (run-task)."
+  value       = module.network.tasks_security_group_id
+}
+
+output "target_group_arns" {
+  description = "ALB target groups of purchase, query, events."
+  value       = module.alb.target_group_arns
+}
+
+output "ticket_topic_arn" {
+  description = "TICKET_TOPIC_ARN."
+  value       = module.messaging.topic_arn
+}
+
+output "ticket_queue_url" {
+  description = "TICKET_QUEUE_URL."
+  value       = module.messaging.queue_url
+}
+
+output "ticket_dlq_url" {
+  description = "TICKET_DLQ_URL."
+  value       = module.messaging.dlq_url
+}
+
+output "aurora_writer_endpoint" {
+  description = "Aurora cluster (writer) endpoint."
+  value       = module.aurora.writer_endpoint
+}
+
+output "aurora_reader_endpoint" {
+  description = "Aurora reader endpoint."
+  value       = module.aurora.reader_endpoint
+}
+
+output "redis_primary_endpoint" {
+  description = "Redis primary endpoint."
+  value       = module.redis.primary_endpoint
+}
+
+output "flower_basic_auth_secret_arn" {
+  description = "Secret holding Flower's user:password (aws secretsmanager get-secret-value)."
+  value       = aws_secretsmanager_secret.flower_basic_auth.arn
+}
+
+output "alarm_topic_arn" {
+  description = "SNS topic the alarms notify."
+  value       = module.monitoring.alarm_topic_arn
+}

@@ -1,0 +1,153 @@
+variable "name" {
+  description = "Name prefix of every resource (cluster, load balancer, database, roles …)."
+  type        = string
+  default     = "ticketing"
+}
+
+variable "aws_region" {
+  description = "AWS region to deploy to."
+  type        = string
+  default     = "us-east-1"
+}
+
+variable "availability_zones" {
+  description = "The two availability zones of aws_region the subnets, Aurora and Redis span."
+  type        = list(string)
+  default     = ["us-east-1a", "us-east-1b"]
+}
+
+variable "vpc_cidr" {
+  description = "CIDR block of the platform's own VPC."
+  type        = string
+  default     = "10.40.0.0/16"
+}
+
+variable "one_nat_gateway_per_az" {
+  description = "One NAT gateway per AZ (tasks keep AWS API access through an AZ outage, ~$33/month more) instead of one shared."
+  type        = bool
+  default     = false
+}
+
+variable "messaging_prefix" {
+  description = "Prefix of the SNS topic and SQS queues, as ops/local/aws_resources.py: ticket-events, ticket-sql, ticket-sql-dlq."
+  type        = string
+  default     = "ticket"
+}
+
+variable "image_tag" {
+  description = "Tag the services run. build-and-push.sh pushes every image under its git SHA and moves this tag to it."
+  type        = string
+  default     = "live"
+}
+
+variable "certificate_arn" {
+  description = "ACM certificate ARN for HTTPS on the ALB (and Flower's listener). Empty: plain HTTP, for a first try without a domain."
+  type        = string
+  default     = ""
+}
+
+variable "flower_allowed_cidrs" {
+  description = "CIDR blocks that may reach Flower's listener (e.g. your office or VPN). Empty: Flower unreachable from outside."
+  type        = list(string)
+  default     = []
+}
+
+variable "flower_username" {
+  description = "User name of Flower's basic auth (the password is generated into Secrets Manager)."
+  type        = string
+  default     = "admin"
+}
+
+variable "task_sizes" {
+  description = "Fargate CPU units and memory (MiB) per process type."
+  type = map(object({
+    cpu    = number
+    memory = number
+  }))
+  default = {
+    purchase = { cpu = 512, memory = 1024 }
+    query    = { cpu = 512, memory = 1024 }
+    events   = { cpu = 256, memory = 512 }
+    worker   = { cpu = 512, memory = 1024 }
+    flower   = { cpu = 256, memory = 512 }
+    release  = { cpu = 256, memory = 512 }
+  }
+}
+
+variable "worker_backlog_per_task_target" {
+  description = "Visible ticket messages per worker task the autoscaler aims for (acceptable lag / seconds per message)."
+  type        = number
+  default     = 100
+}
+
+variable "db_engine_version" {
+  description = "Aurora MySQL engine version (MySQL 8.0 compatible)."
+  type        = string
+  default     = "8.0.mysql_aurora.3.08.0"
+}
+
+variable "db_instance_class" {
+  description = "Instance class of the Aurora writer and reader (Performance Insights needs db.t4g.medium or larger)."
+  type        = string
+  default     = "db.t4g.medium"
+}
+
+variable "db_name" {
+  description = "Database (schema) name."
+  type        = string
+  default     = "ticketing"
+}
+
+variable "db_master_username" {
+  description = "Aurora master user name; its password is generated."
+  type        = string
+  default     = "ticketing"
+}
+
+variable "db_backup_retention_days" {
+  description = "Days of Aurora automated backups (point-in-time recovery)."
+  type        = number
+  default     = 7
+}
+
+variable "redis_node_type" {
+  description = "ElastiCache node type of the Redis primary and replica."
+  type        = string
+  default     = "cache.t4g.small"
+}
+
+variable "redis_engine_version" {
+  description = "ElastiCache Redis engine version."
+  type        = string
+  default     = "7.1"
+}
+
+variable "redis_snapshot_retention_days" {
+  description = "Days of daily Redis snapshots kept."
+  type        = number
+  default     = 7
+}
+
+variable "deletion_protection" {
+  description = "Protect the ALB and the Aurora cluster from deletion. Set false and apply before `terraform destroy`."
+  type        = bool
+  default     = true
+}
+
+variable "log_retention_days" {
+  description = "Retention of the CloudWatch log groups, in days."
+  type        = number
+  default     = 30
+}
+
+variable "oldest_message_age_alarm_seconds" {
+  description = "Alarm when the oldest ticket message has waited longer than this many seconds."
+  type        = number
+  default     = 300
+}
+
+variable "alarm_email" {
+  description = "E-mail address subscribed to the alarms (confirm the e-mail AWS sends). Empty: none."
+  type        = string
+  default     = ""
+}

@@ -1,0 +1,655 @@
+"""The AWS deployment's shape, checked without AWS and without a terraform binary.
+
+Every `.tf` file under ops/terraform is parsed with python-hcl2 and the values that matter are
+asserted: the resources, the ALB's path rules and health checks, the messaging (compared with
+what ops/local/aws_resources.py really creates in moto server), the database endpoint wiring,
+autoscaling, IAM, and that each ECS container runs its Procfile line verbatim.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import aws_resources
+import boto3
+import hcl2
+import pytest
+from hcl2 import SerializationOptions
+
+import settings
+from tests.helpers import ROOT
+
+TF = ROOT / "ops" / "terraform"
+MODULES = TF / "modules"
+DEPLOYED_TYPES = {"purchase", "query", "events", "worker", "flower", "release"}
+LOCAL_ONLY_TYPES = {"web"}
+
+_OPTIONS = SerializationOptions(
+    strip_string_quotes=True, explicit_blocks=False, with_comments=False
+)
+
+
+class Config:
+    """The merged content of the .tf files of one directory (one Terraform module)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.resources: dict[tuple[str, str], dict[str, Any]] = {}
+        self.data: dict[tuple[str, str], dict[str, Any]] = {}
+        self.modules: dict[str, dict[str, Any]] = {}
+        self.variables: dict[str, dict[str, Any]] = {}
+        self.outputs: dict[str, dict[str, Any]] = {}
+        self.locals: dict[str, Any] = {}
+        self.blocks: list[dict[str, Any]] = []
+        for path in sorted(directory.glob("*.tf")):
+            with path.open() as f:
+                parsed = hcl2.load(f, serialization_options=_OPTIONS)
+            self.blocks.append(parsed)
+            for kind, target in (("resource", self.resources), ("data", self.data)):
+                for block in parsed.get(kind, []):
+                    for type_, named in block.items():
+                        for name, body in named.items():
+                            assert (type_, name) not in target, f"{type_}.{name} twice"
+                            target[(type_, name)] = body
+            for kind, target in (
+                ("module", self.modules),
+                ("variable", self.variables),
+                ("output", self.outputs),
+            ):
+                for block in parsed.get(kind, []):
+                    target.update(block)
+            for block in parsed.get("locals", []):
+                self.locals.update(block)
+
+    def resource(self, type_: str, name: str) -> dict[str, Any]:
+        assert (type_, name) in self.resources, f"{self.directory.name}: no {type_}.{name}"
+        return self.resources[(type_, name)]
+
+
+@cache
+def config(directory: str = "") -> Config:
+    return Config(MODULES / directory if directory else TF)
+
+
+def one(block: Any) -> Any:
+    """A nested block parses as a list of one dict."""
+    if isinstance(block, list):
+        assert len(block) == 1, block
+        return block[0]
+    return block
+
+
+def hcl_string(value: str) -> str:
+    """The string Terraform sees: HCL writes a literal `${` as `$${` (and `%{` as `%%{`)."""
+    return value.replace("$${", "${").replace("%%{", "%{")
+
+
+def procfile() -> dict[str, str]:
+    lines = (ROOT / "Procfile").read_text().splitlines()
+    return dict(line.split(": ", 1) for line in lines if line.strip())
+
+
+def service_modules() -> dict[str, dict[str, Any]]:
+    return {
+        name: body
+        for name, body in config().modules.items()
+        if body["source"] == "./modules/ecs_service"
+    }
+
+
+# --- files, providers, variables
+
+
+def test_every_tf_file_parses_and_every_module_is_used():
+    files = sorted(TF.rglob("*.tf"))
+    assert len(files) >= 20
+    module_dirs = {p.name for p in MODULES.iterdir() if p.is_dir()}
+    assert module_dirs >= {
+        "network",
+        "ecr",
+        "alb",
+        "ecs_service",
+        "aurora",
+        "redis",
+        "messaging",
+        "iam",
+        "monitoring",
+    }
+    used = {body["source"].removeprefix("./modules/") for body in config().modules.values()}
+    assert used == module_dirs
+    for directory in module_dirs:
+        assert config(directory).resources, f"module {directory} creates nothing"
+
+
+def test_provider_versions_are_pinned():
+    (terraform,) = [one(block["terraform"]) for block in config().blocks if "terraform" in block]
+    providers = one(terraform["required_providers"])
+    assert providers["aws"]["source"] == "hashicorp/aws"
+    assert re.fullmatch(r"~> 5\.\d+", providers["aws"]["version"])
+    assert providers["random"]["source"] == "hashicorp/random"
+    assert re.fullmatch(r"~> 3\.\d+", providers["random"]["version"])
+    assert terraform["required_version"].startswith(">=")
+
+
+def test_every_variable_and_output_is_described():
+    for directory in ["", *(p.name for p in MODULES.iterdir() if p.is_dir())]:
+        c = config(directory)
+        for kind, items in (("variable", c.variables), ("output", c.outputs)):
+            for name, body in items.items():
+                assert str(body.get("description", "")).strip(), f"{directory}/{kind} {name}"
+
+
+def test_tfvars_template_sets_only_declared_variables():
+    template = (TF / "terraform.tfvars.template").read_text()
+    names = re.findall(r"^([a-z_]+)\s*=", template, flags=re.MULTILINE)
+    assert names
+    assert set(names) <= set(config().variables)
+    assert not re.search(r"password|secret|token", template.split("#")[0], flags=re.I)
+
+
+def test_outputs_name_the_load_balancer():
+    assert config().outputs["alb_dns_name"]["value"] == "${module.alb.dns_name}"
+
+
+def test_expected_resource_types_exist():
+    types = {t for d in ["", *(p.name for p in MODULES.iterdir())] for t, _ in config(d).resources}
+    assert types >= {
+        "aws_vpc",
+        "aws_subnet",
+        "aws_nat_gateway",
+        "aws_security_group",
+        "aws_ecr_repository",
+        "aws_lb",
+        "aws_lb_listener",
+        "aws_lb_listener_rule",
+        "aws_lb_target_group",
+        "aws_ecs_cluster",
+        "aws_ecs_task_definition",
+        "aws_ecs_service",
+        "aws_appautoscaling_target",
+        "aws_appautoscaling_policy",
+        "aws_rds_cluster",
+        "aws_rds_cluster_instance",
+        "random_password",
+        "aws_secretsmanager_secret",
+        "aws_secretsmanager_secret_version",
+        "aws_elasticache_replication_group",
+        "aws_sns_topic",
+        "aws_sns_topic_subscription",
+        "aws_sqs_queue",
+        "aws_sqs_queue_policy",
+        "aws_iam_role",
+        "aws_iam_role_policy",
+        "aws_cloudwatch_log_group",
+        "aws_cloudwatch_metric_alarm",
+    }
+
+
+# --- load balancer
+
+
+def test_alb_routes_the_three_paths_to_their_target_groups_with_health_checks():
+    alb = config("alb")
+    assert {
+        name: (route["path_pattern"], route["health_path"])
+        for name, route in alb.locals["routes"].items()
+    } == {
+        "purchase": ("/purchase*", "/purchase/health"),
+        "query": ("/query*", "/query/health"),
+        "events": ("/events*", "/events/health"),
+    }
+    priorities = [route["priority"] for route in alb.locals["routes"].values()]
+    assert len(set(priorities)) == 3
+
+    rule = alb.resource("aws_lb_listener_rule", "web")
+    assert rule["for_each"] == "${local.routes}"
+    condition = one(one(rule["condition"])["path_pattern"])
+    assert condition["values"] == ["${each.value.path_pattern}"]
+    action = one(rule["action"])
+    assert action["type"] == "forward"
+    assert action["target_group_arn"] == "${aws_lb_target_group.web[each.key].arn}"
+
+    group = alb.resource("aws_lb_target_group", "web")
+    assert group["for_each"] == "${local.routes}"
+    assert group["target_type"] == "ip"
+    health = one(group["health_check"])
+    assert health["path"] == "${each.value.health_path}"
+    assert health["matcher"] == "200"
+
+    # each web service registers in its own target group
+    services = service_modules()
+    for name in ("purchase", "query", "events"):
+        assert services[name]["target_group_arn"] == (
+            f'${{module.alb.target_group_arns["{name}"]}}'
+        )
+
+
+def test_flower_has_its_own_authenticated_listener_limited_by_cidr():
+    alb = config("alb")
+    listener = alb.resource("aws_lb_listener", "flower")
+    assert listener["port"] == "${var.flower_port}"
+    assert one(listener["default_action"])["target_group_arn"] == (
+        "${aws_lb_target_group.flower.arn}"
+    )
+    network = config("network")
+    rule = network.resource("aws_vpc_security_group_ingress_rule", "alb_flower")
+    assert rule["for_each"] == "${local.flower_cidrs}"
+    assert rule["cidr_ipv4"] == "${each.value}"
+    flower = service_modules()["flower"]
+    assert flower["secrets"]["FLOWER_BASIC_AUTH"] == (
+        "${aws_secretsmanager_secret.flower_basic_auth.arn}"
+    )
+    assert config().variables["flower_allowed_cidrs"]["default"] == []
+
+
+# --- ECS: the Procfile, verbatim
+
+
+def test_each_deployed_procfile_type_has_a_service_running_its_procfile_line():
+    lines = procfile()
+    assert set(lines) == DEPLOYED_TYPES | LOCAL_ONLY_TYPES
+    services = service_modules()
+    assert set(services) == DEPLOYED_TYPES
+    for name, body in services.items():
+        assert body["name"] == name
+        assert hcl_string(body["command"]) == lines[name], name
+    assert services["release"]["create_service"] is False
+    assert all(
+        body.get("create_service", True) is True for n, body in services.items() if n != "release"
+    )
+
+
+def test_the_container_command_is_bash_c_the_procfile_line():
+    definition = config("ecs_service").resource("aws_ecs_task_definition", "this")
+    containers = re.sub(r"\s+", " ", definition["container_definitions"])
+    assert 'command = ["bash", "-c", var.command]' in containers
+    assert "readonlyRootFilesystem = true" in containers
+
+
+def test_flower_command_keeps_its_shell_expansion():
+    flower = service_modules()["flower"]["command"]
+    assert "$${MONITOR_BROKER_URL:-" in flower  # HCL would otherwise interpolate it
+    assert "${MONITOR_BROKER_URL:-redis://" in hcl_string(flower)
+
+
+def test_release_runs_migrations_as_a_one_off_task_before_services_update():
+    script = (ROOT / "ops" / "scripts" / "build-and-push.sh").read_text()
+    run_task = script.index("aws ecs run-task")
+    wait = script.index("aws ecs wait tasks-stopped")
+    update = script.index("aws ecs update-service")
+    assert run_task < wait < update
+    assert "--force-new-deployment" in script
+    assert config().outputs["release_task_definition"]["value"] == (
+        "${module.release.task_definition_family}"
+    )
+
+
+# --- database, cache, secrets
+
+
+def test_query_reads_the_reader_endpoint_and_the_writers_write_the_writer():
+    services = service_modules()
+    assert services["query"]["secrets"] == {
+        "DATABASE_READ_URL": "${module.aurora.database_read_url_secret_arn}"
+    }
+    for name in ("worker", "release"):
+        assert services[name]["secrets"]["DATABASE_URL"] == (
+            "${module.aurora.database_url_secret_arn}"
+        )
+        assert "DATABASE_READ_URL" not in services[name]["secrets"]
+    for name in ("purchase", "events", "flower"):
+        assert not {"DATABASE_URL", "DATABASE_READ_URL"} & set(services[name]["secrets"])
+
+    aurora = config("aurora")
+    writer = aurora.resource("aws_secretsmanager_secret_version", "database_url")["secret_string"]
+    reader = aurora.resource("aws_secretsmanager_secret_version", "database_read_url")[
+        "secret_string"
+    ]
+    assert writer.startswith("mysql+pymysql://")
+    assert "@${aws_rds_cluster.this.endpoint}:3306/" in writer
+    assert reader.startswith("mysql+pymysql://")
+    assert "@${aws_rds_cluster.this.reader_endpoint}:3306/" in reader
+    assert "${local.credentials}@" in writer and "${local.credentials}@" in reader
+    assert aurora.locals["credentials"] == (
+        "${var.master_username}:${random_password.master.result}"
+    )
+    cluster = aurora.resource("aws_rds_cluster", "this")
+    assert cluster["engine"] == "aurora-mysql"
+    assert cluster["master_password"] == "${random_password.master.result}"
+    assert cluster["storage_encrypted"] is True
+    instances = aurora.resource("aws_rds_cluster_instance", "this")
+    assert instances["count"] == 2  # one writer, one reader
+
+
+def test_secrets_are_injected_never_plain_environment():
+    root = config()
+    plain = {**root.locals["common_environment"]}
+    web = root.locals["web_environment"]
+    assert web.startswith("${merge(local.common_environment")
+    assert "URL" not in web.replace("local.common_environment", "")
+    for name in plain:
+        assert not re.search(r"DATABASE|REDIS|PASSWORD|SECRET|TOKEN|AUTH", name), name
+    for name, body in service_modules().items():
+        env = body.get("environment", "")
+        assert env in ("${local.common_environment}", "${local.web_environment}"), name
+        for key, value in body["secrets"].items():
+            assert value.endswith("_secret_arn}") or value.endswith(".arn}"), (name, key)
+    assert plain["TICKET_TOPIC_ARN"] == "${module.messaging.topic_arn}"
+    assert plain["TICKET_QUEUE_URL"] == "${module.messaging.queue_url}"
+    assert plain["TICKET_DLQ_URL"] == "${module.messaging.dlq_url}"
+    assert plain["AWS_DEFAULT_REGION"] == "${var.aws_region}"
+
+    definition = config("ecs_service").resource("aws_ecs_task_definition", "this")
+    containers = re.sub(r"\s+", " ", definition["container_definitions"])
+    assert "valueFrom = var.secrets[key]" in containers
+
+
+def test_redis_is_replicated_with_failover_and_tls():
+    redis = config("redis")
+    group = redis.resource("aws_elasticache_replication_group", "this")
+    assert group["num_cache_clusters"] == 2
+    assert group["automatic_failover_enabled"] is True
+    assert group["multi_az_enabled"] is True
+    assert group["transit_encryption_enabled"] is True
+    assert group["auth_token"] == "${random_password.auth.result}"
+    parameters = one(redis.resource("aws_elasticache_parameter_group", "this")["parameter"])
+    assert (parameters["name"], parameters["value"]) == ("maxmemory-policy", "noeviction")
+    url = redis.resource("aws_secretsmanager_secret_version", "redis_url")["secret_string"]
+    assert url.startswith("rediss://:${random_password.auth.result}@")
+    assert "${aws_elasticache_replication_group.this.primary_endpoint_address}:6379" in url
+    services = service_modules()
+    for name in ("purchase", "events", "worker", "release"):
+        assert services[name]["secrets"]["REDIS_URL"] == "${module.redis.redis_url_secret_arn}"
+    for name in ("worker", "flower"):
+        assert services[name]["secrets"]["MONITOR_BROKER_URL"] == (
+            "${module.redis.redis_url_secret_arn}"
+        )
+
+
+def test_only_the_tasks_reach_aurora_and_redis():
+    network = config("network")
+    for resource in ("aurora_from_tasks", "redis_from_tasks"):
+        rule = network.resource("aws_vpc_security_group_ingress_rule", resource)
+        assert rule["referenced_security_group_id"] == "${aws_security_group.tasks.id}"
+    public = [
+        name
+        for (type_, name), body in network.resources.items()
+        if type_ == "aws_vpc_security_group_ingress_rule" and body.get("cidr_ipv4") == "0.0.0.0/0"
+    ]
+    assert public == ["alb_public"]
+    assert (
+        network.resource("aws_vpc_security_group_ingress_rule", "alb_public")["security_group_id"]
+        == "${aws_security_group.alb.id}"
+    )
+
+
+# --- autoscaling
+
+
+def test_autoscaling_ranges_and_targets():
+    services = service_modules()
+
+    def scaling(name: str) -> tuple:
+        body = services[name]
+        return (
+            body.get("min_count"),
+            body.get("max_count"),
+            body.get("cpu_target"),
+            body.get("backlog_queue_name"),
+        )
+
+    assert scaling("purchase") == (3, 6, 60, None)
+    assert scaling("query") == (1, 3, 70, None)
+    assert scaling("worker") == (1, 3, None, "${module.messaging.queue_name}")
+    for name in ("events", "flower", "release"):
+        assert scaling(name) == (None, None, None, None)
+
+    module = config("ecs_service")
+    target = module.resource("aws_appautoscaling_target", "this")
+    assert (target["min_capacity"], target["max_capacity"]) == (
+        "${var.min_count}",
+        "${var.max_count}",
+    )
+    cpu = one(
+        module.resource("aws_appautoscaling_policy", "cpu")[
+            "target_tracking_scaling_policy_configuration"
+        ]
+    )
+    assert cpu["target_value"] == "${var.cpu_target}"
+    assert one(cpu["predefined_metric_specification"])["predefined_metric_type"] == (
+        "ECSServiceAverageCPUUtilization"
+    )
+    backlog = one(
+        module.resource("aws_appautoscaling_policy", "backlog")[
+            "target_tracking_scaling_policy_configuration"
+        ]
+    )
+    metrics = one(backlog["customized_metric_specification"])["metrics"]
+    by_id = {m["id"]: m for m in metrics}
+    visible = one(one(by_id["visible"]["metric_stat"])["metric"])
+    tasks = one(one(by_id["tasks"]["metric_stat"])["metric"])
+    assert (visible["namespace"], visible["metric_name"]) == (
+        "AWS/SQS",
+        "ApproximateNumberOfMessagesVisible",
+    )
+    assert (tasks["namespace"], tasks["metric_name"]) == (
+        "ECS/ContainerInsights",
+        "RunningTaskCount",
+    )
+    returned = [m for m in metrics if m.get("return_data") is True]
+    assert len(returned) == 1 and returned[0]["expression"].startswith("visible / ")
+
+
+# --- messaging: exactly the local set-up
+
+
+@pytest.fixture(scope="module")
+def local_messaging() -> dict[str, Any]:
+    """What ops/local/aws_resources.py creates, read back from moto server."""
+    prefix = f"tf{uuid.uuid4().hex[:8]}"
+    created = aws_resources.create_messaging(prefix)
+    sqs = boto3.client("sqs")
+    sns = boto3.client("sns")
+    queue = sqs.get_queue_attributes(QueueUrl=created.queue_url, AttributeNames=["All"])
+    dlq = sqs.get_queue_attributes(QueueUrl=created.dead_letter_queue_url, AttributeNames=["All"])
+    subscriptions = sns.list_subscriptions_by_topic(TopicArn=created.topic_arn)["Subscriptions"]
+    assert len(subscriptions) == 1
+    subscription = sns.get_subscription_attributes(
+        SubscriptionArn=subscriptions[0]["SubscriptionArn"]
+    )["Attributes"]
+    return {
+        "prefix": prefix,
+        "created": created,
+        "queue": queue["Attributes"],
+        "dlq": dlq["Attributes"],
+        "subscription": subscription,
+    }
+
+
+def test_messaging_names_match_the_local_set_up(local_messaging):
+    messaging = config("messaging")
+    prefix = local_messaging["prefix"]
+    created = local_messaging["created"]
+
+    def name(resource: str, type_: str) -> str:
+        return messaging.resource(type_, resource)["name"].replace("${var.prefix}", prefix)
+
+    assert created.topic_arn.endswith(":" + name("events", "aws_sns_topic"))
+    assert created.queue_url.endswith("/" + name("tickets", "aws_sqs_queue"))
+    assert created.dead_letter_queue_url.endswith("/" + name("dlq", "aws_sqs_queue"))
+    assert config().variables["messaging_prefix"]["default"] == "ticket"
+    assert config().modules["messaging"]["prefix"] == "${var.messaging_prefix}"
+
+
+def test_messaging_attributes_match_the_local_set_up(local_messaging):
+    values = config("messaging").locals
+    assert values["visibility_timeout_seconds"] == aws_resources.DEFAULT_VISIBILITY_TIMEOUT
+    assert values["max_receive_count"] == aws_resources.DEFAULT_MAX_RECEIVE_COUNT
+
+    queue = local_messaging["queue"]
+    assert int(queue["VisibilityTimeout"]) == values["visibility_timeout_seconds"]
+    assert int(queue["ReceiveMessageWaitTimeSeconds"]) == values["receive_wait_time_seconds"]
+    redrive = json.loads(queue["RedrivePolicy"])
+    assert int(redrive["maxReceiveCount"]) == values["max_receive_count"]
+    assert redrive["deadLetterTargetArn"] == local_messaging["dlq"]["QueueArn"]
+    assert (
+        int(local_messaging["dlq"]["MessageRetentionPeriod"])
+        == (values["dlq_message_retention_seconds"])
+    )
+
+    resource = config("messaging").resource("aws_sqs_queue", "tickets")
+    assert resource["visibility_timeout_seconds"] == "${local.visibility_timeout_seconds}"
+    assert resource["receive_wait_time_seconds"] == "${local.receive_wait_time_seconds}"
+    redrive_hcl = re.sub(r"\s+", " ", resource["redrive_policy"])
+    assert "deadLetterTargetArn = aws_sqs_queue.dlq.arn" in redrive_hcl
+    assert "maxReceiveCount = local.max_receive_count" in redrive_hcl
+    dlq = config("messaging").resource("aws_sqs_queue", "dlq")
+    assert dlq["message_retention_seconds"] == "${local.dlq_message_retention_seconds}"
+
+
+def test_redrive_and_visibility_leave_room_for_the_workers_retries():
+    values = config("messaging").locals
+    assert values["max_receive_count"] >= 3
+    # a retry countdown longer than the visibility timeout makes SQS redeliver the message
+    assert values["visibility_timeout_seconds"] >= 60
+    assert values["visibility_timeout_seconds"] > settings.load().task_retry_backoff_cap
+
+
+def test_subscription_is_raw_and_the_queue_policy_is_scoped_to_the_topic(local_messaging):
+    messaging = config("messaging")
+    subscription = messaging.resource("aws_sns_topic_subscription", "tickets")
+    assert subscription["raw_message_delivery"] is True
+    assert local_messaging["subscription"]["RawMessageDelivery"] == "true"
+    assert subscription["protocol"] == "sqs"
+    assert subscription["endpoint"] == "${aws_sqs_queue.tickets.arn}"
+    assert subscription["topic_arn"] == "${aws_sns_topic.events.arn}"
+
+    local_policy = json.loads(local_messaging["queue"]["Policy"])
+    (local_statement,) = local_policy["Statement"]
+    statement = one(messaging.data[("aws_iam_policy_document", "queue")]["statement"])
+    assert statement["sid"] == local_statement["Sid"]
+    assert statement["effect"] == local_statement["Effect"]
+    assert statement["actions"] == [local_statement["Action"]]
+    assert statement["resources"] == ["${aws_sqs_queue.tickets.arn}"]
+    principal = one(statement["principals"])
+    assert (principal["type"], principal["identifiers"]) == (
+        "Service",
+        [local_statement["Principal"]["Service"]],
+    )
+    condition = one(statement["condition"])
+    ((test, values),) = local_statement["Condition"].items()
+    ((variable, _),) = values.items()
+    assert (condition["test"], condition["variable"]) == (test, variable)
+    assert condition["values"] == ["${aws_sns_topic.events.arn}"]
+    assert messaging.resource("aws_sqs_queue_policy", "tickets")["queue_url"] == (
+        "${aws_sqs_queue.tickets.id}"
+    )
+
+
+def test_alarms_on_dead_letters_and_oldest_message_age():
+    monitoring = config("monitoring")
+    dlq = monitoring.resource("aws_cloudwatch_metric_alarm", "dlq_not_empty")
+    assert dlq["metric_name"] == "ApproximateNumberOfMessagesVisible"
+    assert dlq["dimensions"] == {"QueueName": "${var.dlq_name}"}
+    assert (dlq["comparison_operator"], dlq["threshold"]) == ("GreaterThanThreshold", 0)
+    age = monitoring.resource("aws_cloudwatch_metric_alarm", "oldest_message_age")
+    assert age["metric_name"] == "ApproximateAgeOfOldestMessage"
+    assert age["dimensions"] == {"QueueName": "${var.queue_name}"}
+    root = config().modules["monitoring"]
+    assert root["dlq_name"] == "${module.messaging.dlq_name}"
+    assert root["queue_name"] == "${module.messaging.queue_name}"
+
+
+# --- IAM
+
+
+def test_task_roles_are_least_privilege():
+    iam = config("iam")
+    policies = iam.locals["policies"]
+    assert set(policies) == {"purchase", "worker", "events"}  # query, flower, release: none
+
+    def grants(name: str) -> set[tuple[str, str]]:
+        return {
+            (action, resource)
+            for statement in policies[name]
+            for action in statement["actions"]
+            for resource in statement["resources"]
+        }
+
+    assert grants("purchase") == {
+        ("sns:Publish", "${var.topic_arn}"),
+        ("sns:GetTopicAttributes", "${var.topic_arn}"),
+    }
+    assert grants("worker") == {
+        (action, "${var.queue_arn}")
+        for action in (
+            "sqs:ReceiveMessage",
+            "sqs:DeleteMessage",
+            "sqs:ChangeMessageVisibility",
+            "sqs:GetQueueAttributes",
+            "sqs:SendMessage",
+        )
+    }
+    assert grants("events") == {
+        ("sqs:GetQueueAttributes", "${var.queue_arn}"),
+        ("sqs:GetQueueAttributes", "${var.dlq_arn}"),
+    }
+    modules = config().modules
+    assert modules["iam"]["queue_arn"] == "${module.messaging.queue_arn}"
+    assert modules["iam"]["dlq_arn"] == "${module.messaging.dlq_arn}"
+    for name, body in service_modules().items():
+        assert body["task_role_arn"] == f'${{module.iam.task_role_arns["{name}"]}}'
+
+    # execution roles read only their own service's secrets
+    execution = one(
+        config("ecs_service").data[("aws_iam_policy_document", "secrets")]["statement"][0:1]
+    )
+    assert execution["actions"] == ["secretsmanager:GetSecretValue"]
+    assert execution["resources"] == "${distinct(values(var.secrets))}"
+
+
+def test_no_wildcard_actions_in_any_policy():
+    for directory in ["", *(p.name for p in MODULES.iterdir() if p.is_dir())]:
+        for (type_, name), body in config(directory).data.items():
+            if type_ != "aws_iam_policy_document":
+                continue
+            for statement in body.get("statement", []):
+                if statement.get("sid") == "AccountAdministers":  # the KMS key's own account
+                    assert (directory, statement["actions"]) == ("kms", ["kms:*"])
+                    continue
+                for action in statement.get("actions", []):
+                    assert action != "*" and not action.endswith(":*"), (directory, name, action)
+
+
+def test_log_groups_have_retention():
+    for directory in ("ecs_service", "network"):
+        for (type_, _), body in config(directory).resources.items():
+            if type_ == "aws_cloudwatch_log_group":
+                assert body["retention_in_days"] == "${var.log_retention_days}"
+    assert config().variables["log_retention_days"]["default"] > 0
+
+
+# --- static-check hygiene
+
+
+def test_every_checkov_skip_names_a_check_and_a_reason():
+    skips = []
+    for path in TF.rglob("*.tf"):
+        for line in path.read_text().splitlines():
+            if "checkov:skip" in line:
+                match = re.search(r"#checkov:skip=(CKV2?_AWS_\d+):(.{20,})", line)
+                assert match, f"{path}: {line.strip()}"
+                skips.append(match.group(1))
+    assert skips
+
+
+def test_nothing_secret_is_committed_with_terraform():
+    ignored = (TF / ".gitignore").read_text().split()
+    assert {"*.tfstate", "terraform.tfvars", ".terraform/"} <= set(ignored)
+    for path in TF.rglob("*"):
+        assert not path.name.endswith((".tfstate", ".tfvars")), path
