@@ -7,8 +7,9 @@ import os
 import subprocess
 import uuid
 
-import models
 from aws_resources import create_messaging
+
+import models
 from models.catalog import Catalog
 from models.tickets import TicketRecord, persist_ticket
 from tests.conftest import TEST_CATALOG
@@ -23,7 +24,10 @@ def test_catalog_load_rebuilds_lost_events_from_mysql(redis_client, clean_ticket
     messaging = create_messaging(f"c{uuid.uuid4().hex[:8]}")  # an empty queue: nothing in flight
     done = subprocess.run(
         [str(BIN / "flask"), "--app", "web", "catalog", "load"],
-        cwd=ROOT, env={**os.environ, **messaging.env()}, capture_output=True, text=True,
+        cwd=ROOT,
+        env={**os.environ, **messaging.env()},
+        capture_output=True,
+        text=True,
         timeout=120,
     )
     assert done.returncode == 0, done.stderr
@@ -40,8 +44,9 @@ def test_catalog_load_rebuilds_lost_events_from_mysql(redis_client, clean_ticket
     assert seats.read_catalog(redis_client) == catalog
 
 
-def test_catalog_load_refuses_while_tickets_may_be_in_flight(redis_client, clean_tickets,
-                                                              session_settings):
+def test_catalog_load_refuses_while_tickets_may_be_in_flight(
+    redis_client, clean_tickets, session_settings
+):
     """The session queue holds published tickets nobody consumed: loading must not guess."""
     import boto3
 
@@ -51,7 +56,11 @@ def test_catalog_load_refuses_while_tickets_may_be_in_flight(redis_client, clean
     redis_client.flushdb()
     done = subprocess.run(
         [str(BIN / "flask"), "--app", "web", "seats", "rebuild", "--drain-timeout", "2"],
-        cwd=ROOT, env=dict(os.environ), capture_output=True, text=True, timeout=120,
+        cwd=ROOT,
+        env=dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode != 0
     assert "queue not drained" in done.stderr

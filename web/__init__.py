@@ -57,20 +57,26 @@ def register_request_ids(app: Flask) -> None:
 
 
 def register_blueprints(app: Flask, services: list[str]) -> None:
-    """Mount the chosen APIs under /purchase, /query and /events."""
+    """Mount the chosen APIs under /purchase, /query and /events, each with its OpenAPI spec
+    (`openapi.json`) and Swagger UI (`docs`)."""
+    from web.openapi import docs_blueprint
+
     if "purchase" in services:
-        from web import publisher, purchase
+        from web import availability, publisher, purchase  # noqa: F401 (availability's routes)
 
         app.register_blueprint(purchase.bp)
+        app.register_blueprint(docs_blueprint(purchase.bp))
         publisher.publisher_app()
     if "query" in services:
         from web import query
 
         app.register_blueprint(query.bp)
+        app.register_blueprint(docs_blueprint(query.bp))
     if "events" in services:
         from web import events
 
         app.register_blueprint(events.bp)
+        app.register_blueprint(docs_blueprint(events.bp))
 
 
 def register_error_handlers(app: Flask) -> None:

@@ -17,6 +17,8 @@ import settings
 from tasks import queues
 from tasks.heartbeat import alive_workers, progress
 from web import seats
+from web.openapi import documented
+from web.schemas import EventsHealthSchema
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +33,7 @@ def metrics_view() -> Response:
 
 
 @bp.get("/health")
+@documented({200: EventsHealthSchema, 503: EventsHealthSchema})
 def health() -> tuple[Response, int]:
     """Workers alive, queue and DLQ depths, projection progress; 503 with the reasons when no
     worker is alive, SQS is unreadable, or messages wait while nothing was persisted for

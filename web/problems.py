@@ -21,6 +21,8 @@ TITLES = {
     "EVENT_NOT_AT_VENUE": "Event is held at another venue",
     "SEAT_OUT_OF_RANGE": "Seat is outside the zone",
     "SEAT_TAKEN": "Seat already sold",
+    "IDEMPOTENCY_KEY_REUSED": "Idempotency key used with another request",
+    "IDEMPOTENCY_KEY_IN_PROGRESS": "A request with this idempotency key is in progress",
     "ROW_FULL": "Row sold out",
     "ZONE_FULL": "Zone sold out",
     "EVENT_SOLD_OUT": "Event sold out",
@@ -32,6 +34,31 @@ TITLES = {
     "UNSUPPORTED_MEDIA_TYPE": "Unsupported media type",
     "BAD_REQUEST": "Bad request",
     "INTERNAL_ERROR": "Internal error",
+}
+
+# The status each code is answered with (the OpenAPI spec groups codes by it).
+STATUSES = {
+    "MALFORMED_JSON": 400,
+    "VALIDATION_FAILED": 400,
+    "BAD_REQUEST": 400,
+    "UNKNOWN_VENUE": 404,
+    "UNKNOWN_EVENT": 404,
+    "UNKNOWN_ZONE": 404,
+    "TICKET_NOT_FOUND": 404,
+    "NOT_FOUND": 404,
+    "METHOD_NOT_ALLOWED": 405,
+    "SEAT_TAKEN": 409,
+    "ROW_FULL": 409,
+    "ZONE_FULL": 409,
+    "EVENT_SOLD_OUT": 409,
+    "IDEMPOTENCY_KEY_IN_PROGRESS": 409,
+    "PAYLOAD_TOO_LARGE": 413,
+    "UNSUPPORTED_MEDIA_TYPE": 415,
+    "EVENT_NOT_AT_VENUE": 422,
+    "SEAT_OUT_OF_RANGE": 422,
+    "IDEMPOTENCY_KEY_REUSED": 422,
+    "INTERNAL_ERROR": 500,
+    "SERVICE_UNAVAILABLE": 503,
 }
 
 _HTTP_CODES = {

@@ -4,6 +4,10 @@ GET /query/api/v1/tickets                              newest first, filters, cu
 GET /query/api/v1/tickets/{ticketId}
 GET /query/api/v1/tickets/count/{eventId}
 GET /query/api/v1/tickets/revenue/{venueId}/{eventId}
+GET /query/api/v1/venues                               the catalog: venues, with capacity
+GET /query/api/v1/venues/{venueId}                     zones with grid, capacity and price
+GET /query/api/v1/events
+GET /query/api/v1/events/{eventId}
 GET /query/health
 """
 
@@ -14,22 +18,34 @@ from urllib.parse import urlencode
 
 from flask import Blueprint, Response, jsonify, request
 from marshmallow import ValidationError
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
 import metrics
 import models
 import settings
-from models.tables import Event, Venue
+from models.tables import Event, Venue, Zone
 from models.tickets import count_tickets, get_ticket, list_tickets, revenue
+from web.openapi import documented
 from web.problems import Problem, problem_response, unavailable
-from web.schemas import Cursor, TicketListQuerySchema
+from web.schemas import (
+    CountSchema,
+    Cursor,
+    EventSchema,
+    HealthSchema,
+    RevenueSchema,
+    TicketListQuerySchema,
+    TicketSchema,
+    VenueSchema,
+    VenueSummarySchema,
+)
 
 log = logging.getLogger(__name__)
 
 bp = Blueprint("query", __name__, url_prefix="/query")
 
 _list_schema = TicketListQuerySchema()
+_DOWN = "SERVICE_UNAVAILABLE"  # every route here reads the database
 
 
 @bp.errorhandler(SQLAlchemyError)
@@ -43,6 +59,14 @@ def _database_down(exc: SQLAlchemyError) -> Response:
 
 
 @bp.get("/api/v1/tickets")
+@documented(
+    {200: TicketSchema(many=True)},
+    query=TicketListQuerySchema,
+    problems=("VALIDATION_FAILED", _DOWN),
+    response_headers={
+        "Link": {"description": '`<…>; rel="next"` when there is a next page.', "schema": {}}
+    },
+)
 def list_all() -> Response:
     """Tickets, newest first; `eventId`, `venueId`, `zoneId` filters; `limit` and `cursor`."""
     try:
@@ -74,6 +98,7 @@ def list_all() -> Response:
 
 
 @bp.get("/api/v1/tickets/<ticket_id>")
+@documented({200: TicketSchema}, problems=("TICKET_NOT_FOUND", _DOWN))
 def get_one(ticket_id: str) -> Response:
     """One ticket by id, or 404 TICKET_NOT_FOUND."""
     with models.reader().connect() as conn:
@@ -84,6 +109,7 @@ def get_one(ticket_id: str) -> Response:
 
 
 @bp.get("/api/v1/tickets/count/<event_id>")
+@documented({200: CountSchema}, problems=("UNKNOWN_EVENT", _DOWN))
 def count(event_id: str) -> Response:
     """Tickets sold for an event."""
     with models.reader().connect() as conn:
@@ -94,6 +120,10 @@ def count(event_id: str) -> Response:
 
 
 @bp.get("/api/v1/tickets/revenue/<venue_id>/<event_id>")
+@documented(
+    {200: RevenueSchema},
+    problems=("UNKNOWN_VENUE", "UNKNOWN_EVENT", "EVENT_NOT_AT_VENUE", _DOWN),
+)
 def revenue_of(venue_id: str, event_id: str) -> Response:
     """Ticket count and revenue of an event at a venue, the amount as a decimal string."""
     with models.reader().connect() as conn:
@@ -118,6 +148,101 @@ def revenue_of(venue_id: str, event_id: str) -> Response:
     )
 
 
+@bp.get("/api/v1/venues")
+@documented({200: VenueSummarySchema(many=True)}, problems=(_DOWN,))
+def list_venues() -> Response:
+    """Every venue with its number of zones and seats."""
+    zones = (
+        select(
+            Zone.venue_id,
+            func.count().label("zone_count"),
+            func.sum(Zone.capacity).label("capacity"),
+        )
+        .group_by(Zone.venue_id)
+        .subquery()
+    )
+    stmt = (
+        select(Venue.venue_id, Venue.name, zones.c.zone_count, zones.c.capacity)
+        .outerjoin(zones, zones.c.venue_id == Venue.venue_id)
+        .order_by(Venue.venue_id)
+    )
+    with models.reader().connect() as conn:
+        rows = conn.execute(stmt).all()
+    return jsonify(
+        [
+            {
+                "venueId": r.venue_id,
+                "name": r.name,
+                "zoneCount": int(r.zone_count or 0),
+                "capacity": int(r.capacity or 0),
+            }
+            for r in rows
+        ]
+    )
+
+
+@bp.get("/api/v1/venues/<venue_id>")
+@documented({200: VenueSchema}, problems=("UNKNOWN_VENUE", _DOWN))
+def get_venue(venue_id: str) -> Response:
+    """One venue and its zones: grid, capacity and price (a decimal string)."""
+    with models.reader().connect() as conn:
+        name = conn.scalar(select(Venue.name).where(Venue.venue_id == venue_id))
+        if name is None:
+            raise Problem(404, "UNKNOWN_VENUE", f"No venue {venue_id!r}.")
+        zones = conn.execute(
+            select(Zone).where(Zone.venue_id == venue_id).order_by(Zone.zone_id)
+        ).all()
+    return jsonify(
+        {
+            "venueId": venue_id,
+            "name": name,
+            "capacity": sum(z.capacity for z in zones),
+            "zones": [
+                {
+                    "zoneId": z.zone_id,
+                    "rows": z.row_count,
+                    "columns": z.column_count,
+                    "capacity": z.capacity,
+                    "rowCapacity": z.row_capacity,
+                    "price": f"{z.price:.2f}",
+                }
+                for z in zones
+            ],
+        }
+    )
+
+
+@bp.get("/api/v1/events")
+@documented({200: EventSchema(many=True)}, problems=(_DOWN,))
+def list_events() -> Response:
+    """Every event, by date."""
+    with models.reader().connect() as conn:
+        events = conn.execute(select(Event).order_by(Event.event_date, Event.event_id)).all()
+    return jsonify([_event_json(e) for e in events])
+
+
+@bp.get("/api/v1/events/<event_id>")
+@documented({200: EventSchema}, problems=("UNKNOWN_EVENT", _DOWN))
+def get_event(event_id: str) -> Response:
+    """One event: its venue, name, type, date (UTC) and capacity."""
+    with models.reader().connect() as conn:
+        event = conn.execute(select(Event).where(Event.event_id == event_id)).first()
+    if event is None:
+        raise Problem(404, "UNKNOWN_EVENT", f"No event {event_id!r}.")
+    return jsonify(_event_json(event))
+
+
+def _event_json(e: Event) -> dict:
+    return {
+        "eventId": e.event_id,
+        "venueId": e.venue_id,
+        "name": e.name,
+        "type": e.type,
+        "date": e.event_date.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "capacity": e.capacity,
+    }
+
+
 @bp.get("/metrics")
 def metrics_view() -> Response:
     """Prometheus metrics of this service's processes."""
@@ -126,6 +251,7 @@ def metrics_view() -> Response:
 
 
 @bp.get("/health")
+@documented({200: HealthSchema, 503: HealthSchema})
 def health() -> tuple[Response, int]:
     """UP when the read database answers."""
     try:

@@ -19,15 +19,18 @@ class PurchaseRequestSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    venueId = fields.String(required=True, validate=_ID)
-    eventId = fields.String(required=True, validate=_ID)
-    zoneId = fields.Integer(strict=True, required=True, validate=validate.Range(min=1))
+    venueId = fields.String(required=True, validate=_ID, metadata={"example": "Venue1"})
+    eventId = fields.String(required=True, validate=_ID, metadata={"example": "Event1"})
+    zoneId = fields.Integer(
+        strict=True, required=True, validate=validate.Range(min=1), metadata={"example": 1}
+    )
     row = fields.String(
         required=True,
         validate=[
             validate.Length(min=1, max=16),
             validate.Regexp(r"^[A-Za-z]+\Z", error="Row must be letters, A to Z."),
         ],
+        metadata={"pattern": "^[A-Za-z]+$", "example": "A"},  # the spec's regex dialect
     )
     column = fields.String(
         required=True,
@@ -37,6 +40,7 @@ class PurchaseRequestSchema(Schema):
                 r"^[1-9][0-9]*\Z", error='Column must be a positive integer string, e.g. "1".'
             ),
         ],
+        metadata={"pattern": "^[1-9][0-9]*$", "example": "1"},
     )
 
 
@@ -70,3 +74,139 @@ class TicketListQuerySchema(Schema):
     zoneId = fields.Integer(validate=validate.Range(min=1, max=2**31 - 1))
     limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
     cursor = Cursor()
+
+
+# Response bodies: documentation of what the views answer (the OpenAPI spec is built from
+# them, and the schemathesis tests check every answer against it).
+
+_DECIMAL = {"pattern": r"^-?[0-9]+\.[0-9]{2}$", "example": "100.00"}
+
+
+class TicketSchema(Schema):
+    """A sold ticket, as the purchase answers it and the query API reads it."""
+
+    ticketId = fields.UUID(required=True)
+    venueId = fields.String(required=True)
+    eventId = fields.String(required=True)
+    zoneId = fields.Integer(required=True)
+    row = fields.String(required=True, metadata={"example": "A"})
+    column = fields.String(required=True, metadata={"example": "1"})
+    price = fields.String(required=True, metadata=_DECIMAL)
+    status = fields.String(required=True, metadata={"example": "PAID"})
+    createdOn = fields.DateTime(required=True)
+
+
+class ProblemSchema(Schema):
+    """RFC 9457 problem details; `code` is stable, `errors` names each invalid field."""
+
+    type = fields.String(required=True)
+    title = fields.String(required=True)
+    status = fields.Integer(required=True)
+    detail = fields.String(required=True)
+    code = fields.String(required=True)
+    errors = fields.Dict()
+
+
+class HealthSchema(Schema):
+    """`UP` when every check is `UP`."""
+
+    status = fields.String(required=True, validate=validate.OneOf(["UP", "DOWN"]))
+    checks = fields.Dict(keys=fields.String(), values=fields.String(), required=True)
+
+
+class EventsHealthSchema(Schema):
+    """Workers alive and queue depths; `reasons` when DOWN."""
+
+    status = fields.String(required=True, validate=validate.OneOf(["UP", "DOWN"]))
+    workers = fields.Integer(required=True)
+    queueDepth = fields.Integer(required=True, allow_none=True)
+    inFlight = fields.Integer(required=True, allow_none=True)
+    deadLetterDepth = fields.Integer(required=True, allow_none=True)
+    lastHeartbeatAgeSeconds = fields.Float(allow_none=True)
+    workerHeartbeatAges = fields.Dict(keys=fields.String(), values=fields.Float())
+    lastPersistAgeSeconds = fields.Float(allow_none=True)
+    projectionLagSeconds = fields.Float(allow_none=True)
+    reasons = fields.List(fields.String())
+
+
+class CountSchema(Schema):
+    eventId = fields.String(required=True)
+    count = fields.Integer(required=True)
+
+
+class RevenueSchema(Schema):
+    venueId = fields.String(required=True)
+    eventId = fields.String(required=True)
+    ticketCount = fields.Integer(required=True)
+    revenue = fields.String(required=True, metadata=_DECIMAL)
+    currency = fields.String(required=True, metadata={"example": "USD"})
+
+
+class ZoneSchema(Schema):
+    """A zone of a venue: its grid, how many seats may be sold, the price (decimal string)."""
+
+    zoneId = fields.Integer(required=True)
+    rows = fields.Integer(required=True)
+    columns = fields.Integer(required=True)
+    capacity = fields.Integer(required=True)
+    rowCapacity = fields.Integer(required=True)
+    price = fields.String(required=True, metadata=_DECIMAL)
+
+
+class VenueSummarySchema(Schema):
+    venueId = fields.String(required=True)
+    name = fields.String(required=True)
+    zoneCount = fields.Integer(required=True)
+    capacity = fields.Integer(required=True)
+
+
+class VenueSchema(Schema):
+    venueId = fields.String(required=True)
+    name = fields.String(required=True)
+    capacity = fields.Integer(required=True)
+    zones = fields.List(fields.Nested(ZoneSchema), required=True)
+
+
+class EventSchema(Schema):
+    eventId = fields.String(required=True)
+    venueId = fields.String(required=True)
+    name = fields.String(required=True)
+    type = fields.String(required=True)
+    date = fields.DateTime(required=True)
+    capacity = fields.Integer(required=True)
+
+
+class RemainingSchema(Schema):
+    zone = fields.Integer(required=True)
+    rows = fields.Dict(
+        keys=fields.String(),
+        values=fields.Integer(),
+        required=True,
+        metadata={"example": {"A": 40}},
+    )
+
+
+class SeatMapSchema(Schema):
+    """A zone's seats: `seats[i]` is row i (A, B, …), one character per column, 1 = sold."""
+
+    eventId = fields.String(required=True)
+    zoneId = fields.Integer(required=True)
+    rows = fields.Integer(required=True)
+    columns = fields.Integer(required=True)
+    remaining = fields.Nested(RemainingSchema, required=True)
+    seats = fields.List(fields.String(metadata={"example": "0010"}), required=True)
+
+
+class ZoneAvailabilitySchema(Schema):
+    zoneId = fields.Integer(required=True)
+    capacity = fields.Integer(required=True)
+    remaining = fields.Integer(required=True)
+
+
+class AvailabilitySchema(Schema):
+    """Seats left per zone of an event (and in all)."""
+
+    eventId = fields.String(required=True)
+    venueId = fields.String(required=True)
+    remaining = fields.Integer(required=True)
+    zones = fields.List(fields.Nested(ZoneAvailabilitySchema), required=True)

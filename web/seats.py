@@ -22,31 +22,55 @@ from models.catalog import Catalog, EventSpec, ZoneSpec, row_index, row_label
 
 CATALOG_KEY = "ticketing:catalog"
 
-# Returns OK or the outcome code of the contract. SEAT_TAKEN is checked before the counters.
-PURCHASE_LUA = """
-local sold, left, event = KEYS[1], KEYS[2], KEYS[3]
-local bit, row = tonumber(ARGV[1]), ARGV[2]
-if redis.call('EXISTS', left) == 0 or redis.call('EXISTS', event) == 0 then
-  return 'NOT_LOADED'
+# Sells one seat: returns OK or the outcome code of the contract. SEAT_TAKEN is checked before
+# the counters. Shared by the plain and the idempotent purchase scripts.
+DECIDE_LUA = """
+local function decide(sold, left, event, bit, row)
+  if redis.call('EXISTS', left) == 0 or redis.call('EXISTS', event) == 0 then
+    return 'NOT_LOADED'
+  end
+  if redis.call('GETBIT', sold, bit) == 1 then return 'SEAT_TAKEN' end
+  local row_left = tonumber(redis.call('HGET', left, row))
+  if row_left == nil then return 'NOT_LOADED' end
+  if row_left <= 0 then return 'ROW_FULL' end
+  if tonumber(redis.call('HGET', left, 'zone')) <= 0 then return 'ZONE_FULL' end
+  local counts = redis.call('HMGET', event, 'sold', 'capacity')
+  if tonumber(counts[1]) >= tonumber(counts[2]) then return 'EVENT_SOLD_OUT' end
+  redis.call('SETBIT', sold, bit, 1)
+  redis.call('HINCRBY', left, row, -1)
+  redis.call('HINCRBY', left, 'zone', -1)
+  redis.call('HINCRBY', event, 'sold', 1)
+  return 'OK'
 end
-if redis.call('GETBIT', sold, bit) == 1 then return 'SEAT_TAKEN' end
-local row_left = tonumber(redis.call('HGET', left, row))
-if row_left == nil then return 'NOT_LOADED' end
-if row_left <= 0 then return 'ROW_FULL' end
-if tonumber(redis.call('HGET', left, 'zone')) <= 0 then return 'ZONE_FULL' end
-local counts = redis.call('HMGET', event, 'sold', 'capacity')
-if tonumber(counts[1]) >= tonumber(counts[2]) then return 'EVENT_SOLD_OUT' end
-redis.call('SETBIT', sold, bit, 1)
-redis.call('HINCRBY', left, row, -1)
-redis.call('HINCRBY', left, 'zone', -1)
-redis.call('HINCRBY', event, 'sold', 1)
-return 'OK'
 """
 
-# Returns 1 if the seat was sold and is now free again, 0 if it was not sold.
+PURCHASE_LUA = DECIDE_LUA + "return decide(KEYS[1], KEYS[2], KEYS[3], tonumber(ARGV[1]), ARGV[2])"
+
+# With an Idempotency-Key: an existing record for the key is returned as it is (no decision);
+# else the seat is decided, and on OK the record {fp, state=pending, ticket} is stored with its
+# TTL in the same atomic call, so no crash can separate the sold seat from the key.
+# ARGV: bit, row, fingerprint, ticket JSON, TTL seconds. Returns {outcome, fp, state, ticket}.
+IDEMPOTENT_PURCHASE_LUA = (
+    DECIDE_LUA
+    + """
+local idem = KEYS[4]
+local record = redis.call('HMGET', idem, 'fp', 'state', 'ticket')
+if record[1] then return {'REPLAY', record[1], record[2], record[3]} end
+local outcome = decide(KEYS[1], KEYS[2], KEYS[3], tonumber(ARGV[1]), ARGV[2])
+if outcome == 'OK' then
+  redis.call('HSET', idem, 'fp', ARGV[3], 'state', 'pending', 'ticket', ARGV[4])
+  redis.call('EXPIRE', idem, tonumber(ARGV[5]))
+end
+return {outcome}
+"""
+)
+
+# Returns 1 if the seat was sold and is now free again, 0 if it was not sold. An optional
+# KEYS[4], the purchase's idempotency record, is deleted with it: a retry decides again.
 RELEASE_LUA = """
 local sold, left, event = KEYS[1], KEYS[2], KEYS[3]
 local bit, row = tonumber(ARGV[1]), ARGV[2]
+if KEYS[4] then redis.call('DEL', KEYS[4]) end
 if redis.call('GETBIT', sold, bit) == 0 then return 0 end
 redis.call('SETBIT', sold, bit, 0)
 redis.call('HINCRBY', left, row, 1)
@@ -67,6 +91,33 @@ redis.call('HSET', event, 'capacity', ARGV[3])
 return 1
 """
 
+# The seat map of one zone in one round trip: the sold bitmap as hex (it is binary, and the
+# client decodes replies as text) and the seats-left hash; NOT_LOADED without seat state.
+ZONE_STATE_LUA = """
+local sold, left, event = KEYS[1], KEYS[2], KEYS[3]
+if redis.call('EXISTS', left) == 0 or redis.call('EXISTS', event) == 0 then
+  return 'NOT_LOADED'
+end
+local raw = redis.call('GET', sold) or ''
+local hex = {}
+for i = 1, #raw do hex[i] = string.format('%02x', string.byte(raw, i)) end
+return {table.concat(hex), redis.call('HGETALL', left)}
+"""
+
+# Seats left in every zone of an event: KEYS[1] the event hash, then each zone's left hash.
+AVAILABILITY_LUA = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 'NOT_LOADED' end
+local out = {}
+for i = 2, #KEYS do
+  local n = redis.call('HGET', KEYS[i], 'zone')
+  if not n then return 'NOT_LOADED' end
+  out[#out + 1] = n
+end
+return out
+"""
+
+IDEMPOTENCY_TTL_SECONDS = 24 * 3600
+
 
 def event_key(event_id: str) -> str:
     """The event's sold/capacity hash; it exists only while the event is sellable."""
@@ -81,6 +132,11 @@ def zone_keys(event_id: str, zone_id: int) -> tuple[str, str, str]:
         f"seats:{tag}:zone:{zone_id}:left",
         event_key(event_id),
     )
+
+
+def idempotency_key(event_id: str, key_hash: str) -> str:
+    """A purchase's idempotency record, in the event's slot so the purchase script sets it."""
+    return "seats:{" + event_id + "}:idem:" + key_hash
 
 
 def seat_bit(zone: ZoneSpec, row_index: int, column: int) -> int:
@@ -116,6 +172,9 @@ class SeatScripts:
         self._purchase = r.register_script(PURCHASE_LUA)
         self._release = r.register_script(RELEASE_LUA)
         self._initialise = r.register_script(INITIALISE_LUA)
+        self._idempotent_purchase = r.register_script(IDEMPOTENT_PURCHASE_LUA)
+        self._zone_state = r.register_script(ZONE_STATE_LUA)
+        self._availability = r.register_script(AVAILABILITY_LUA)
 
     def purchase(self, event_id: str, zone: ZoneSpec, row_index: int, column: int) -> str:
         """Sell one seat if it and every counter allow; return OK or the outcome code."""
@@ -124,14 +183,67 @@ class SeatScripts:
             args=[seat_bit(zone, row_index, column), row_label(row_index)],
         )
 
-    def release(self, event_id: str, zone: ZoneSpec, row_index: int, column: int) -> bool:
-        """Make a sold seat free again; False if it was not sold."""
-        return bool(
-            self._release(
-                keys=zone_keys(event_id, zone.zone_id),
-                args=[seat_bit(zone, row_index, column), row_label(row_index)],
-            )
+    def purchase_idempotent(
+        self,
+        event_id: str,
+        zone: ZoneSpec,
+        row_index: int,
+        column: int,
+        *,
+        record_key: str,
+        fingerprint: str,
+        ticket_json: str,
+    ) -> tuple[str, dict[str, str] | None]:
+        """Like `purchase`, keyed: (REPLAY, the stored record) if the key has a record, else
+        (outcome, None), the record stored on OK in the same call."""
+        reply = self._idempotent_purchase(
+            keys=[*zone_keys(event_id, zone.zone_id), record_key],
+            args=[
+                seat_bit(zone, row_index, column),
+                row_label(row_index),
+                fingerprint,
+                ticket_json,
+                IDEMPOTENCY_TTL_SECONDS,
+            ],
         )
+        if reply[0] == "REPLAY":
+            return "REPLAY", {"fp": reply[1], "state": reply[2], "ticket": reply[3]}
+        return reply[0], None
+
+    def release(
+        self,
+        event_id: str,
+        zone: ZoneSpec,
+        row_index: int,
+        column: int,
+        record_key: str | None = None,
+    ) -> bool:
+        """Make a sold seat free again (and drop its idempotency record); False if not sold."""
+        keys = list(zone_keys(event_id, zone.zone_id))
+        if record_key is not None:
+            keys.append(record_key)
+        return bool(
+            self._release(keys=keys, args=[seat_bit(zone, row_index, column), row_label(row_index)])
+        )
+
+    def zone_state(self, event_id: str, zone: ZoneSpec) -> tuple[list[str], dict[str, int]] | None:
+        """One row string per row ('1' = sold) and the seats-left hash; None if not loaded."""
+        reply = self._zone_state(keys=zone_keys(event_id, zone.zone_id))
+        if reply == "NOT_LOADED":
+            return None
+        hex_bitmap, flat = reply
+        bits = "".join(f"{b:08b}" for b in bytes.fromhex(hex_bitmap))
+        bits = bits.ljust(zone.rows * zone.columns, "0")
+        grid = [bits[i * zone.columns : (i + 1) * zone.columns] for i in range(zone.rows)]
+        return grid, {flat[i]: int(flat[i + 1]) for i in range(0, len(flat), 2)}
+
+    def availability(self, event_id: str, zone_ids: list[int]) -> dict[int, int] | None:
+        """Seats left per zone of an event in one call; None if its seat state is not loaded."""
+        keys = [event_key(event_id)] + [zone_keys(event_id, z)[1] for z in zone_ids]
+        reply = self._availability(keys=keys)
+        if reply == "NOT_LOADED":
+            return None
+        return {z: int(n) for z, n in zip(zone_ids, reply, strict=True)}
 
     def initialise(self, event: EventSpec, zone: ZoneSpec) -> None:
         """Create the counters of one (event, zone) that are missing."""

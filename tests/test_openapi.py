@@ -1,0 +1,143 @@
+"""The OpenAPI specs: generated, served, complete (every route, every problem code it raises)."""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Callable
+
+import pytest
+from werkzeug.routing import Rule
+
+from web import create_app, seats
+from web.openapi import _path
+from web.problems import STATUSES, TITLES
+
+UNDOCUMENTED = ("static", "metrics", "_docs.")
+SERVICES = ("purchase", "query", "events")
+
+
+@pytest.fixture(scope="module")
+def full_app():
+    return create_app()
+
+
+@pytest.fixture(scope="module")
+def specs(full_app) -> dict[str, dict]:
+    client = full_app.test_client()
+    served = {}
+    for service in SERVICES:
+        response = client.get(f"/{service}/openapi.json")
+        assert response.status_code == 200
+        served[service] = response.get_json()
+        assert served[service]["openapi"].startswith("3.")
+    return served
+
+
+def routes(app) -> list[Rule]:
+    return [r for r in app.url_map.iter_rules() if not any(u in r.endpoint for u in UNDOCUMENTED)]
+
+
+def codes_raised(func: Callable, seen: set | None = None) -> set[str]:
+    """Problem codes a view can answer: literal codes in its source and in the functions of its
+    module it calls, SERVICE_UNAVAILABLE where it reaches Redis or the database."""
+    seen = seen if seen is not None else set()
+    if func in seen:
+        return set()
+    seen.add(func)
+    source = inspect.getsource(func)
+    source = source[source.index("def ") :]  # not the @documented list itself
+    codes = {c for c in re.findall(r'"([A-Z_]+)"', source) if c in TITLES}
+    if "scripts.purchase" in source:  # the codes the seat script answers with
+        codes |= set(re.findall(r"return '([A-Z_]+)'", seats.DECIDE_LUA)) & TITLES.keys()
+    if re.search(r"unavailable\(|models\.reader\(\)|seats\.client\(\)|catalog\(\)", source):
+        codes.add("SERVICE_UNAVAILABLE")
+    module = inspect.getmodule(func)
+    for name in set(re.findall(r"(?<![.\w])(_?[a-z][a-z_]*)\(", source)):
+        called = getattr(module, name, None)
+        if inspect.isfunction(called) and called.__module__ == module.__name__:
+            codes |= codes_raised(called, seen)
+    return codes - {"BAD_REQUEST", "INTERNAL_ERROR"}
+
+
+def test_every_route_is_in_a_spec_with_every_problem_code_it_can_answer(full_app, specs):
+    checked = 0
+    for rule in routes(full_app):
+        service = rule.rule.split("/")[1]
+        path, _ = _path(rule)
+        operations = specs[service]["paths"].get(path)
+        assert operations is not None, f"{rule.rule} is not in /{service}/openapi.json"
+        for method in rule.methods - {"HEAD", "OPTIONS"}:
+            operation = operations[method.lower()]
+            documented = {
+                code
+                for response in operation["responses"].values()
+                for code in response.get("x-problem-codes", [])
+            }
+            view = full_app.view_functions[rule.endpoint]
+            if "503" in operation["responses"]:  # health: 503 with its own body
+                documented.add("SERVICE_UNAVAILABLE")
+            missing = codes_raised(view) - documented
+            assert not missing, f"{method} {path} can answer {missing}, not in its spec"
+            for status, response in operation["responses"].items():
+                for code in response.get("x-problem-codes", []):
+                    assert STATUSES[code] == int(status)
+            checked += 1
+    assert checked >= 14
+
+
+def test_the_scan_finds_codes_raised_outside_the_view():
+    from web import purchase
+
+    found = codes_raised(purchase.purchase_ticket)
+    assert {"SEAT_TAKEN", "EVENT_SOLD_OUT", "IDEMPOTENCY_KEY_IN_PROGRESS"} <= found
+
+
+def test_problem_table_is_complete():
+    assert TITLES.keys() == STATUSES.keys()
+
+
+def test_specs_describe_the_new_endpoints(specs):
+    purchase = specs["purchase"]["paths"]
+    post = purchase["/purchase/api/v1/tickets"]["post"]
+    assert post["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "PurchaseRequest"
+    )
+    assert [p["name"] for p in post["parameters"]] == ["Idempotency-Key"]
+    assert post["responses"]["201"]["headers"]["Location"]
+    assert post["responses"]["409"]["headers"]["Retry-After"]
+    assert set(post["responses"]["422"]["x-problem-codes"]) >= {"IDEMPOTENCY_KEY_REUSED"}
+    assert "/purchase/api/v1/events/{eventId}/zones/{zoneId}/seats" in purchase
+    assert "/purchase/api/v1/events/{eventId}/availability" in purchase
+    query = specs["query"]["paths"]
+    for path in ("venues", "venues/{venueId}", "events", "events/{eventId}"):
+        assert f"/query/api/v1/{path}" in query
+    schemas = specs["query"]["components"]["schemas"]
+    assert {"Ticket", "Problem", "Venue", "Zone", "Event"} <= schemas.keys()
+    assert not any(p.endswith("metrics") for p in query)
+
+
+def test_swagger_ui_is_served_from_the_local_package(full_app):
+    client = full_app.test_client()
+    for service in ("purchase", "query"):
+        page = client.get(f"/{service}/docs")
+        assert page.status_code == 200
+        html = page.get_data(as_text=True)
+        assert f"/{service}/openapi.json" in html
+        for asset in re.findall(r'(?:href|src)="([^"]+)"', html):
+            response = client.get(asset)
+            assert response.status_code == 200, asset
+            response.close()
+
+
+def test_postman_collection_is_generated_from_the_specs(specs):
+    """`python -m web.postman > docs/ticketing.postman_collection.json` after any API change."""
+    import json
+    from pathlib import Path
+
+    from web.postman import collection
+
+    committed = Path(__file__).resolve().parents[1] / "docs" / "ticketing.postman_collection.json"
+    assert json.loads(committed.read_text()) == collection(specs)
+    operations = sum(len(ops) for spec in specs.values() for ops in spec["paths"].values())
+    assert sum(len(folder["item"]) for folder in collection(specs)["item"]) == operations
