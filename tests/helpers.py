@@ -315,3 +315,32 @@ def receive_all(queue_url: str) -> list[str]:
         for m in messages:
             bodies.append(m["Body"])
             sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=m["ReceiptHandle"])
+
+
+@contextlib.contextmanager
+def gunicorn(env: dict[str, str]) -> Iterator[str]:
+    """The web processes as `make run` serves them (purchase, query, events on one base URL),
+    in gunicorn on a free port with `env` on top of this process's; yields the base URL."""
+    port = free_port()
+    with tempfile.NamedTemporaryFile(prefix="gunicorn-", suffix=".log", delete=False) as log:
+        web = subprocess.Popen(
+            [
+                str(BIN / "gunicorn"),
+                "--config",
+                "gunicorn.conf.py",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "web:create_app()",
+            ],
+            cwd=ROOT,
+            env={**os.environ, **env, "GUNICORN_ACCESSLOG": ""},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_for_port(port)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        os.killpg(web.pid, signal.SIGTERM)
+        web.wait(timeout=30)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import tempfile
 import threading
 import time
 import uuid
@@ -22,7 +21,7 @@ from sqlalchemy import func, select
 
 import models
 from models.tables import Ticket, TicketConflict
-from tests.helpers import BIN, ROOT, Worker, free_port, queue_counts, wait_for_port, wait_until
+from tests.helpers import BIN, ROOT, Worker, gunicorn, queue_counts, wait_until
 
 VISIBILITY = 4
 
@@ -49,30 +48,8 @@ def stack(database) -> Iterator[Stack]:
     """gunicorn on a topic and queue of its own (4 s visibility); workers are per test."""
     messaging = create_messaging(f"f{uuid.uuid4().hex[:8]}", visibility_timeout=VISIBILITY)
     env = {**messaging.env(), "WORKER_HEARTBEAT_SECONDS": "1", "BROKER_READ_TIMEOUT": "2"}
-    port = free_port()
-    log = tempfile.NamedTemporaryFile(prefix="gunicorn-", suffix=".log", delete=False)  # noqa: SIM115
-    web = subprocess.Popen(
-        [
-            str(BIN / "gunicorn"),
-            "--config",
-            "gunicorn.conf.py",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "web:create_app()",
-        ],
-        cwd=ROOT,
-        env={**os.environ, **env, "GUNICORN_ACCESSLOG": ""},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        wait_for_port(port)
-        yield Stack(f"http://127.0.0.1:{port}", env, messaging)
-    finally:
-        os.killpg(web.pid, signal.SIGTERM)
-        web.wait(timeout=30)
-        log.close()
+    with gunicorn(env) as base:
+        yield Stack(base, env, messaging)
 
 
 @pytest.fixture

@@ -3,10 +3,6 @@ a Celery worker on their own SNS topic and SQS queue in moto, real Redis and Mar
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import tempfile
 import time
 import uuid
 from collections import Counter
@@ -17,7 +13,7 @@ import pytest
 import requests
 from aws_resources import create_messaging
 
-from tests.helpers import BIN, ROOT, Worker, free_port, wait_for_port, wait_until
+from tests.helpers import Worker, gunicorn, wait_until
 
 SEED = {"venueId": "Venue1", "eventId": "Event1", "zoneId": 1, "row": "A", "column": "1"}
 
@@ -26,31 +22,8 @@ SEED = {"venueId": "Venue1", "eventId": "Event1", "zoneId": 1, "row": "A", "colu
 def stack(database) -> Iterator[tuple[str, Worker]]:
     """gunicorn + worker on a topic and queue of their own; yields the base URL and worker."""
     env = {**create_messaging(f"e{uuid.uuid4().hex[:8]}").env(), "WORKER_HEARTBEAT_SECONDS": "1"}
-    port = free_port()
-    log = tempfile.NamedTemporaryFile(prefix="gunicorn-", suffix=".log", delete=False)  # noqa: SIM115
-    web = subprocess.Popen(
-        [
-            str(BIN / "gunicorn"),
-            "--config",
-            "gunicorn.conf.py",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "web:create_app()",
-        ],
-        cwd=ROOT,
-        env={**os.environ, **env, "GUNICORN_ACCESSLOG": ""},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        wait_for_port(port)
-        with Worker.start(env) as worker:
-            yield f"http://127.0.0.1:{port}", worker
-    finally:
-        os.killpg(web.pid, signal.SIGTERM)
-        web.wait(timeout=30)
-        log.close()
+    with gunicorn(env) as base, Worker.start(env) as worker:
+        yield base, worker
 
 
 @pytest.fixture
