@@ -106,28 +106,35 @@ def pool_pids(worker: Worker) -> list[int]:
 
 
 def test_pool_processes_killed_mid_flow(fresh):
-    """Pool processes SIGKILLed while they hold tasks: a table lock keeps the inserts running
-    (blocked) until the kill lands, so tasks are really lost mid-run, then come back."""
-    from sqlalchemy import text
+    """Pool processes SIGKILLed while they hold tasks: a table lock, taken before the sale
+    starts, keeps their inserts running (blocked) until the kill lands, so tasks are really lost
+    mid-run; then the lock goes and everything must come back."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.pool import NullPool
 
-    with Worker.start(fresh.env) as worker:
-        answers: list[dict] = []
-        buyer = threading.Thread(
-            target=lambda: answers.extend(buy_many(fresh.base, "Event1", 11, 300))
-        )
-        buyer.start()
-        wait_until(lambda: worker.count("persisted: INSERTED") >= 20, 60, "the worker at work")
-        with models.writer().connect() as blocker:
-            blocker.execute(text("LOCK TABLES ticket WRITE"))
-            received = worker.count("] received")
-            wait_until(lambda: worker.count("] received") >= received + 2, 30, "blocked tasks")
-            time.sleep(0.5)
-            for pid in pool_pids(worker):
-                os.kill(pid, signal.SIGKILL)
-            wait_until(lambda: "WorkerLostError" in worker.log(), 30, "lost tasks")
-            blocker.execute(text("UNLOCK TABLES"))
-        buyer.join()
-        assert_every_201_persisted_once(fresh, answers)
+    import settings
+
+    # a connection of its own: a LOCK TABLES session must never go back to a shared pool
+    engine = create_engine(settings.get().database_url, poolclass=NullPool)
+    answers: list[dict] = []
+    buyer = threading.Thread(target=lambda: answers.extend(buy_many(fresh.base, "Event1", 11, 300)))
+    try:
+        with Worker.start(fresh.env) as worker:
+            with engine.connect() as blocker:
+                blocker.execute(text("LOCK TABLES ticket WRITE"))
+                try:
+                    buyer.start()
+                    wait_until(lambda: worker.count("] received") >= 2, 60, "blocked tasks")
+                    time.sleep(0.5)
+                    for pid in pool_pids(worker):
+                        os.kill(pid, signal.SIGKILL)
+                    wait_until(lambda: "WorkerLostError" in worker.log(), 30, "lost tasks")
+                finally:
+                    blocker.execute(text("UNLOCK TABLES"))
+            buyer.join()
+            assert_every_201_persisted_once(fresh, answers)
+    finally:
+        engine.dispose()
 
 
 def test_whole_worker_killed_mid_flow(fresh):
