@@ -130,7 +130,7 @@ def app():
 
 
 @pytest.fixture
-def client(app, loaded_seats, clean_tickets):
+def client(app, clean_tickets, loaded_seats):
     """A test client on a fresh seat state and an empty ticket table."""
     return app.test_client()
 

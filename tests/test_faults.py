@@ -53,7 +53,7 @@ def stack(database) -> Iterator[Stack]:
 
 
 @pytest.fixture
-def fresh(stack, loaded_seats, clean_tickets) -> Stack:
+def fresh(stack, clean_tickets, loaded_seats) -> Stack:
     return stack
 
 

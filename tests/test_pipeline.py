@@ -27,7 +27,7 @@ def stack(database) -> Iterator[tuple[str, Worker]]:
 
 
 @pytest.fixture
-def base(stack, loaded_seats, clean_tickets) -> str:
+def base(stack, clean_tickets, loaded_seats) -> str:
     return stack[0]
 
 

@@ -57,11 +57,11 @@ def call(case) -> None:
 
 @purchase_api.parametrize()
 @FUZZ
-def test_purchase_api(case, loaded_seats, clean_tickets):
+def test_purchase_api(case, clean_tickets, loaded_seats):
     call(case)
 
 
 @query_api.parametrize()
 @FUZZ
-def test_query_api(case, loaded_seats, clean_tickets):
+def test_query_api(case, clean_tickets, loaded_seats):
     call(case)
