@@ -94,8 +94,9 @@ def load() -> Settings:
         if not url.startswith(("http://", "https://")):
             raise SettingsError(f"{name}={url!r} is not a queue URL")
     catalog = Path(_str("CATALOG_FILE", str(ROOT / "models" / "catalog.json")))
+    redis_url = _str("REDIS_URL", "redis://127.0.0.1:6379/0")
     settings = Settings(
-        redis_url=_str("REDIS_URL", "redis://127.0.0.1:6379/0"),
+        redis_url=redis_url,
         redis_socket_timeout=_float("REDIS_SOCKET_TIMEOUT", 0.5),
         database_url=database_url,
         database_read_url=_str("DATABASE_READ_URL", database_url),
@@ -114,9 +115,7 @@ def load() -> Settings:
         task_retry_backoff_cap=_int("TASK_RETRY_BACKOFF_CAP", 20),
         projection_stall_seconds=_float("PROJECTION_STALL_SECONDS", 120.0),
         worker_metrics_port=int(os.environ.get("WORKER_METRICS_PORT", "9808") or 0),
-        monitor_broker_url=_str(
-            "MONITOR_BROKER_URL", os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
-        ),
+        monitor_broker_url=_str("MONITOR_BROKER_URL", redis_url),
     )
     return settings
 

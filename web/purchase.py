@@ -119,17 +119,9 @@ def purchase_ticket() -> Response:
 
     # 3. The decision: one EVALSHA checks the seat and every counter, and marks it sold; with
     #    an Idempotency-Key the same call answers a repeat from its record instead.
-    ticket = TicketRecord(
-        ticket_id=str(uuid.uuid4()),
-        venue_id=venue.venue_id,
-        event_id=event.event_id,
-        zone_id=zone.zone_id,
-        row=row,
-        column=column,
-        price=zone.price,
-        status="PAID",
-        created_on=datetime.now(UTC),
-    ).to_json()
+    ticket = (
+        _new_ticket(venue.venue_id, event.event_id, zone, row, column) if idempotency_key else None
+    )
     scripts = seats.scripts_for(seats.client())
     record_key = None
     try:
@@ -160,6 +152,8 @@ def purchase_ticket() -> Response:
         raise unavailable("Seat state is not loaded yet; try again.", _retry_after())
     if outcome != "OK":
         raise Problem(409, outcome, f"Seat {row}{column} in zone {zone.zone_id}: {outcome}.")
+    if ticket is None:  # built only for a sale: a rejection costs the one Redis call
+        ticket = _new_ticket(venue.venue_id, event.event_id, zone, row, column)
 
     # 4. The seat is ours: publish the event; if SNS does not take it, free the seat again
     #    (and drop the idempotency record, so a retry with the key decides again).
@@ -182,6 +176,21 @@ def purchase_ticket() -> Response:
     # 5. 201: the event is in SNS, the worker will make it readable.
     g.ticket_id = ticket["ticketId"]
     return _created(ticket)
+
+
+def _new_ticket(venue_id: str, event_id: str, zone: ZoneSpec, row: str, column: int) -> dict:
+    """The ticket JSON of a sale: a new id, the zone's price, now."""
+    return TicketRecord(
+        ticket_id=str(uuid.uuid4()),
+        venue_id=venue_id,
+        event_id=event_id,
+        zone_id=zone.zone_id,
+        row=row,
+        column=column,
+        price=zone.price,
+        status="PAID",
+        created_on=datetime.now(UTC),
+    ).to_json()
 
 
 def _created(ticket: dict) -> Response:

@@ -102,7 +102,7 @@ def list_all() -> Response:
 def get_one(ticket_id: str) -> Response:
     """One ticket by id, or 404 TICKET_NOT_FOUND."""
     with models.reader().connect() as conn:
-        ticket = get_ticket(conn, ticket_id[:36]) if len(ticket_id) == 36 else None
+        ticket = get_ticket(conn, ticket_id) if len(ticket_id) == 36 else None
     if ticket is None:
         raise Problem(404, "TICKET_NOT_FOUND", f"No ticket {ticket_id!r}.")
     return jsonify(ticket.to_json())
