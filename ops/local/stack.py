@@ -94,30 +94,37 @@ def ensure_redis(db: int) -> str:
     if os.environ.get("REDIS_URL"):
         return os.environ["REDIS_URL"]
     if not port_open("127.0.0.1", 6379):
-        server = find_binary("redis-server")
-        if server is None:
-            apt_install("redis-server")
-            server = find_binary("redis-server")
-        (RUN / "redis").mkdir(parents=True, exist_ok=True)
-        say("starting redis-server on 127.0.0.1:6379")
-        spawn(
-            [
-                server,
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                "6379",
-                "--dir",
-                str(RUN / "redis"),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ],
-            "redis.log",
-        )
-        wait_for_port("127.0.0.1", 6379, "redis-server")
+        start_redis(6379, RUN / "redis", "redis.log")
     return f"redis://127.0.0.1:6379/{db}"
+
+
+def start_redis(port: int, datadir: Path, log_name: str) -> subprocess.Popen:
+    """A redis-server of our own on 127.0.0.1:port that keeps nothing on disk (installing
+    Debian's package when root and it is missing)."""
+    server = find_binary("redis-server")
+    if server is None:
+        apt_install("redis-server")
+        server = find_binary("redis-server")
+    datadir.mkdir(parents=True, exist_ok=True)
+    say(f"starting redis-server on 127.0.0.1:{port}")
+    proc = spawn(
+        [
+            server,
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--dir",
+            str(datadir),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+        log_name,
+    )
+    wait_for_port("127.0.0.1", port, "redis-server")
+    return proc
 
 
 def _mysql_accepts(url: str) -> bool:
@@ -206,12 +213,12 @@ def ensure_mysql(database: str, *, fresh: bool) -> str:
     return url
 
 
-def start_moto(port: int) -> str:
+def start_moto(port: int, log_name: str = "moto.log") -> str:
     """moto in server mode on 127.0.0.1:port; returns its endpoint URL."""
     if port_open("127.0.0.1", port):
         sys.exit(f"[stack] port {port} is taken; set MOTO_PORT")
     say(f"starting moto server (SNS+SQS) on 127.0.0.1:{port}")
-    spawn([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], "moto.log")
+    spawn([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], log_name)
     wait_for_port("127.0.0.1", port, "moto server")
     return f"http://127.0.0.1:{port}"
 
