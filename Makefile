@@ -28,6 +28,9 @@ test: $(STAMP) ## The test suite against real Redis, MariaDB and moto server, th
 	$(BIN)/python ops/local/stack.py test $(PYTEST_ARGS)
 	@if [ -z "$(PYTEST_ARGS)" ]; then $(MAKE) --no-print-directory tf-check; fi
 
+bench: $(STAMP) ## Measure the purchase path vs its ceiling, the flash sale, worker and lag (BENCH_ARGS=...)
+	$(BIN)/python ops/bench/bench.py $(BENCH_ARGS)
+
 lint: $(STAMP) ## ruff check and format check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -39,7 +42,7 @@ format: $(STAMP) ## ruff format and autofix
 clean: ## Remove .venv and .run (local data of services started by make run)
 	rm -rf $(VENV) .run
 
-.PHONY: help install run test lint format clean
+.PHONY: help install run test bench lint format clean
 
 # --- Static checks of the AWS deployment (ops/terraform, ops/scripts). checkov lives in a venv
 # of its own under .run/ (ignored): its pins would clash with the project's.

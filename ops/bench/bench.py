@@ -1,0 +1,306 @@
+"""`make bench`: the purchase path measured against its ceiling, in one run, on this machine.
+
+    python ops/bench/bench.py                     # every phase, a table, then the result line
+    python ops/bench/bench.py --compare-classes   # ceiling and purchase per gunicorn worker class
+
+Everything runs on data of its own: a Redis server on a free port, the MariaDB database
+`ticketing_bench` (fresh each run, `alembic upgrade head`), moto on a free port, the bench catalog
+(ops/bench/seating.py), logs under .run/bench/. Publishes of the measured purchase path go to a
+stand-in SNS endpoint (ops/bench/sns_standin.py); the worker and lag phases use moto. wrk makes
+the HTTP load. Ctrl-C, SIGTERM or a failure stops everything the bench started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path[:0] = [str(ROOT), str(ROOT / "ops" / "local"), str(ROOT / "ops" / "bench")]
+
+import load_phases  # noqa: E402
+import projection  # noqa: E402
+import redis  # noqa: E402
+import seating  # noqa: E402
+import services  # noqa: E402
+import stack  # noqa: E402
+import wrk_load  # noqa: E402
+from results import print_results  # noqa: E402
+from services import BENCH_RUN, Service, say  # noqa: E402
+
+STARTED = time.monotonic()
+PURCHASE_APP = "web:create_app('purchase')"  # the Procfile's purchase process
+MOTO_APP = "web:create_app('purchase,query')"  # purchase to moto, and reads for the lag check
+
+
+@dataclass
+class Setup:
+    """The bench's own services and the environment every child gets."""
+
+    env: dict[str, str]
+    redis_url: str
+    redis_pid: int
+    database_url: str
+    moto_url: str
+    topic_arn: str
+    queue_url: str
+    standin: Service
+
+
+def clean_run_dir() -> None:
+    """Logs, metrics and results of the last run go; the gevent install stays."""
+    BENCH_RUN.mkdir(parents=True, exist_ok=True)
+    for path in BENCH_RUN.iterdir():
+        if path.name == "gevent":
+            continue
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+def set_up() -> Setup:
+    clean_run_dir()
+    redis_url, redis_proc = services.start_redis()
+    database_url = services.fresh_database()
+    moto_url = services.start_moto()
+    messaging = services.create_messaging(moto_url)
+    catalog = seating.write_catalog(BENCH_RUN / "catalog.json")
+    env = {
+        **services.base_env(),
+        **stack.aws_env(moto_url),
+        **messaging,
+        "REDIS_URL": redis_url,
+        "MONITOR_BROKER_URL": redis_url.rsplit("/", 1)[0] + "/1",
+        "DATABASE_URL": database_url,
+        "CATALOG_FILE": str(catalog),
+    }
+    services.migrate_and_load_catalog(env)
+    standin = services.start_standin(messaging["TICKET_TOPIC_ARN"])
+    return Setup(
+        env,
+        redis_url,
+        redis_proc.pid,
+        database_url,
+        moto_url,
+        messaging["TICKET_TOPIC_ARN"],
+        messaging["TICKET_QUEUE_URL"],
+        standin,
+    )
+
+
+def wait_until_serving(service: Service, path: str, method: str = "GET", seconds: float = 60):
+    """Until the app answers 200 (gunicorn's port opens before its workers have booted)."""
+    deadline = time.monotonic() + seconds
+    body = load_phases.CEILING_BODY.encode() if method == "POST" else None
+    while True:
+        request = urllib.request.Request(
+            service.url + path,
+            data=body,
+            method=method,
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        if time.monotonic() > deadline or service.proc.poll() is not None:
+            sys.exit(f"[bench] {service.name} does not answer {path}; see {service.log}")
+        time.sleep(0.2)
+
+
+def start_web(setup: Setup, overrides: dict[str, str], suffix: str = "") -> tuple[Service, Service]:
+    """The ceiling app and the purchase API (SNS on the stand-in), same gunicorn settings."""
+    env = {**setup.env, **overrides}
+    ceiling = services.start_gunicorn(
+        f"ceiling{suffix}", "ceiling_app:app", env, "--pythonpath", str(ROOT / "ops" / "bench")
+    )
+    purchase = services.start_gunicorn(
+        f"purchase{suffix}", PURCHASE_APP, {**env, "AWS_ENDPOINT_URL_SNS": setup.standin.url}
+    )
+    wait_until_serving(ceiling, "/ceiling", "POST")
+    wait_until_serving(purchase, "/purchase/health")
+    return ceiling, purchase
+
+
+def rig_for(setup: Setup, wrk: str, ceiling: Service, purchase: Service) -> load_phases.Rig:
+    return load_phases.Rig(
+        wrk=wrk,
+        redis=redis.Redis.from_url(setup.redis_url),
+        redis_text=redis.Redis.from_url(setup.redis_url, decode_responses=True),
+        ceiling=ceiling,
+        purchase=purchase,
+        standin_service=setup.standin,
+        standin=load_phases.StandInClient(setup.standin.url),
+    )
+
+
+def run_bench(args: argparse.Namespace, setup: Setup, wrk: str) -> int:
+    """Every phase, then the table and the result line."""
+    ceiling, purchase = start_web(setup, {})
+    moto_web = services.start_gunicorn("purchase-moto", MOTO_APP, setup.env)
+    rig = rig_for(setup, wrk, ceiling, purchase)
+    say(f"throughput: ceiling vs purchase, {args.rounds} interleaved rounds of {args.seconds:g} s")
+    throughput = load_phases.throughput(rig, args.rounds, args.seconds)
+    say("flash sale: 10,000 attempts on 1,000 seats, 64 clients")
+    flash = load_phases.flash_sale(rig)
+    say(f"accept vs reject latency at {args.light_clients} clients")
+    accept_reject = load_phases.accept_vs_reject(rig, args.light_clients, args.rounds, 3)
+    say("flatness: 0 vs 1,000,000 seats sold in the zone")
+    flat = load_phases.flatness(rig, runs=6, seconds=1)
+    rss = [
+        ("gunicorn purchase", services.rss_mib(purchase.processes())),
+        ("gunicorn ceiling", services.rss_mib(ceiling.processes())),
+        ("sns stand-in", services.rss_mib(setup.standin.processes())),
+    ]
+
+    wait_until_serving(moto_web, "/purchase/health")
+    buyer = projection.Buyer(moto_web.url)
+    say(f"worker: filling the queue with {args.drain_tickets} tickets through SNS (moto)")
+    filled = projection.buy_all(buyer, seating.DRAIN, range(args.drain_tickets), threads=4)
+    sold = sum(p.status == 201 for p in filled)
+    deadline = time.monotonic() + 30
+    while projection.queue_depth(setup.queue_url) < sold and time.monotonic() < deadline:
+        time.sleep(0.2)
+    say(f"worker: draining {sold} messages")
+    worker = services.start_worker(setup.env)
+    db = projection.connect(setup.database_url)
+    drain = projection.measure_drain(worker, db, seating.DRAIN.event, sold)
+    say(
+        f"lag: {args.lag_rate:g} purchases/s for {args.lag_seconds:g} s through moto and the worker"
+    )
+    lag = projection.measure_lag(buyer, db, seating.LAG, args.lag_rate, args.lag_seconds)
+    mariadb = services.find_listening(3306)
+    rss += [
+        ("gunicorn purchase (moto)", services.rss_mib(moto_web.processes())),
+        ("celery worker", services.rss_mib(worker.processes())),
+        ("moto server", services.rss_mib(_listener(setup.moto_url))),
+        ("redis-server (bench's)", services.rss_mib(_pid(setup.redis_pid))),
+        ("MariaDB (shared server)", services.rss_mib([mariadb] if mariadb else [])),
+    ]
+    figures = print_results(
+        throughput, flash, accept_reject, flat, drain, lag, rss, setup.standin.url, STARTED
+    )
+    (BENCH_RUN / "results.json").write_text(json.dumps(figures, indent=1, default=str))
+    return 0 if flash.exact and flash.oversold == 0 else 1
+
+
+def _listener(url: str) -> list:
+    found = services.find_listening(int(url.rsplit(":", 1)[1]))
+    return [found] if found else []
+
+
+def _pid(pid: int) -> list:
+    try:
+        return [services.psutil.Process(pid)]
+    except services.psutil.Error:
+        return []
+
+
+CLASSES = [
+    (
+        "gthread 2×8",
+        {"GUNICORN_WORKER_CLASS": "gthread", "GUNICORN_WORKERS": "2", "GUNICORN_THREADS": "8"},
+    ),
+    (
+        "gthread 2×4",
+        {"GUNICORN_WORKER_CLASS": "gthread", "GUNICORN_WORKERS": "2", "GUNICORN_THREADS": "4"},
+    ),
+    (
+        "gthread 2×16",
+        {"GUNICORN_WORKER_CLASS": "gthread", "GUNICORN_WORKERS": "2", "GUNICORN_THREADS": "16"},
+    ),
+    (
+        "gthread 4×4",
+        {"GUNICORN_WORKER_CLASS": "gthread", "GUNICORN_WORKERS": "4", "GUNICORN_THREADS": "4"},
+    ),
+    ("sync 4", {"GUNICORN_WORKER_CLASS": "sync", "GUNICORN_WORKERS": "4", "GUNICORN_THREADS": "1"}),
+    (
+        "gevent 2",
+        {"GUNICORN_WORKER_CLASS": "gevent", "GUNICORN_WORKERS": "2", "GUNICORN_THREADS": "1"},
+    ),
+]
+
+
+def gevent_path() -> Path | None:
+    """gevent installed under .run/bench/gevent (not into the project's venv), or None."""
+    target = BENCH_RUN / "gevent"
+    if not (target / "gevent").is_dir():
+        say("installing gevent under .run/bench/gevent for the comparison")
+        done = subprocess.call(
+            [sys.executable, "-m", "pip", "install", "-q", "--target", str(target), "gevent"]
+        )
+        if done != 0:
+            return None
+    return target
+
+
+def compare_classes(args: argparse.Namespace, setup: Setup, wrk: str) -> int:
+    """Ceiling and purchase path per gunicorn worker class and counts, interleaved rounds."""
+    from results import print_class_comparison
+
+    rows = []
+    next_seat = 0
+    for name, overrides in CLASSES:
+        overrides = dict(overrides)
+        if overrides["GUNICORN_WORKER_CLASS"] == "gevent":
+            path = gevent_path()
+            if path is None:
+                say("gevent is not installable here: skipped")
+                continue
+            overrides["PYTHONPATH"] = str(path)
+        say(f"{name}: {args.rounds} rounds of {args.seconds:g} s")
+        suffix = "-" + name.replace(" ", "-").replace("×", "x")
+        ceiling, purchase = start_web(setup, overrides, suffix)
+        rig = rig_for(setup, wrk, ceiling, purchase)
+        rig.next_seat = next_seat
+        result = load_phases.throughput(rig, args.rounds, args.seconds)
+        next_seat = rig.next_seat
+        rows.append((name, result))
+        ceiling.stop()
+        purchase.stop()
+    print_class_comparison(rows)
+    return 0
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--compare-classes", action="store_true", help="gunicorn classes only")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per comparison")
+    parser.add_argument("--seconds", type=float, default=4, help="seconds per throughput round")
+    parser.add_argument("--light-clients", type=int, default=2, help="clients, accept vs reject")
+    parser.add_argument("--drain-tickets", type=int, default=200, help="messages for the worker")
+    parser.add_argument("--lag-rate", type=float, default=50, help="purchases/s in the lag phase")
+    parser.add_argument("--lag-seconds", type=float, default=15)
+    return parser.parse_args()
+
+
+def main() -> int:
+    args = parse_args()
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGHUP, lambda *_: sys.exit(129))
+    try:
+        wrk = wrk_load.ensure_wrk()
+        setup = set_up()
+        if args.compare_classes:
+            return compare_classes(args, setup, wrk)
+        return run_bench(args, setup, wrk)
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        # one at a time, newest first: the worker and gunicorn stop before moto and Redis
+        for proc in reversed(list(stack.children)):
+            services.stop(proc)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

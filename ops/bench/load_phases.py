@@ -1,0 +1,361 @@
+"""The bench's load phases against the purchase API whose SNS is the stand-in: throughput against
+the ceiling, the flash sale, rejection vs acceptance latency, and flatness from 0 to 1M sold.
+
+Noise on a shared 2-core machine is handled the same way everywhere: the compared runs are
+interleaved (A B A B …, or A B B A for two states) and the medians are reported.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+import redis
+import seating
+import services
+import wrk_load
+from seating import Seats
+from sns_standin import decode_task
+from wrk_load import LoadResult
+
+from models.catalog import ZoneSpec
+from web.seats import SeatScripts
+
+CLIENTS = 64  # the issue's concurrency for throughput and the flash sale
+FLAT_CLIENTS = 4  # moderate: below saturation here, so latency still reflects the work
+CEILING_BODY = '{"venueId":"BenchArena","eventId":"BenchRun","zoneId":1,"row":"A","column":"1"}'
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+class StandInClient:
+    """The stand-in's control API."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def _call(self, method: str, path: str) -> object:
+        request = urllib.request.Request(self.url + path, method=method)
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())
+
+    def reset(self, record: bool = False) -> None:
+        self._call("POST", f"/_standin/reset?record={int(record)}")
+
+    def stats(self) -> dict:
+        return self._call("GET", "/_standin/stats")  # type: ignore[return-value]
+
+    def messages(self) -> list[str]:
+        return self._call("GET", "/_standin/messages")  # type: ignore[return-value]
+
+
+def script_calls(r: redis.Redis) -> int:
+    """EVALSHA + EVAL calls the Redis server has served (the bench's own server)."""
+    stats = r.info("commandstats")
+    return sum(int(stats.get(f"cmdstat_{c}", {}).get("calls", 0)) for c in ("evalsha", "eval"))
+
+
+@dataclass
+class Rig:
+    """What the load phases drive."""
+
+    wrk: str
+    redis: redis.Redis
+    redis_text: redis.Redis  # the same server, replies decoded (as web/seats.py reads them)
+    ceiling: services.Service
+    purchase: services.Service
+    standin_service: services.Service
+    standin: StandInClient
+    next_seat: int = 0  # the next never-sold seat of seating.RUN
+
+    def run(self, service: services.Service, args: list[str], clients: int, seconds: float):
+        """One wrk run, then wait until the server has finished what wrk left in flight, so
+        that no request of this run is counted in the next one."""
+        result = wrk_load.run(self.wrk, service.url, args, connections=clients, seconds=seconds)
+        self.settle()
+        return result
+
+    def settle(self, quiet_s: float = 0.3, limit_s: float = 30) -> None:
+        """Until Redis has seen no script call for `quiet_s`: every request has been served."""
+        deadline = time.monotonic() + limit_s
+        last, since = script_calls(self.redis), time.monotonic()
+        while time.monotonic() - since < quiet_s and time.monotonic() < deadline:
+            time.sleep(0.05)
+            now = script_calls(self.redis)
+            if now != last:
+                last, since = now, time.monotonic()
+
+    def ceiling_run(self, seconds: float, clients: int = CLIENTS) -> LoadResult:
+        return self.run(self.ceiling, wrk_load.fixed("/ceiling", CEILING_BODY), clients, seconds)
+
+    def buy_run(self, seconds: float, clients: int = CLIENTS) -> LoadResult:
+        """Distinct never-sold seats of seating.RUN."""
+        s = seating.RUN
+        args = wrk_load.seats(s.venue, s.event, s.zone, s.columns, self.next_seat, s.capacity - 1)
+        result = self.run(self.purchase, args, clients, seconds)
+        self.next_seat += result.sent + clients
+        return result
+
+
+@dataclass
+class Throughput:
+    """Ceiling and purchase path, interleaved rounds at 64 clients."""
+
+    ceiling: list[LoadResult] = field(default_factory=list)
+    purchase: list[LoadResult] = field(default_factory=list)
+    ceiling_cpu_ms: list[float] = field(default_factory=list)  # gunicorn CPU per request
+    purchase_cpu_ms: list[float] = field(default_factory=list)
+    standin_cpu_ms: list[float] = field(default_factory=list)  # stand-in CPU per message
+    messages: int = 0
+    answered: int = 0
+    sent: int = 0
+
+    @property
+    def ceiling_rate(self) -> float:
+        return median([r.rate for r in self.ceiling])
+
+    @property
+    def purchase_rate(self) -> float:
+        return median([r.rate for r in self.purchase])
+
+    def purchase_pct(self, name: str) -> float:
+        return median([getattr(r, name) for r in self.purchase])
+
+    @property
+    def failures(self) -> int:
+        return sum(r.failures for r in self.purchase + self.ceiling)
+
+
+def _cpu_per_request(
+    service: services.Service, run: Callable[[], LoadResult]
+) -> tuple[LoadResult, float]:
+    procs = service.processes()
+    before = services.cpu_seconds(procs)
+    result = run()
+    return result, (services.cpu_seconds(procs) - before) / max(1, result.requests) * 1e3
+
+
+def throughput(rig: Rig, rounds: int, seconds: float, warmup: float = 2) -> Throughput:
+    """Warm both up, then ceiling, purchase, ceiling, purchase, … at 64 clients."""
+    rig.ceiling_run(warmup)
+    rig.buy_run(warmup)
+    out = Throughput()
+    for _ in range(rounds):
+        result, cpu = _cpu_per_request(rig.ceiling, lambda: rig.ceiling_run(seconds))
+        out.ceiling.append(result)
+        out.ceiling_cpu_ms.append(cpu)
+        rig.standin.reset()
+        standin_before = services.cpu_seconds(rig.standin_service.processes())
+        result, cpu = _cpu_per_request(rig.purchase, lambda: rig.buy_run(seconds))
+        messages = rig.standin.stats()["messages"]
+        standin_cpu = services.cpu_seconds(rig.standin_service.processes()) - standin_before
+        out.purchase.append(result)
+        out.purchase_cpu_ms.append(cpu)
+        out.standin_cpu_ms.append(standin_cpu / max(1, messages) * 1e3)
+        out.messages += messages
+        out.answered += result.requests - result.errors["status"]
+        out.sent += result.sent
+    return out
+
+
+@dataclass(frozen=True)
+class FlashSale:
+    """10,000 attempts on 1,000 seats: what the clients got, what Redis and SNS saw."""
+
+    attempts: int
+    seats: int
+    result: LoadResult
+    redis_calls: int
+    messages: int
+    published_seats: int
+    published_tasks_ok: bool
+    bitmap_sold: int
+    zone_left: int
+    event_sold: int
+
+    @property
+    def created(self) -> int:
+        return self.result.statuses.get(201, 0)
+
+    @property
+    def rejected(self) -> int:
+        return self.result.statuses.get(409, 0)
+
+    @property
+    def oversold(self) -> int:
+        """Seats sold beyond the zone, plus seats answered 201 twice (or published twice)."""
+        extra = max(0, self.created - self.seats, self.bitmap_sold - self.seats)
+        twice = max(self.result.double_sales, self.messages - self.published_seats)
+        return extra + twice
+
+    @property
+    def exact(self) -> bool:
+        """Exactly seats × 201, the rest 409, one Redis call per attempt, a message per 201."""
+        return (
+            self.created == self.seats
+            and self.rejected == self.attempts - self.seats
+            and self.result.requests == self.attempts
+            and self.redis_calls == self.attempts
+            and self.messages == self.created == self.published_seats
+            and self.published_tasks_ok
+            and self.bitmap_sold == self.event_sold == self.seats
+            and self.zone_left == 0
+        )
+
+
+def flash_sale(rig: Rig, attempts: int = 10_000, per_seat: int = 10) -> FlashSale:
+    """`per_seat` consecutive attempts race for each seat, 64 clients, until `attempts` answered."""
+    s = seating.FLASH
+    rig.standin.reset(record=True)
+    calls_before = script_calls(rig.redis)
+    args = wrk_load.flash(s.venue, s.event, s.zone, s.columns, s.capacity, attempts, per_seat)
+    result = rig.run(rig.purchase, args, CLIENTS, seconds=120)
+    calls = script_calls(rig.redis) - calls_before
+    messages = rig.standin.messages()
+    rig.standin.reset()
+    tasks = [decode_task(m) for m in messages]
+    published = {
+        (
+            t["kwargs"]["ticket"]["eventId"],
+            t["kwargs"]["ticket"]["row"],
+            t["kwargs"]["ticket"]["column"],
+        )
+        for t in tasks
+    }
+    tasks_ok = all(
+        t["task"] == "tasks.tickets.persist_ticket" and t["id"] == t["kwargs"]["ticket"]["ticketId"]
+        for t in tasks
+    )
+    bitmap, left, event_sold = seating.sold_count(rig.redis, s)
+    return FlashSale(
+        attempts=attempts,
+        seats=s.capacity,
+        result=result,
+        redis_calls=calls,
+        messages=len(messages),
+        published_seats=len(published),
+        published_tasks_ok=tasks_ok,
+        bitmap_sold=bitmap,
+        zone_left=left,
+        event_sold=event_sold,
+    )
+
+
+@dataclass
+class AcceptReject:
+    """The same light load on free seats (201) and on sold seats (409 SEAT_TAKEN)."""
+
+    clients: int
+    accept: list[LoadResult] = field(default_factory=list)
+    reject: list[LoadResult] = field(default_factory=list)
+    reject_redis_calls: int = 0
+    reject_messages: int = 0
+
+    @property
+    def accept_p50(self) -> float:
+        return median([r.p50_ms for r in self.accept])
+
+    @property
+    def reject_p50(self) -> float:
+        return median([r.p50_ms for r in self.reject])
+
+    @property
+    def reject_requests(self) -> int:
+        return sum(r.requests for r in self.reject)
+
+    @property
+    def reject_sent(self) -> int:
+        return sum(r.sent for r in self.reject)
+
+    @property
+    def all_rejected(self) -> bool:
+        return all(r.errors["status"] == r.requests for r in self.reject)
+
+
+def accept_vs_reject(
+    rig: Rig, clients: int, rounds: int, seconds: float, sold: int = 200_000
+) -> AcceptReject:
+    """Light load, so latency is the work of one request and not queueing. In one event and
+    zone whose first `sold` seats are sold: the same clients buy free seats after them, then
+    try the sold ones (SEAT_TAKEN), interleaved."""
+    s = seating.LIGHT
+    seating.set_sold_prefix(rig.redis, s, sold)
+    next_free = sold
+    out = AcceptReject(clients)
+    for _ in range(rounds):
+        args = wrk_load.seats(s.venue, s.event, s.zone, s.columns, next_free, s.capacity - 1)
+        accepted = rig.run(rig.purchase, args, clients, seconds)
+        next_free += accepted.sent + clients
+        out.accept.append(accepted)
+        rig.standin.reset()
+        calls_before = script_calls(rig.redis)
+        args = wrk_load.seats(s.venue, s.event, s.zone, s.columns, 0, sold - 1)
+        out.reject.append(rig.run(rig.purchase, args, clients, seconds))
+        out.reject_redis_calls += script_calls(rig.redis) - calls_before
+        out.reject_messages += rig.standin.stats()["messages"]
+    return out
+
+
+@dataclass
+class Flatness:
+    """Latency at moderate load with 0 and with 1,000,000 seats sold in the same event+zone."""
+
+    clients: int
+    sold: int
+    empty: list[LoadResult] = field(default_factory=list)
+    full: list[LoadResult] = field(default_factory=list)
+    check_empty_us: list[float] = field(default_factory=list)  # the seat script alone
+    check_full_us: list[float] = field(default_factory=list)
+
+    @property
+    def ratio(self) -> float:
+        """p50 with `sold` seats sold ÷ p50 with none (medians over rounds)."""
+        return median([r.p50_ms for r in self.full]) / median([r.p50_ms for r in self.empty])
+
+    @property
+    def check_ratio(self) -> float:
+        return median(self.check_full_us) / median(self.check_empty_us)
+
+
+def flatness(
+    rig: Rig, runs: int, seconds: float, sold: int = 1_000_000, clients: int = FLAT_CLIENTS
+) -> Flatness:
+    """`runs` short runs per state in the order 0, 1M, 1M, 0, 0, 1M, … (ABBA cancels a drift;
+    short runs follow the machine's noise), each on a fresh state written directly to Redis,
+    buying the seats after the sold prefix."""
+    s = seating.FLAT
+    out = Flatness(clients, sold)
+    order = [0, sold, sold, 0] * runs
+    for prefix in order[: 2 * runs]:
+        seating.set_sold_prefix(rig.redis, s, prefix)
+        (out.check_full_us if prefix else out.check_empty_us).append(
+            seat_check_us(rig.redis_text, s, first=sold)
+        )
+        seating.set_sold_prefix(rig.redis, s, prefix)
+        args = wrk_load.seats(s.venue, s.event, s.zone, s.columns, sold, s.capacity - 1)
+        result = rig.run(rig.purchase, args, clients, seconds)
+        (out.full if prefix else out.empty).append(result)
+    return out
+
+
+def seat_check_us(r: redis.Redis, s: Seats, first: int, calls: int = 500) -> float:
+    """Median µs of the purchase script alone (web/seats.py, `r` decoding replies), one call at
+    a time on free seats from `first`: the seat check without HTTP, Flask or publishing."""
+    scripts = SeatScripts(r)
+    zone = ZoneSpec(1, s.rows, s.columns, Decimal("1.00"), s.capacity, s.columns)
+    times = []
+    for k in range(first, first + calls):
+        row, column = divmod(k, s.columns)
+        started = time.perf_counter()
+        outcome = scripts.purchase(s.event, zone, row, column + 1)
+        times.append((time.perf_counter() - started) * 1e6)
+        if outcome != "OK":
+            raise RuntimeError(f"seat check on a free seat answered {outcome}")
+    return median(times)

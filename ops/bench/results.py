@@ -1,0 +1,233 @@
+"""From the phases' results to what `make bench` prints: the table with each target of issue 7
+met or missed by how much, the conditions of each measurement, RSS, and the result line."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from load_phases import AcceptReject, FlashSale, Flatness, Throughput
+from projection import Drain, Lag
+from report import Table, at_least, at_most, fmt, result_line, rss_table
+
+
+def _rounds(values: list[float], spec: str = ".0f") -> str:
+    return ", ".join(format(v, spec) for v in values)
+
+
+def print_results(
+    throughput: Throughput,
+    flash: FlashSale,
+    accept_reject: AcceptReject,
+    flat: Flatness,
+    drain: Drain,
+    lag: Lag,
+    rss: list[tuple[str, list[float]]],
+    standin_url: str,
+    started: float,
+) -> dict[str, Any]:
+    """Print the table, the RSS and the result line (last); return the figures."""
+    t = Table()
+    ceiling, purchase = throughput.ceiling_rate, throughput.purchase_rate
+    ratio = purchase / ceiling if ceiling else None
+    p50, p99 = throughput.purchase_pct("p50_ms"), throughput.purchase_pct("p99_ms")
+    cpu = sorted(throughput.purchase_cpu_ms)[len(throughput.purchase_cpu_ms) // 2]
+    ceiling_cpu = sorted(throughput.ceiling_cpu_ms)[len(throughput.ceiling_cpu_ms) // 2]
+    t.add(
+        "ceiling",
+        f"{ceiling:.0f} req/s (rounds {_rounds([r.rate for r in throughput.ceiling])}), "
+        f"{ceiling_cpu:.2f} ms gunicorn CPU/req",
+    )
+    t.add(
+        "purchase",
+        f"{purchase:.0f} req/s = {fmt(ratio, '.2f')} × ceiling "
+        f"(rounds {_rounds([r.rate for r in throughput.purchase])}), {cpu:.2f} ms gunicorn CPU/req",
+        "≥ 0.80 × ceiling",
+        at_least(ratio, 0.8),
+    )
+    t.add(
+        "purchase latency",
+        f"p50 {p50:.1f} ms, p99 {p99:.1f} ms at 64 clients",
+        "p99 ≤ 50 ms",
+        at_most(p99, 50),
+    )
+    r = flash.result
+    codes = ", ".join(f"{k} {v}" for k, v in sorted(r.codes.items()))
+    t.add(
+        "flash sale",
+        f"{r.requests} attempts on {flash.seats} seats: {flash.created} × 201, "
+        f"{flash.rejected} × 409 ({codes}); {flash.redis_calls} Redis script calls; "
+        f"{flash.messages} messages published; {r.rate:.0f} req/s",
+        f"exactly {flash.seats} × 201, {flash.attempts - flash.seats} × 409; 1 call each",
+        "met" if flash.exact else "FAILED",
+    )
+    t.add(
+        "oversold",
+        f"{flash.oversold} (201s beyond the seats, seats answered 201 twice or published "
+        f"twice); bitmap {flash.bitmap_sold}, event sold {flash.event_sold}, zone left "
+        f"{flash.zone_left}",
+        "0",
+        "met" if flash.oversold == 0 else "FAILED",
+    )
+    ar = accept_reject
+    ar_ratio = ar.reject_p50 / ar.accept_p50 if ar.accept_p50 else None
+    t.add(
+        "reject vs accept",
+        f"reject p50 {ar.reject_p50:.2f} ms, accept p50 {ar.accept_p50:.2f} ms: "
+        f"{fmt(ar_ratio, '.2f')} at {ar.clients} clients",
+        "reject ≤ 0.5 × accept",
+        at_most(ar_ratio, 0.5),
+    )
+    flat_p50 = [sorted(x.p50_ms for x in runs)[len(runs) // 2] for runs in (flat.empty, flat.full)]
+    change = flat.ratio - 1
+    t.add(
+        "flatness",
+        f"purchase p50 {flat_p50[0]:.2f} ms with 0 sold, {flat_p50[1]:.2f} ms with "
+        f"{flat.sold:,} sold: {change:+.1%}; the seat script alone "
+        f"{_median(flat.check_empty_us):.0f} / {_median(flat.check_full_us):.0f} µs: "
+        f"{flat.check_ratio - 1:+.1%}",
+        "within ±10 %",
+        "met" if abs(change) <= 0.10 else f"MISSED by {abs(change) - 0.10:.0%} points",
+    )
+    t.add(
+        "worker",
+        f"{drain.net_ms_per_ticket:.2f} ms CPU/ticket net of idle; gross "
+        f"{drain.steady_ms_per_ticket:.2f} (10→90 % of the drain), "
+        f"{drain.whole_ms_per_ticket:.2f} over all of it; idle {drain.idle_ms_per_s:.0f} ms "
+        f"CPU/s; {drain.rows}/{drain.tickets} rows in {drain.seconds:.1f} s ({drain.rate:.0f}/s)",
+        "≤ 1 ms CPU/ticket",
+        at_most(drain.net_ms_per_ticket, 1.0),
+    )
+    bound = "≥ " if lag.readable < lag.sold else ""
+    t.add(
+        "lag",
+        f"p50 {bound}{lag.p50_ms:.0f} ms, p99 {bound}{lag.p99_ms:.0f} ms, max {bound}"
+        f"{lag.max_ms:.0f} ms over {lag.sold} purchases at {lag.rate:.0f}/s; "
+        f"{lag.readable}/{lag.sold} rows readable; purchase p50 {lag.purchase_p50_ms:.0f} ms "
+        f"via moto",
+        "p99 ≤ 1000 ms at 50/s",
+        at_most(lag.p99_ms, 1000),
+    )
+    light_rate = sum(x.rate for x in ar.accept) / max(1, len(ar.accept))
+    t.note(
+        f"purchase path: every publish went to the stand-in SNS endpoint {standin_url}, not "
+        f"moto: it acknowledged {throughput.messages} messages for the {throughput.sent} "
+        f"purchases sent in the measured rounds ({throughput.answered} answered 201 before "
+        f"wrk stopped, the rest finished after), using "
+        f"{fmt(_median(throughput.standin_cpu_ms), '.2f')} ms of its own CPU per message"
+    )
+    t.note(
+        "throughput: wrk, 1 thread, 64 connections, ceiling and purchase rounds interleaved, "
+        "medians; distinct free seats in a 2,000,000-seat zone; gunicorn " + _gunicorn_settings()
+    )
+    t.note(
+        f"reject vs accept: light load, where latency is the work of one request and not "
+        f"queueing (at saturation both p50 are clients ÷ throughput): {ar.clients} clients, "
+        f"closed loop, about {light_rate:.0f} purchases/s; the same zone; rejections are "
+        f"SEAT_TAKEN on seats sold before: {ar.reject_redis_calls} Redis script calls for "
+        f"{ar.reject_requests} rejections answered ({ar.reject_sent} sent), "
+        f"{ar.reject_messages} messages published; p99 reject "
+        f"{_median([x.p99_ms for x in ar.reject]):.2f} ms, accept "
+        f"{_median([x.p99_ms for x in ar.accept]):.2f} ms"
+    )
+    t.note(
+        f"flatness: {flat.clients} clients, {len(flat.empty)} + {len(flat.full)} runs of 1 s in "
+        f"0/1M/1M/0 order, medians; the 1M state is written to Redis directly (0xFF bitmap bytes "
+        f"for 500 full rows, their row counters 0, zone and event counters to match)"
+    )
+    t.note(
+        f"worker: the Procfile's `celery worker` draining {drain.tickets} tickets sold through "
+        f"the purchase API and moto (SNS → SQS raw) before it started: CPU of its main and pool "
+        f"processes (psutil) ÷ rows in MariaDB, sampled every 100 ms; net = minus its idle CPU "
+        f"per second (measured for 3 s after the drain) × the drain's seconds. moto's SQS "
+        f"slows down with the queue's depth, so the drain rate is moto's"
+    )
+    if lag.readable < lag.sold:
+        t.note(
+            f"lag: {lag.sold - lag.readable} tickets were not readable when the bench stopped "
+            f"waiting; they count with the time waited, so the lag figures are lower bounds"
+        )
+    if lag.rate < 0.9 * lag.target_rate or drain.rate < lag.rate:
+        t.note(
+            f"lag: the purchases reached {lag.rate:.0f}/s of the {lag.target_rate:.0f}/s asked "
+            f"(publishing to moto: purchase p50 {lag.purchase_p50_ms:.0f} ms, p99 "
+            f"{lag.purchase_p99_ms:.0f} ms) and the worker drained {drain.rate:.0f}/s through "
+            f"moto: where the drain is slower than the purchases, the queue and the lag grow "
+            f"for as long as the run lasts"
+        )
+    t.note(
+        f"lag: an open-loop client at {lag.rate:.0f}/s through the purchase API, moto, the worker "
+        f"and MariaDB; lag = the row's persisted_on (MariaDB NOW(6) at the insert; the commit "
+        f"follows in the same transaction) − the moment the request was sent; nothing polls "
+        f"during the run; {lag.query_ok}/{lag.query_checked} sampled tickets answered 200 on "
+        f"GET /query/api/v1/tickets/<id>"
+    )
+    load = os.getloadavg()
+    t.note(
+        f"machine: {os.cpu_count()} cores, load average {load[0]:.1f} at the end (others may "
+        f"share it); bench wall time {time.monotonic() - started:.0f} s"
+    )
+    print()
+    print(t.render())
+    print()
+    print(rss_table(rss))
+    print()
+    line = result_line(
+        purchase_rps=purchase,
+        ceiling_rps=ceiling,
+        p50_ms=p50,
+        p99_ms=p99,
+        reject_p50_ms=ar.reject_p50,
+        worker_ms_per_ticket=drain.net_ms_per_ticket,
+        lag_p99_ms=lag.p99_ms,
+        oversold=flash.oversold,
+    )
+    print(line, flush=True)
+    return {
+        "line": line,
+        "table": t.rows,
+        "notes": t.notes,
+        "rss": rss,
+        "ceiling_rps": ceiling,
+        "purchase_rps": purchase,
+        "purchase_p50_ms": p50,
+        "purchase_p99_ms": p99,
+        "accept_p50_ms": ar.accept_p50,
+        "reject_p50_ms": ar.reject_p50,
+        "flat_ratio": flat.ratio,
+        "worker_ms_per_ticket": drain.net_ms_per_ticket,
+        "worker_gross_ms_per_ticket": drain.steady_ms_per_ticket,
+        "lag_p99_ms": lag.p99_ms,
+        "oversold": flash.oversold,
+    }
+
+
+def _median(values: list[float]) -> float:
+    values = sorted(values)
+    return values[len(values) // 2] if values else float("nan")
+
+
+def _gunicorn_settings() -> str:
+    return (
+        f"{os.environ.get('GUNICORN_WORKER_CLASS', 'gthread')} "
+        f"{os.environ.get('GUNICORN_WORKERS', '2')}×{os.environ.get('GUNICORN_THREADS', '8')} "
+        "(gunicorn.conf.py)"
+    )
+
+
+def print_class_comparison(rows: list[tuple[str, Throughput]]) -> None:
+    """One line per gunicorn configuration: ceiling, purchase, ratio, latency, CPU."""
+    t = Table()
+    for name, r in rows:
+        ratio = r.purchase_rate / r.ceiling_rate if r.ceiling_rate else None
+        t.add(
+            name,
+            f"ceiling {r.ceiling_rate:.0f}/s (p99 {_median([x.p99_ms for x in r.ceiling]):.0f} ms)"
+            f"; purchase {r.purchase_rate:.0f}/s = {fmt(ratio, '.2f')} × ceiling, "
+            f"p50 {r.purchase_pct('p50_ms'):.1f} ms, p99 {r.purchase_pct('p99_ms'):.1f} ms, "
+            f"{_median(r.purchase_cpu_ms):.2f} ms CPU/req; failures {r.failures}",
+        )
+    t.note("64 clients, wrk 1 thread, ceiling and purchase rounds interleaved, medians")
+    print()
+    print(t.render())

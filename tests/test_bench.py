@@ -1,0 +1,202 @@
+"""The parts of `make bench` that could break without anyone noticing: the stand-in SNS endpoint
+must answer what botocore and kombu send (or the purchase path would measure errors), wrk's
+script must send exactly the attempts asked for, the 1M-sold state must be the one the purchase
+script reads, and the result line must keep its form."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import uuid
+from decimal import Decimal
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+
+from tests.helpers import ROOT
+
+sys.path.insert(0, str(ROOT / "ops" / "bench"))
+
+import report
+import seating
+import sns_standin
+import wrk_load
+
+import settings
+from models.catalog import ZoneSpec, row_label
+from web import seats
+
+
+@pytest.fixture
+def standin():
+    """The stand-in on a free port for the session's topic; yields (state, endpoint URL)."""
+    state, port, stop = sns_standin.serve_in_thread(settings.get().topic_arn)
+    try:
+        yield state, f"http://127.0.0.1:{port}"
+    finally:
+        stop()
+
+
+def sns_client(url: str):
+    return boto3.client("sns", endpoint_url=url)
+
+
+def test_standin_acknowledges_publish_and_topic_attributes(standin):
+    state, url = standin
+    sns = sns_client(url)
+    arn = settings.get().topic_arn
+    answer = sns.publish(
+        TopicArn=arn,
+        Message='{"a": "b & c = d"}',
+        MessageAttributes={"k": {"DataType": "String", "StringValue": "v"}},
+    )
+    assert answer["MessageId"]
+    assert sns.get_topic_attributes(TopicArn=arn)["Attributes"]["TopicArn"] == arn
+    assert state.stats()["messages"] == 1
+    assert state.stats()["calls"] == {"Publish": 1, "GetTopicAttributes": 1}
+
+
+def test_standin_acknowledges_each_batch_entry_and_fails_only_the_injected(standin):
+    state, url = standin
+    sns = sns_client(url)
+    arn = settings.get().topic_arn
+    entries = [{"Id": f"entry-{i}", "Message": f"message {i}"} for i in range(10)]
+    answer = sns.publish_batch(TopicArn=arn, PublishBatchRequestEntries=entries)
+    assert [e["Id"] for e in answer["Successful"]] == [e["Id"] for e in entries]
+    assert answer.get("Failed", []) == []
+
+    state.reset(record=True)
+    state.fail_next = 1
+    answer = sns.publish_batch(TopicArn=arn, PublishBatchRequestEntries=entries[:3])
+    assert [e["Id"] for e in answer["Failed"]] == ["entry-0"]
+    assert answer["Failed"][0]["SenderFault"] is False
+    assert [e["Id"] for e in answer["Successful"]] == ["entry-1", "entry-2"]
+    assert state.recorded == ["message 1", "message 2"]
+    assert state.stats()["messages"] == 2 and state.stats()["failed"] == 1
+
+
+def test_standin_refuses_what_it_does_not_serve(standin):
+    state, url = standin
+    sns = sns_client(url)
+    with pytest.raises(ClientError, match="NotFound"):
+        sns.publish(TopicArn=settings.get().topic_arn + "-other", Message="m")
+    with pytest.raises(ClientError, match="InvalidAction"):
+        sns.list_topics()
+    too_many = [{"Id": f"e{i}", "Message": "m"} for i in range(11)]
+    with pytest.raises(ClientError, match="TooManyEntriesInBatchRequest"):
+        sns.publish_batch(TopicArn=settings.get().topic_arn, PublishBatchRequestEntries=too_many)
+    assert state.stats()["messages"] == 0 and state.stats()["errors"] == 3
+
+
+def test_a_celery_task_published_the_purchase_apis_way_reaches_the_standin(standin, monkeypatch):
+    """The publisher's own configuration (celeryconfig + publisher_overrides), with only SNS's
+    endpoint moved: the stand-in gets the persist task, decodable, with the ticket inside."""
+    from celery import Celery
+    from kombu import Exchange
+
+    from celeryconfig import QueueNames, TaskNames, publisher_overrides
+
+    state, url = standin
+    state.reset(record=True)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SNS", url)
+    app = Celery("bench-test-publisher", set_as_current=False)
+    app.config_from_object("celeryconfig")
+    app.conf.update(publisher_overrides())
+    topic = Exchange(settings.get().topic_name, type="fanout")
+    ticket = {"ticketId": str(uuid.uuid4()), "eventId": "Event1", "row": "A", "column": "1"}
+    app.send_task(
+        TaskNames.PERSIST_TICKET,
+        kwargs={"ticket": ticket},
+        exchange=topic,
+        routing_key=QueueNames.TICKETS,
+        declare=[topic],
+        task_id=ticket["ticketId"],
+    )
+    app.close()
+    assert state.stats()["calls"].get("Publish") == 1
+    task = sns_standin.decode_task(state.recorded[0])
+    assert task["task"] == TaskNames.PERSIST_TICKET
+    assert task["id"] == ticket["ticketId"]
+    assert task["kwargs"] == {"ticket": ticket}
+
+
+def test_result_line_has_the_issues_form():
+    line = report.result_line(
+        purchase_rps=2240.4,
+        ceiling_rps=2800.2,
+        p50_ms=21.04,
+        p99_ms=48.96,
+        reject_p50_ms=3.21,
+        worker_ms_per_ticket=0.874,
+        lag_p99_ms=412.6,
+        oversold=0,
+    )
+    assert line == (
+        "bench: purchase 2240/s = 0.80 × ceiling (2800/s), p50 21.0 ms, p99 49.0 ms; "
+        "reject p50 3.2 ms; worker 0.87 ms CPU/ticket; lag p99 413 ms; oversold 0"
+    )
+    missing = report.result_line(
+        purchase_rps=None,
+        ceiling_rps=2800,
+        p50_ms=None,
+        p99_ms=float("nan"),
+        reject_p50_ms=None,
+        worker_ms_per_ticket=None,
+        lag_p99_ms=None,
+        oversold=None,
+    )
+    assert missing == (
+        "bench: purchase n/a/s = n/a × ceiling (2800/s), p50 n/a ms, p99 n/a ms; "
+        "reject p50 n/a ms; worker n/a ms CPU/ticket; lag p99 n/a ms; oversold n/a"
+    )
+
+
+def test_verdicts_say_by_how_much_a_target_is_missed():
+    assert report.at_least(0.85, 0.8) == "met"
+    assert report.at_least(0.6, 0.8) == "MISSED by 25%"
+    assert report.at_most(60, 50) == "MISSED by 20%"
+    assert report.at_most(None, 50) == "n/a"
+
+
+def test_wrk_result_line_is_parsed():
+    out = (
+        "Running 1s test\n"
+        'BENCH_RESULT {"requests":10,"duration_us":2000000,"sent":11,"p50_us":1500,'
+        '"p90_us":2000,"p99_us":3000,"p999_us":3100,"max_us":3200,"mean_us":1600.5,'
+        '"errors":{"connect":0,"read":0,"write":0,"status":9,"timeout":0},'
+        '"statuses":{"201":1,"409":9},"codes":{"SEAT_TAKEN":9},"seats_sold":1,"double_sales":0}\n'
+    )
+    result = wrk_load.parse_result(out)
+    assert result.rate == 5.0
+    assert result.p99_ms == 3.0
+    assert result.statuses == {201: 1, 409: 9}
+    assert result.failures == 9
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
+def test_wrk_flash_mode_sends_exactly_the_attempts_asked_for(standin):
+    """Quota by delay(), the uncounted check call, and the early stop through SIGINT."""
+    state, url = standin
+    args = wrk_load.flash("V", "E", 1, 40, 100, 500, 10)
+    args[1] = "/"  # the stand-in answers every POST (here: 400, no Action)
+    result = wrk_load.run(shutil.which("wrk"), url, args, connections=16, seconds=60)
+    assert result.requests == result.sent == 500
+    assert result.seconds < 30
+    assert state.stats()["calls"] == {"": 500}
+
+
+def test_sold_prefix_is_the_state_the_purchase_script_reads(redis_client):
+    """The flatness phase writes 'n seats sold' straight into Redis: it must agree with
+    web/seats.py's key layout, bit order and counters."""
+    s = seating.Seats("BenchVenue", f"BenchTest{uuid.uuid4().hex[:6]}", 1, rows=4, columns=16)
+    seating.set_sold_prefix(redis_client, s, 32)
+    assert seating.sold_count(redis_client, s) == (32, 32, 32)
+    zone = ZoneSpec(1, s.rows, s.columns, Decimal("1.00"), s.capacity, s.columns)
+    scripts = seats.scripts_for(redis_client)
+    assert scripts.purchase(s.event, zone, 1, 16) == "SEAT_TAKEN"  # row B, the last sold seat
+    assert scripts.purchase(s.event, zone, 2, 1) == "OK"  # row C, the first free one
+    assert redis_client.hget(seats.zone_keys(s.event, 1)[1], row_label(2)) == "15"
+    assert seating.sold_count(redis_client, s) == (33, 31, 33)
+    with pytest.raises(ValueError):
+        seating.set_sold_prefix(redis_client, s, 20)  # not whole rows
