@@ -37,7 +37,7 @@ Writer = Callable[[list[Item]], Sequence["Result | BaseException"]]
 
 
 class GroupCommitTimeout(TimeoutError):
-    """The item's batch was not written within the caller's timeout (it may still be)."""
+    """The item waited longer than the caller's timeout and was withdrawn, never written."""
 
 
 class GroupCommit(Generic[Item, Result]):
@@ -64,10 +64,13 @@ class GroupCommit(Generic[Item, Result]):
         self._queue: queue.SimpleQueue[tuple[Item, Future]] = queue.SimpleQueue()
 
     def submit(self, item: Item, timeout: float | None = None) -> Result:
-        """Write `item` in the next batch and return its outcome (or raise its exception).
+        """Write `item` in a coming batch and return its outcome (or raise its exception).
 
-        On timeout `GroupCommitTimeout` is raised: the outcome is then unknown, exactly as for a
-        single request that timed out, and the caller must treat it so.
+        `timeout` bounds the wait for a place in a batch. If it passes while the item is still
+        queued, the item is withdrawn — it will never be written — and `GroupCommitTimeout` is
+        raised. Once its batch is being written the caller waits for the real outcome: `write`
+        must bound its own duration (client timeouts), so no caller ever hears "failed" for an
+        item that is then written after all.
         """
         self._ensure_senders()
         future: Future = Future()
@@ -75,7 +78,11 @@ class GroupCommit(Generic[Item, Result]):
         try:
             return future.result(timeout)
         except FutureTimeout:
-            raise GroupCommitTimeout(f"{self.name}: no outcome within {timeout}s") from None
+            if future.cancel():
+                raise GroupCommitTimeout(
+                    f"{self.name}: not written within {timeout}s; withdrawn"
+                ) from None
+        return future.result()
 
     def _ensure_senders(self) -> None:
         pid = os.getpid()
@@ -102,7 +109,9 @@ class GroupCommit(Generic[Item, Result]):
                     batch.append(pending.get(timeout=left) if left > 0 else pending.get_nowait())
                 except queue.Empty:
                     break
-            self._write_batch(batch)
+            batch = [entry for entry in batch if entry[1].set_running_or_notify_cancel()]
+            if batch:
+                self._write_batch(batch)
 
     def _write_batch(self, batch: list[tuple[Item, Future]]) -> None:
         try:

@@ -16,8 +16,10 @@ class Recorder:
     def __init__(self, gate: threading.Event | None = None) -> None:
         self.batches: list[list[str]] = []
         self.gate = gate
+        self.entered = threading.Event()
 
     def __call__(self, items: list[str]) -> list[str | BaseException]:
+        self.entered.set()
         if self.gate is not None:
             self.gate.wait()
         self.batches.append(list(items))
@@ -80,12 +82,26 @@ def test_a_failed_write_fails_every_caller_of_that_batch_only():
     assert committer.submit("later", timeout=10) == "LATER"  # the sender survived
 
 
-def test_timeout_is_reported_as_unknown_outcome():
+def test_a_queued_item_that_times_out_is_withdrawn_never_written():
+    gate = threading.Event()
+    writer = Recorder(gate)
+    committer = GroupCommit(writer, name="t", window=0, senders=1)
+    with ThreadPoolExecutor(1) as pool:
+        first = pool.submit(committer.submit, "first", 10)  # holds the only sender at the gate
+        assert writer.entered.wait(10)
+        with pytest.raises(GroupCommitTimeout):
+            committer.submit("late", timeout=0.05)
+        gate.set()
+        assert first.result() == "FIRST"
+    assert committer.submit("next", timeout=10) == "NEXT"
+    assert [i for b in writer.batches for i in b] == ["first", "next"]  # "late" never written
+
+
+def test_an_item_already_being_written_waits_for_its_real_outcome():
     gate = threading.Event()
     committer = GroupCommit(Recorder(gate), name="t", window=0, senders=1)
-    with pytest.raises(GroupCommitTimeout):
-        committer.submit("slow", timeout=0.05)
-    gate.set()
+    threading.Timer(0.2, gate.set).start()
+    assert committer.submit("slow", timeout=0.05) == "SLOW"  # timed out in flight: not withdrawn
 
 
 def test_wrong_number_of_outcomes_fails_the_batch():

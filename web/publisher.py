@@ -1,8 +1,11 @@
 """Publishing the ticket event: a Celery task message sent to the SNS topic as a fanout exchange.
 
 The purchase API has a Celery app of its own, configured from `celeryconfig` plus
-`publisher_overrides()`; it never imports the task code and never consumes. A publish is one
-synchronous `sns:Publish`: when it returns, SNS has the message, and a 201 may be answered.
+`publisher_overrides()`; it never imports the task code and never consumes. A publish is
+synchronous: when `publish_ticket` returns, SNS has the message, and a 201 may be answered.
+Concurrent purchases of one process share an `sns:PublishBatch` of up to PUBLISH_BATCH_MAX
+messages (group commit, `tasks/transport.py`); each waits for its own entry's answer, and an
+entry SNS refused fails only its own purchase, which releases its own seat.
 """
 
 from __future__ import annotations
