@@ -36,7 +36,7 @@ class PublishEntryFailed(RuntimeError):
     """SNS refused this entry of a PublishBatch (the others may have been accepted)."""
 
 
-_batchers: dict[tuple[str, str], GroupCommit[dict[str, Any], str]] = {}
+_batchers: dict[tuple, GroupCommit[dict[str, Any], str]] = {}
 _batchers_lock = threading.Lock()
 
 
@@ -76,7 +76,7 @@ def batcher_for(topic_arn: str, client: Any, options: dict[str, Any]) -> GroupCo
     One per process, not per kombu channel: the purchase threads publish through different
     pooled connections, and only a shared batch lets their messages travel together.
     """
-    key = (topic_arn, client.meta.endpoint_url)
+    key = (topic_arn, client.meta.endpoint_url, tuple(sorted(options.items())))
     batcher = _batchers.get(key)
     if batcher is None:
         with _batchers_lock:
