@@ -7,10 +7,11 @@ a `201` still means "SNS has it" and a message is still acknowledged only after 
 committed. Only throughput changes: one round trip carries up to `max_batch` items.
 
 A sender thread takes the first waiting item, then waits at most `window` seconds for more
-(or until `max_batch` are together), and calls `write(items)`. `write` returns one outcome per
-item, in order: a value, or an exception for that item alone. If `write` itself raises, every
-item of that batch gets the exception. Several sender threads let one batch be collected while
-another is on the wire.
+(or until `max_batch` are together), and calls `write(items)`. It waits only while other
+callers are waiting too (a burst): a lone caller, at light load, is sent at once. `write`
+returns one outcome per item, in order: a value, or an exception for that item alone. If
+`write` itself raises, every item of that batch gets the exception. Several sender threads let
+one batch be collected while another is on the wire.
 
 Fork safety: gunicorn and Celery's prefork pool fork after import, and threads do not survive a
 fork, so the sender threads are started lazily by the first `submit` in each process.
@@ -20,9 +21,9 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -61,7 +62,10 @@ class GroupCommit(Generic[Item, Result]):
         self.senders = senders
         self._lock = threading.Lock()
         self._pid: int | None = None
-        self._queue: queue.SimpleQueue[tuple[Item, Future]] = queue.SimpleQueue()
+        self._pending: deque[tuple[Item, Future]] = deque()
+        self._ready = threading.Condition()
+        self._waiting = 0  # callers inside submit
+        self._dense = False  # were others waiting when the latest item arrived?
 
     def submit(self, item: Item, timeout: float | None = None) -> Result:
         """Write `item` in a coming batch and return its outcome (or raise its exception).
@@ -74,15 +78,25 @@ class GroupCommit(Generic[Item, Result]):
         """
         self._ensure_senders()
         future: Future = Future()
-        self._queue.put((item, future))
+        with self._ready:
+            self._dense = self._waiting > 0
+            self._waiting += 1
+            self._pending.append((item, future))
+            # wake a sender only for a first item or a full batch: one wake-up per batch
+            if len(self._pending) in (1, self.max_batch):
+                self._ready.notify()
         try:
-            return future.result(timeout)
-        except FutureTimeout:
-            if future.cancel():
-                raise GroupCommitTimeout(
-                    f"{self.name}: not written within {timeout}s; withdrawn"
-                ) from None
-        return future.result()
+            try:
+                return future.result(timeout)
+            except FutureTimeout:
+                if future.cancel():
+                    raise GroupCommitTimeout(
+                        f"{self.name}: not written within {timeout}s; withdrawn"
+                    ) from None
+            return future.result()
+        finally:
+            with self._ready:
+                self._waiting -= 1
 
     def _ensure_senders(self) -> None:
         pid = os.getpid()
@@ -91,7 +105,10 @@ class GroupCommit(Generic[Item, Result]):
         with self._lock:
             if self._pid == pid:
                 return
-            self._queue = queue.SimpleQueue()  # a parent's queue holds nothing for this process
+            # a parent's state means nothing here (its senders did not survive the fork)
+            self._pending = deque()
+            self._ready = threading.Condition()
+            self._waiting = 0
             for number in range(self.senders):
                 threading.Thread(
                     target=self._send_forever, name=f"{self.name}-{number}", daemon=True
@@ -99,16 +116,24 @@ class GroupCommit(Generic[Item, Result]):
             self._pid = pid
 
     def _send_forever(self) -> None:
-        pending = self._queue
+        pending, ready = self._pending, self._ready
         while True:
-            batch = [pending.get()]
-            deadline = time.monotonic() + self.window
-            while len(batch) < self.max_batch:
-                left = deadline - time.monotonic()
-                try:
-                    batch.append(pending.get(timeout=left) if left > 0 else pending.get_nowait())
-                except queue.Empty:
-                    break
+            with ready:
+                while not pending:
+                    ready.wait()
+                # linger for company only in a burst: a lone caller (light load) is sent
+                # at once instead of paying the window
+                deadline = time.monotonic() + (self.window if self._dense else 0)
+                while len(pending) < self.max_batch:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    ready.wait(left)
+                    if not pending:  # another sender took them
+                        break
+                batch = [pending.popleft() for _ in range(min(self.max_batch, len(pending)))]
+                if pending:
+                    ready.notify()  # the rest for another sender
             batch = [entry for entry in batch if entry[1].set_running_or_notify_cancel()]
             if batch:
                 self._write_batch(batch)
