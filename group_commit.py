@@ -7,8 +7,10 @@ a `201` still means "SNS has it" and a message is still acknowledged only after 
 committed. Only throughput changes: one round trip carries up to `max_batch` items.
 
 A sender thread takes the first waiting item, then waits at most `window` seconds for more
-(or until `max_batch` are together), and calls `write(items)`. It waits only while other
-callers are waiting too (a burst): a lone caller, at light load, is sent at once. `write`
+(or until `max_batch` are together), and calls `write(items)`. With `linger_alone=False` it
+waits only while other callers are waiting too (a burst): a lone caller, at light load, is
+sent at once (the purchase API: latency). By default it always waits (the worker: the
+messages of one SQS receive arrive a moment apart and belong in one transaction). `write`
 returns one outcome per item, in order: a value, or an exception for that item alone. If
 `write` itself raises, every item of that batch gets the exception. Several sender threads let
 one batch be collected while another is on the wire.
@@ -52,6 +54,7 @@ class GroupCommit(Generic[Item, Result]):
         max_batch: int = 10,
         window: float = 0.002,
         senders: int = 2,
+        linger_alone: bool = True,
     ) -> None:
         if max_batch < 1 or window < 0 or senders < 1:
             raise ValueError("max_batch and senders must be >= 1 and window >= 0")
@@ -60,6 +63,7 @@ class GroupCommit(Generic[Item, Result]):
         self.max_batch = max_batch
         self.window = window
         self.senders = senders
+        self.linger_alone = linger_alone
         self._lock = threading.Lock()
         self._pid: int | None = None
         self._pending: deque[tuple[Item, Future]] = deque()
@@ -121,9 +125,8 @@ class GroupCommit(Generic[Item, Result]):
             with ready:
                 while not pending:
                     ready.wait()
-                # linger for company only in a burst: a lone caller (light load) is sent
-                # at once instead of paying the window
-                deadline = time.monotonic() + (self.window if self._dense else 0)
+                linger = self.linger_alone or self._dense
+                deadline = time.monotonic() + (self.window if linger else 0)
                 while len(pending) < self.max_batch:
                     left = deadline - time.monotonic()
                     if left <= 0:

@@ -88,6 +88,7 @@ def batcher_for(topic_arn: str, client: Any, options: dict[str, Any]) -> GroupCo
                     max_batch=options["max_batch"],
                     window=options["window"],
                     senders=options["senders"],
+                    linger_alone=False,  # a lone purchase does not wait for company
                 )
     return batcher
 

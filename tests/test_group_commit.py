@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -50,6 +51,28 @@ def test_concurrent_callers_share_batches_of_at_most_max_batch():
     assert sorted(i for b in writer.batches for i in b) == sorted(items)
     assert all(len(b) <= 10 for b in writer.batches)
     assert len(writer.batches) < 30  # some callers really shared a write
+
+
+def test_idle_senders_do_not_split_a_batch_being_collected():
+    """Two senders: callers arriving together share one batch; the second sender does not take
+    some of them meanwhile (it waits to collect the next batch)."""
+    writer = Recorder()
+    committer = GroupCommit(writer, name="t", max_batch=10, window=0.5, senders=2)
+    for round_ in range(5):
+        items = [f"item{round_}-{i}" for i in range(10)]
+        assert run_concurrently(committer, items) == [i.upper() for i in items]
+    assert [len(batch) for batch in writer.batches] == [10] * 5
+
+
+def test_a_lone_caller_does_not_wait_for_company_unless_asked_to():
+    eager = GroupCommit(Recorder(), name="t", window=5, senders=1, linger_alone=False)
+    started = time.monotonic()
+    assert eager.submit("alone", timeout=10) == "ALONE"
+    assert time.monotonic() - started < 5  # not the window: it was sent at once
+    patient = GroupCommit(Recorder(), name="t", window=0.3, senders=1)
+    started = time.monotonic()
+    assert patient.submit("alone", timeout=10) == "ALONE"
+    assert time.monotonic() - started >= 0.3
 
 
 def test_a_failed_item_fails_only_its_caller():
