@@ -38,6 +38,7 @@ def publisher_app() -> Celery:
     return app
 
 
+@cache
 def _topic() -> Exchange:
     return Exchange(settings.get().topic_name, type="fanout")
 
