@@ -99,6 +99,15 @@ def publisher_overrides() -> dict[str, Any]:
     options = dict(broker_transport_options)
     options["supports_fanout"] = True
     options["predefined_exchanges"] = {_s.topic_name: {"arn": _s.topic_arn}}
+    if _s.publish_batch_max > 1:
+        # concurrent publishes of a process share one sns:PublishBatch (tasks/transport.py);
+        # a publisher waits for its own entry at most as long as botocore may take, plus slack
+        options["sns_group_commit"] = {
+            "max_batch": _s.publish_batch_max,
+            "window": _s.publish_batch_window,
+            "senders": _s.publish_batch_senders,
+            "timeout": 2 * (_s.broker_connect_timeout + _s.broker_read_timeout) + 1,
+        }
     return {
         "broker_transport_options": options,
         "task_queues": [],

@@ -69,6 +69,9 @@ class Settings:
     monitor_broker_url: str
     worker_metrics_port: int
     projection_stall_seconds: float
+    publish_batch_max: int
+    publish_batch_window: float
+    publish_batch_senders: int
 
     @property
     def topic_name(self) -> str:
@@ -95,6 +98,9 @@ def load() -> Settings:
             raise SettingsError(f"{name}={url!r} is not a queue URL")
     catalog = Path(_str("CATALOG_FILE", str(ROOT / "models" / "catalog.json")))
     redis_url = _str("REDIS_URL", "redis://127.0.0.1:6379/0")
+    publish_batch_max = _int("PUBLISH_BATCH_MAX", 10)
+    if publish_batch_max > 10:
+        raise SettingsError(f"PUBLISH_BATCH_MAX={publish_batch_max} exceeds SNS's 10 per batch")
     settings = Settings(
         redis_url=redis_url,
         redis_socket_timeout=_float("REDIS_SOCKET_TIMEOUT", 0.5),
@@ -116,6 +122,9 @@ def load() -> Settings:
         projection_stall_seconds=_float("PROJECTION_STALL_SECONDS", 120.0),
         worker_metrics_port=int(os.environ.get("WORKER_METRICS_PORT", "9808") or 0),
         monitor_broker_url=_str("MONITOR_BROKER_URL", redis_url),
+        publish_batch_max=publish_batch_max,
+        publish_batch_window=_float("PUBLISH_BATCH_WINDOW_MS", 2.0) / 1000,
+        publish_batch_senders=_int("PUBLISH_BATCH_SENDERS", 2),
     )
     return settings
 

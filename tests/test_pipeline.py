@@ -165,3 +165,44 @@ def test_metrics_add_up_across_gunicorn_workers_and_the_worker(base, stack):
     )
     assert value(worker_text, "ticketing_projection_lag_seconds_count") >= 10
     assert "ticketing_persist_seconds_bucket" in worker_text
+
+
+def test_concurrent_purchases_share_publish_batches_and_all_persist(base):
+    """64 buyers of distinct seats at once: gunicorn's threads group-commit their messages into
+    shared PublishBatch calls (fewer calls than messages), every one is a 201, and the worker
+    persists each exactly once — the batched messages are what it expects."""
+
+    def value(text: str, sample: str) -> float:
+        line = next((ln for ln in text.splitlines() if ln.startswith(sample + " ")), None)
+        return float(line.split()[-1]) if line else 0.0
+
+    seats = [{**SEED, "zoneId": 6, "row": r, "column": str(c)} for r in "CD" for c in range(1, 33)]
+    before = requests.get(f"{base}/purchase/metrics").text
+    session = requests.Session()
+    session.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=32))
+    with ThreadPoolExecutor(32) as pool:
+        responses = list(
+            pool.map(
+                lambda body: session.post(f"{base}/purchase/api/v1/tickets", json=body, timeout=30),
+                seats,
+            )
+        )
+    assert [r.status_code for r in responses] == [201] * 64
+    after = requests.get(f"{base}/purchase/metrics").text
+    published = value(after, "ticketing_publish_batch_size_sum") - value(
+        before, "ticketing_publish_batch_size_sum"
+    )
+    calls = value(after, "ticketing_publish_batch_size_count") - value(
+        before, "ticketing_publish_batch_size_count"
+    )
+    assert published == 64
+    assert calls < 64, "no two purchases shared a PublishBatch"
+    print(f"64 messages in {calls:.0f} PublishBatch calls")
+    ids = {r.json()["ticketId"] for r in responses}
+
+    def persisted() -> set[str]:
+        page = requests.get(f"{base}/query/api/v1/tickets?eventId=Event1&zoneId=6&limit=100")
+        got = {t["ticketId"] for t in page.json()}
+        return got if len(got) >= 64 else set()
+
+    assert wait_until(persisted, 60, "64 rows") == ids

@@ -1,8 +1,11 @@
 """Publishing the ticket event: a Celery task message sent to the SNS topic as a fanout exchange.
 
 The purchase API has a Celery app of its own, configured from `celeryconfig` plus
-`publisher_overrides()`; it never imports the task code and never consumes. A publish is one
-synchronous `sns:Publish`: when it returns, SNS has the message, and a 201 may be answered.
+`publisher_overrides()`; it never imports the task code and never consumes. A publish is
+synchronous: when `publish_ticket` returns, SNS has the message, and a 201 may be answered.
+Concurrent purchases of one process share an `sns:PublishBatch` of up to PUBLISH_BATCH_MAX
+messages (group commit, `tasks/transport.py`); each waits for its own entry's answer, and an
+entry SNS refused fails only its own purchase, which releases its own seat.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ def publisher_app() -> Celery:
     return app
 
 
+@cache
 def _topic() -> Exchange:
     return Exchange(settings.get().topic_name, type="fanout")
 
@@ -47,10 +51,14 @@ def publish_ticket(ticket: dict[str, Any]) -> str:
     """
     topic = _topic()
     try:
+        kwargs = {"ticket": ticket}
         with metrics.PUBLISH_SECONDS.time():
             result = publisher_app().send_task(
                 TaskNames.PERSIST_TICKET,
-                kwargs={"ticket": ticket},
+                kwargs=kwargs,
+                # the builtin repr of flat JSON data: Celery's own saferepr walks it in Python,
+                # the costliest step of building the message
+                kwargsrepr=repr(kwargs),
                 exchange=topic,
                 routing_key=QueueNames.TICKETS,
                 declare=[topic],

@@ -11,6 +11,7 @@ locals {
 
   policies = {
     purchase = [{
+      # sns:Publish also authorises sns:PublishBatch (group-commit publishing)
       actions   = ["sns:Publish", "sns:GetTopicAttributes"]
       resources = [var.topic_arn]
     }]
