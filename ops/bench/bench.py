@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT), str(ROOT / "ops" / "local"), str(ROOT / "ops" / "bench")]
 
 import load_phases  # noqa: E402
+import machine  # noqa: E402
 import projection  # noqa: E402
 import redis  # noqa: E402
 import seating  # noqa: E402
@@ -155,7 +156,7 @@ def run_bench(args: argparse.Namespace, setup: Setup, wrk: str) -> int:
     say(f"accept vs reject latency at {args.light_clients} clients")
     accept_reject = load_phases.accept_vs_reject(rig, args.light_clients, args.rounds, 2)
     say("flatness: 0 vs 1,000,000 seats sold in the zone")
-    flat = load_phases.flatness(rig, runs=6, seconds=1)
+    flat = load_phases.flatness(rig, runs=8, seconds=1)
     rss = [
         ("gunicorn purchase", services.rss_mib(purchase.processes())),
         ("gunicorn ceiling", services.rss_mib(ceiling.processes())),
@@ -186,8 +187,20 @@ def run_bench(args: argparse.Namespace, setup: Setup, wrk: str) -> int:
         ("redis-server (bench's)", services.rss_mib(_pid(setup.redis_pid))),
         ("MariaDB (shared server)", services.rss_mib([mariadb] if mariadb else [])),
     ]
+    with db.cursor() as cur:
+        cur.execute("SELECT VERSION()")
+        mariadb_version = cur.fetchone()[0]
     figures = print_results(
-        throughput, flash, accept_reject, flat, drain, lag, rss, setup.standin.url, STARTED
+        throughput,
+        flash,
+        accept_reject,
+        flat,
+        drain,
+        lag,
+        rss,
+        setup.standin.url,
+        STARTED,
+        machine.describe(mariadb_version),
     )
     (BENCH_RUN / "results.json").write_text(json.dumps(figures, indent=1, default=str))
     return 0 if flash.exact and flash.oversold == 0 else 1
@@ -235,10 +248,13 @@ def gevent_path() -> Path | None:
     target = BENCH_RUN / "gevent"
     if not (target / "gevent").is_dir():
         say("installing gevent under .run/bench/gevent for the comparison")
-        done = subprocess.call(
-            [sys.executable, "-m", "pip", "install", "-q", "--target", str(target), "gevent"]
+        done = subprocess.run(
+            [sys.executable, "-m", "pip", "install", "-q", "--target", str(target), "gevent"],
+            capture_output=True,
+            text=True,
         )
-        if done != 0:
+        if done.returncode != 0:
+            say(f"pip install gevent failed:\n{done.stdout}{done.stderr}")
             return None
     return target
 

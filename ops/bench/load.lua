@@ -97,11 +97,12 @@ function response(status, hdrs, resp_body)
   answered = answered + 1
   statuses[status] = (statuses[status] or 0) + 1
   if status == 201 then
-    local row, column = string.match(resp_body, '"row":"(%u+)","column":"(%d+)"')
+    local row = string.match(resp_body, '"row"%s*:%s*"(%u+)"')
+    local column = string.match(resp_body, '"column"%s*:%s*"(%d+)"')
     local seat = (row or "?") .. (column or "?")
     sold[seat] = (sold[seat] or 0) + 1
   else
-    local code = string.match(resp_body, '"code":"([%u_]+)"') or ("HTTP" .. status)
+    local code = string.match(resp_body, '"code"%s*:%s*"([%u_]+)"') or ("HTTP" .. status)
     codes[code] = (codes[code] or 0) + 1
   end
   if answered == quota then

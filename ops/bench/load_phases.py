@@ -116,6 +116,7 @@ class Throughput:
     messages: int = 0
     answered: int = 0
     sent: int = 0
+    calls: dict[str, int] = field(default_factory=dict)  # stand-in calls by SNS action
 
     @property
     def ceiling_rate(self) -> float:
@@ -154,7 +155,10 @@ def throughput(rig: Rig, rounds: int, seconds: float, warmup: float = 2) -> Thro
         rig.standin.reset()
         standin_before = services.cpu_seconds(rig.standin_service.processes())
         result, cpu = _cpu_per_request(rig.purchase, lambda: rig.buy_run(seconds))
-        messages = rig.standin.stats()["messages"]
+        stats = rig.standin.stats()
+        messages = stats["messages"]
+        for action, n in stats["calls"].items():
+            out.calls[action] = out.calls.get(action, 0) + n
         standin_cpu = services.cpu_seconds(rig.standin_service.processes()) - standin_before
         out.purchase.append(result)
         out.purchase_cpu_ms.append(cpu)
@@ -199,7 +203,7 @@ class FlashSale:
     def exact(self) -> bool:
         """Exactly seats × 201, the rest 409, one Redis call per attempt, a message per 201."""
         return (
-            self.created == self.seats
+            self.created == self.seats == self.result.seats_sold
             and self.rejected == self.attempts - self.seats
             and self.result.requests == self.attempts
             and self.redis_calls == self.attempts

@@ -6,6 +6,7 @@ the issue's fixed form, which CI logs and docs/benchmarks.md quote. A missing fi
 from __future__ import annotations
 
 import math
+import textwrap
 from dataclasses import dataclass, field
 
 
@@ -61,28 +62,37 @@ def at_most(value: float | None, target: float) -> str:
 
 @dataclass
 class Table:
-    """Rows of (phase, measured, target, verdict) and free notes below them."""
+    """Rows under a header, cells wrapped to a column's width, and free notes below them."""
 
-    rows: list[tuple[str, str, str, str]] = field(default_factory=list)
+    header: tuple[str, ...] = ("phase", "measured", "target", "verdict")
+    wrap: tuple[int, ...] = (18, 78, 26, 16)
+    rows: list[tuple[str, ...]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
-    def add(self, phase: str, measured: str, target: str = "", verdict: str = "") -> None:
-        self.rows.append((phase, measured, target, verdict))
+    def add(self, *cells: str) -> None:
+        self.rows.append(tuple(cells) + ("",) * (len(self.header) - len(cells)))
 
     def note(self, text: str) -> None:
         self.notes.append(text)
 
     def render(self) -> str:
-        header = ("phase", "measured", "target", "verdict")
-        rows = [header, *self.rows]
-        widths = [max(len(r[i]) for r in rows) for i in range(4)]
+        wrapped = [
+            [textwrap.wrap(cell, width) or [""] for cell, width in zip(row, self.wrap, strict=True)]
+            for row in [self.header, *self.rows]
+        ]
+        widths = [
+            max(len(line) for row in wrapped for line in row[i]) for i in range(len(self.header))
+        ]
         lines = []
-        for i, row in enumerate(rows):
-            lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
+        for i, row in enumerate(wrapped):
+            for k in range(max(len(cell) for cell in row)):
+                parts = [cell[k] if k < len(cell) else "" for cell in row]
+                lines.append("  ".join(p.ljust(w) for p, w in zip(parts, widths, strict=True)))
             if i == 0:
                 lines.append("  ".join("-" * w for w in widths))
         lines = [line.rstrip() for line in lines]
-        lines += [f"  * {n}" for n in self.notes]
+        for note in self.notes:
+            lines += textwrap.wrap(note, 110, initial_indent="  * ", subsequent_indent="    ")
         return "\n".join(lines)
 
 

@@ -26,8 +26,9 @@ def print_results(
     rss: list[tuple[str, list[float]]],
     standin_url: str,
     started: float,
+    machine: str,
 ) -> dict[str, Any]:
-    """Print the table, the RSS and the result line (last); return the figures."""
+    """Print the machine, the table, the RSS and the result line (last); return the figures."""
     t = Table()
     ceiling, purchase = throughput.ceiling_rate, throughput.purchase_rate
     ratio = purchase / ceiling if ceiling else None
@@ -56,7 +57,8 @@ def print_results(
     codes = ", ".join(f"{k} {v}" for k, v in sorted(r.codes.items()))
     t.add(
         "flash sale",
-        f"{r.requests} attempts on {flash.seats} seats: {flash.created} × 201, "
+        f"{r.requests} attempts on {flash.seats} seats: {flash.created} × 201 "
+        f"({r.seats_sold} distinct seats), "
         f"{flash.rejected} × 409 ({codes}); {flash.redis_calls} Redis script calls; "
         f"{flash.messages} messages published; {r.rate:.0f} req/s",
         f"exactly {flash.seats} × 201, {flash.attempts - flash.seats} × 409; 1 call each",
@@ -94,7 +96,10 @@ def print_results(
         "worker",
         f"{drain.net_ms_per_ticket:.2f} ms CPU/ticket net of idle; gross "
         f"{drain.steady_ms_per_ticket:.2f} (10→90 % of the drain), "
-        f"{drain.whole_ms_per_ticket:.2f} over all of it; idle {drain.idle_ms_per_s:.0f} ms "
+        f"{drain.whole_ms_per_ticket:.2f} over all of it; of which main process "
+        f"{drain.main_ms_per_ticket:.2f}, pool "
+        f"{drain.steady_ms_per_ticket - drain.main_ms_per_ticket:.2f}; idle "
+        f"{drain.idle_ms_per_s:.0f} ms "
         f"CPU/s; {drain.rows}/{drain.tickets} rows in {drain.seconds:.1f} s ({drain.rate:.0f}/s)",
         "≤ 1 ms CPU/ticket",
         at_most(drain.net_ms_per_ticket, 1.0),
@@ -114,7 +119,7 @@ def print_results(
         f"purchase path: every publish went to the stand-in SNS endpoint {standin_url}, not "
         f"moto: it acknowledged {throughput.messages} messages for the {throughput.sent} "
         f"purchases sent in the measured rounds ({throughput.answered} answered 201 before "
-        f"wrk stopped, the rest finished after), using "
+        f"wrk stopped, the rest finished after) in {_calls(throughput.calls)}, using "
         f"{fmt(_median(throughput.standin_cpu_ms), '.2f')} ms of its own CPU per message"
     )
     t.note(
@@ -169,6 +174,8 @@ def print_results(
         f"share it); bench wall time {time.monotonic() - started:.0f} s"
     )
     print()
+    print(machine)
+    print()
     print(t.render())
     print()
     print(rss_table(rss))
@@ -186,6 +193,7 @@ def print_results(
     print(line, flush=True)
     return {
         "line": line,
+        "machine": machine,
         "table": t.rows,
         "notes": t.notes,
         "rss": rss,
@@ -203,31 +211,71 @@ def print_results(
     }
 
 
+def _calls(calls: dict[str, int]) -> str:
+    return ", ".join(f"{n} {action}" for action, n in sorted(calls.items())) or "no calls"
+
+
 def _median(values: list[float]) -> float:
     values = sorted(values)
     return values[len(values) // 2] if values else float("nan")
 
 
 def _gunicorn_settings() -> str:
-    return (
-        f"{os.environ.get('GUNICORN_WORKER_CLASS', 'gthread')} "
-        f"{os.environ.get('GUNICORN_WORKERS', '2')}×{os.environ.get('GUNICORN_THREADS', '8')} "
+    """The web processes' configuration as this run's environment sets it."""
+    env = os.environ
+    text = (
+        f"{env.get('GUNICORN_WORKER_CLASS', 'gthread')} "
+        f"{env.get('GUNICORN_WORKERS', '2')}×{env.get('GUNICORN_THREADS', '8')} "
         "(gunicorn.conf.py)"
     )
+    try:
+        import settings
+
+        s = settings.load()
+        if hasattr(s, "publish_batch_max"):
+            text += (
+                f"; publishing PUBLISH_BATCH_MAX={s.publish_batch_max}, "
+                f"PUBLISH_BATCH_WINDOW_MS={s.publish_batch_window * 1000:g}"
+            )
+    except Exception as exc:  # the note is informative only
+        text += f" (publish settings unreadable: {exc})"
+    return text
 
 
 def print_class_comparison(rows: list[tuple[str, Throughput]]) -> None:
     """One line per gunicorn configuration: ceiling, purchase, ratio, latency, CPU."""
-    t = Table()
+    t = Table(
+        header=(
+            "gunicorn",
+            "ceiling/s",
+            "ceiling p99",
+            "purchase/s",
+            "× ceiling",
+            "p50",
+            "p99",
+            "CPU/purchase",
+            "failures",
+        ),
+        wrap=(14, 10, 12, 10, 9, 9, 9, 12, 8),
+    )
     for name, r in rows:
         ratio = r.purchase_rate / r.ceiling_rate if r.ceiling_rate else None
         t.add(
             name,
-            f"ceiling {r.ceiling_rate:.0f}/s (p99 {_median([x.p99_ms for x in r.ceiling]):.0f} ms)"
-            f"; purchase {r.purchase_rate:.0f}/s = {fmt(ratio, '.2f')} × ceiling, "
-            f"p50 {r.purchase_pct('p50_ms'):.1f} ms, p99 {r.purchase_pct('p99_ms'):.1f} ms, "
-            f"{_median(r.purchase_cpu_ms):.2f} ms CPU/req; failures {r.failures}",
+            f"{r.ceiling_rate:.0f}",
+            f"{_median([x.p99_ms for x in r.ceiling]):.0f} ms",
+            f"{r.purchase_rate:.0f}",
+            fmt(ratio, ".2f"),
+            f"{r.purchase_pct('p50_ms'):.0f} ms",
+            f"{r.purchase_pct('p99_ms'):.0f} ms",
+            f"{_median(r.purchase_cpu_ms):.2f} ms",
+            str(r.failures),
         )
-    t.note("64 clients, wrk 1 thread, ceiling and purchase rounds interleaved, medians")
+    load = os.getloadavg()
+    t.note(
+        "64 clients, wrk 1 thread, ceiling and purchase (SNS on the stand-in) rounds "
+        f"interleaved, medians; CPU/purchase is gunicorn's (master and workers); load average "
+        f"{load[0]:.1f} at the end"
+    )
     print()
     print(t.render())

@@ -245,6 +245,15 @@ def cpu_seconds(processes: list[psutil.Process]) -> float:
     return total
 
 
+def own_cpu_seconds(process: psutil.Process) -> float:
+    """User + system CPU of one process, without its children."""
+    try:
+        t = process.cpu_times()
+    except psutil.Error:
+        return 0.0
+    return t.user + t.system
+
+
 def rss_mib(processes: list[psutil.Process]) -> list[float]:
     """Resident memory of each process, MiB."""
     sizes = []
