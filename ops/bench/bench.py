@@ -311,6 +311,7 @@ def main() -> int:
             return compare_classes(args, setup, wrk)
         return run_bench(args, setup, wrk)
     except KeyboardInterrupt:
+        say("interrupted: stopping what the bench started")
         return 130
     finally:
         # one at a time, newest first: the worker and gunicorn stop before moto and Redis
