@@ -218,7 +218,7 @@ def measure_lag(
     seats: Seats,
     rate: float,
     seconds: float,
-    wait_s: float = 20,
+    wait_s: float = 10,
     stall_s: float = 5,
 ) -> Lag:
     """Paced purchases; then each ticket's lag = the row's `persisted_on` (MariaDB's NOW(6) at

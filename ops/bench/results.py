@@ -204,6 +204,10 @@ def print_results(
         "accept_p50_ms": ar.accept_p50,
         "reject_p50_ms": ar.reject_p50,
         "flat_ratio": flat.ratio,
+        "flat_p50_runs_ms": {
+            "0": [x.p50_ms for x in flat.empty],
+            str(flat.sold): [x.p50_ms for x in flat.full],
+        },
         "worker_ms_per_ticket": drain.net_ms_per_ticket,
         "worker_gross_ms_per_ticket": drain.steady_ms_per_ticket,
         "lag_p99_ms": lag.p99_ms,
