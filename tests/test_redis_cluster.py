@@ -207,7 +207,7 @@ def test_cluster_mode_never_sends_the_monitoring_plane_to_the_cluster(cluster, m
     monkeypatch.delenv("MONITOR_BROKER_URL")
     unset = settings.load()  # the purchase service needs no monitoring plane …
     with pytest.raises(settings.SettingsError, match="MONITOR_BROKER_URL must be set"):
-        unset.monitor_url()  # … but the worker, Flower's events and /events/health refuse
+        unset.monitor_url()  # … but the worker and the events API refuse to start
     monkeypatch.setenv("REDIS_CLUSTER", "no")
     assert settings.load().monitor_url() == cluster.url  # without a cluster: one Redis for all
 

@@ -168,7 +168,7 @@ def connect(
     could answer SEAT_TAKEN to the buyer who holds the seat. The caller answers 503 instead.
     A cluster client still follows MOVED and ASK redirections (a redirected command did not
     run), but with `retry` at 0 it does not re-send a command after a timeout or a lost
-    connection; it only refreshes its slot map for the next call.
+    connection; it refreshes its slot map and raises.
     """
     timeout = timeout or settings.get().redis_socket_timeout
     options = {
