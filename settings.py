@@ -38,6 +38,42 @@ def _float(name: str, default: float) -> float:
     return value
 
 
+def _optional(name: str) -> str:
+    """The variable's value, or "" when it is unset: the caller decides what that means."""
+    return os.environ.get(name, "")
+
+
+def _bool(name: str, default: bool) -> bool:
+    """true/false (also 1/0, yes/no, on/off); anything else is a typo worth failing on."""
+    raw = os.environ.get(name)
+    if raw in (None, ""):
+        return default
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name}={raw!r} is not a boolean (true or false)")
+
+
+def _monitor_url(redis_url: str, redis_cluster: bool) -> str:
+    """MONITOR_BROKER_URL, or "" when it must be given and was not.
+
+    kombu's Redis transport (Celery events, remote control) and the heartbeats need a plain,
+    non-cluster Redis. Without a cluster the seat Redis serves; with one there is no sound
+    default, and a URL equal to the cluster's is refused here, not found out under load.
+    """
+    url = _optional("MONITOR_BROKER_URL")
+    if not redis_cluster:
+        return url or redis_url
+    if url == redis_url:
+        raise SettingsError(
+            "MONITOR_BROKER_URL must not be REDIS_URL when REDIS_CLUSTER=true: the monitoring "
+            "plane needs a Redis without cluster mode"
+        )
+    return url
+
+
 def _int(name: str, default: int) -> int:
     value = _float(name, default)
     if value != int(value):
@@ -50,6 +86,7 @@ class Settings:
     """The process configuration."""
 
     redis_url: str
+    redis_cluster: bool
     redis_socket_timeout: float
     database_url: str
     database_read_url: str
@@ -72,6 +109,18 @@ class Settings:
     publish_batch_max: int
     publish_batch_window: float
     publish_batch_senders: int
+
+    def monitor_url(self) -> str:
+        """The monitoring plane's Redis (events, remote control, heartbeats); never the cluster.
+
+        Raises SettingsError in a process that needs it when REDIS_CLUSTER=true left it unset.
+        """
+        if not self.monitor_broker_url:
+            raise SettingsError(
+                "environment variable MONITOR_BROKER_URL must be set when REDIS_CLUSTER=true: "
+                "the monitoring plane needs a Redis without cluster mode (see .env.example)"
+            )
+        return self.monitor_broker_url
 
     @property
     def topic_name(self) -> str:
@@ -98,11 +147,13 @@ def load() -> Settings:
             raise SettingsError(f"{name}={url!r} is not a queue URL")
     catalog = Path(_str("CATALOG_FILE", str(ROOT / "models" / "catalog.json")))
     redis_url = _str("REDIS_URL", "redis://127.0.0.1:6379/0")
+    redis_cluster = _bool("REDIS_CLUSTER", False)
     publish_batch_max = _int("PUBLISH_BATCH_MAX", 10)
     if publish_batch_max > 10:
         raise SettingsError(f"PUBLISH_BATCH_MAX={publish_batch_max} exceeds SNS's 10 per batch")
     settings = Settings(
         redis_url=redis_url,
+        redis_cluster=redis_cluster,
         redis_socket_timeout=_float("REDIS_SOCKET_TIMEOUT", 0.5),
         database_url=database_url,
         database_read_url=_str("DATABASE_READ_URL", database_url),
@@ -121,7 +172,7 @@ def load() -> Settings:
         task_retry_backoff_cap=_int("TASK_RETRY_BACKOFF_CAP", 20),
         projection_stall_seconds=_float("PROJECTION_STALL_SECONDS", 120.0),
         worker_metrics_port=int(os.environ.get("WORKER_METRICS_PORT", "9808") or 0),
-        monitor_broker_url=_str("MONITOR_BROKER_URL", redis_url),
+        monitor_broker_url=_monitor_url(redis_url, redis_cluster),
         publish_batch_max=publish_batch_max,
         publish_batch_window=_float("PUBLISH_BATCH_WINDOW_MS", 2.0) / 1000,
         publish_batch_senders=_int("PUBLISH_BATCH_SENDERS", 2),

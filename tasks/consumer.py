@@ -27,8 +27,9 @@ log = logging.getLogger(__name__)
 
 
 def monitor_connection(**kwargs: Any) -> Connection:
-    """A kombu connection to the monitoring plane's Redis (never the task broker)."""
-    return Connection(settings.get().monitor_broker_url, **kwargs)
+    """A kombu connection to the monitoring plane's Redis (never the task broker, never a
+    Redis Cluster: kombu's Redis transport does not speak cluster mode)."""
+    return Connection(settings.get().monitor_url(), **kwargs)
 
 
 class WorkerConsumer(Consumer):

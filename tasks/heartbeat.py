@@ -2,6 +2,10 @@
 
 Celery's own heartbeats are events, which SQS cannot carry; this bootstep writes
 `hostname → unix time` into one sorted set every WORKER_HEARTBEAT_SECONDS instead.
+
+They live on the monitoring plane's Redis (MONITOR_BROKER_URL), beside Celery's events and
+remote control, not with the seat state: the seat Redis may be a cluster, and the worker then
+needs no access to it at all.
 """
 
 from __future__ import annotations
@@ -27,13 +31,18 @@ log = logging.getLogger(__name__)
 def _redis() -> redis.Redis:
     timeout = settings.get().redis_socket_timeout
     return redis.Redis.from_url(
-        settings.get().redis_url, socket_timeout=timeout, socket_connect_timeout=timeout
+        settings.get().monitor_url(), socket_timeout=timeout, socket_connect_timeout=timeout
     )
 
 
 @cache
 def _cached_redis(pid: int) -> redis.Redis:
     return _redis()
+
+
+def monitor_redis() -> redis.Redis:
+    """This process's client of the monitoring plane's Redis, where the heartbeats are."""
+    return _cached_redis(os.getpid())
 
 
 def beat(r: redis.Redis, hostname: str, now: float | None = None) -> None:
@@ -48,7 +57,7 @@ def beat(r: redis.Redis, hostname: str, now: float | None = None) -> None:
 def record_progress(lag_seconds: float) -> None:
     """Note that a ticket was just persisted, `lag_seconds` after its sale (for health)."""
     try:
-        _cached_redis(os.getpid()).hset(
+        monitor_redis().hset(
             PROGRESS_KEY, mapping={"at": time.time(), "lagSeconds": round(lag_seconds, 3)}
         )
     except redis.RedisError as exc:

@@ -334,9 +334,17 @@ def test_secrets_are_injected_never_plain_environment():
     assert "URL" not in web.replace("local.common_environment", "")
     for name in plain:
         assert not re.search(r"DATABASE|REDIS|PASSWORD|SECRET|TOKEN|AUTH", name), name
+    seat_state = root.locals["seat_state_environment"]
+    assert seat_state == {"REDIS_CLUSTER": "true"}  # a switch, not a secret
+    allowed = {
+        "${local.common_environment}",
+        "${local.web_environment}",
+        "${merge(local.web_environment, local.seat_state_environment)}",
+        "${merge(local.common_environment, local.seat_state_environment)}",
+    }
     for name, body in service_modules().items():
         env = body.get("environment", "")
-        assert env in ("${local.common_environment}", "${local.web_environment}"), name
+        assert env in allowed, name
         for key, value in body["secrets"].items():
             assert value.endswith("_secret_arn}") or value.endswith(".arn}"), (name, key)
     assert plain["TICKET_TOPIC_ARN"] == "${module.messaging.topic_arn}"
@@ -352,23 +360,77 @@ def test_secrets_are_injected_never_plain_environment():
 def test_redis_is_replicated_with_failover_and_tls():
     redis = config("redis")
     group = redis.resource("aws_elasticache_replication_group", "this")
-    assert group["num_cache_clusters"] == 2
+    assert group["cluster_mode"] == '${var.cluster_mode_enabled ? "enabled" : "disabled"}'
+    assert group["num_node_groups"] == "${var.num_node_groups}"
+    assert group["replicas_per_node_group"] == "${var.replicas_per_node_group}"
+    assert "num_cache_clusters" not in group  # it conflicts with the node group arguments
     assert group["automatic_failover_enabled"] is True
     assert group["multi_az_enabled"] is True
     assert group["transit_encryption_enabled"] is True
+    assert group["at_rest_encryption_enabled"] is True
     assert group["auth_token"] == "${random_password.auth.result}"
-    parameters = one(redis.resource("aws_elasticache_parameter_group", "this")["parameter"])
-    assert (parameters["name"], parameters["value"]) == ("maxmemory-policy", "noeviction")
+    parameters = redis.resource("aws_elasticache_parameter_group", "this")["parameter"]
+    assert {p["name"]: p["value"] for p in parameters} == {
+        "maxmemory-policy": "noeviction",
+        "cluster-enabled": '${var.cluster_mode_enabled ? "yes" : "no"}',
+    }
+    assert redis.variables["replicas_per_node_group"]["default"] >= 1  # failover needs one
     url = redis.resource("aws_secretsmanager_secret_version", "redis_url")["secret_string"]
-    assert url.startswith("rediss://:${random_password.auth.result}@")
-    assert "${aws_elasticache_replication_group.this.primary_endpoint_address}:6379" in url
+    assert url.startswith("rediss://:${random_password.auth.result}@${local.endpoint}:6379/")
+    assert url.endswith("?ssl_cert_reqs=required")
+    endpoint = re.sub(r"\s+", " ", redis.locals["endpoint"])
+    assert endpoint == (
+        "${(var.cluster_mode_enabled"
+        " ? aws_elasticache_replication_group.this.configuration_endpoint_address"
+        " : aws_elasticache_replication_group.this.primary_endpoint_address)}"
+    )
+
+
+def test_seat_state_is_a_redis_cluster_and_the_monitoring_plane_is_not():
+    modules = config().modules
+    seats, monitor = modules["redis"], modules["monitor_redis"]
+    assert (seats["source"], monitor["source"]) == ("./modules/redis", "./modules/redis")
+    assert seats["cluster_mode_enabled"] is True
+    assert seats["num_node_groups"] == "${var.redis_num_node_groups}"
+    assert seats["replicas_per_node_group"] == "${var.redis_replicas_per_node_group}"
+    assert config().variables["redis_num_node_groups"]["default"] >= 2  # events really spread
+    # kombu's Redis transport (Celery events, remote control) has no cluster mode
+    assert monitor["cluster_mode_enabled"] is False
+    assert "num_node_groups" not in monitor
+    assert seats["name"] != monitor["name"]
+
     services = service_modules()
-    for name in ("purchase", "events", "worker", "release"):
-        assert services[name]["secrets"]["REDIS_URL"] == "${module.redis.redis_url_secret_arn}"
-    for name in ("worker", "flower"):
-        assert services[name]["secrets"]["MONITOR_BROKER_URL"] == (
-            "${module.redis.redis_url_secret_arn}"
-        )
+    seat_url = "${module.redis.redis_url_secret_arn}"
+    monitor_url = "${module.monitor_redis.redis_url_secret_arn}"
+    for name in ("purchase", "release"):  # the sale, and catalog load / seats rebuild
+        assert services[name]["secrets"]["REDIS_URL"] == seat_url
+        assert "MONITOR_BROKER_URL" not in services[name]["secrets"]
+        assert services[name]["environment"].endswith("local.seat_state_environment)}")
+    for name in ("worker", "flower", "events"):  # events, remote control, heartbeats
+        assert services[name]["secrets"]["MONITOR_BROKER_URL"] == monitor_url
+        assert "REDIS_URL" not in services[name]["secrets"]
+        assert "seat_state_environment" not in services[name]["environment"]
+    assert "REDIS_URL" not in services["query"]["secrets"]
+
+
+def test_the_purchase_environment_parses_as_a_cluster_and_the_worker_as_not(monkeypatch):
+    """The values Terraform sets, read by the app's own settings: the purchase service gets a
+    cluster client; the worker's monitoring plane is its own Redis, never the cluster's URL."""
+    seat_url = "rediss://:token@clustercfg.example.cache.amazonaws.com:6379/0"
+    monitor_url = "rediss://:token@master.monitor.example.cache.amazonaws.com:6379/0"
+    for key, value in config().locals["seat_state_environment"].items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("REDIS_URL", seat_url)
+    monkeypatch.delenv("MONITOR_BROKER_URL", raising=False)
+    purchase = settings.load()
+    assert purchase.redis_cluster is True
+    for key in config().locals["seat_state_environment"]:
+        monkeypatch.delenv(key)
+    monkeypatch.delenv("REDIS_URL")
+    monkeypatch.setenv("MONITOR_BROKER_URL", monitor_url)
+    worker = settings.load()
+    assert worker.redis_cluster is False
+    assert worker.monitor_url() == monitor_url
 
 
 def test_only_the_tasks_reach_aurora_and_redis():

@@ -452,12 +452,11 @@ def test_remote_control_over_redis_answers_and_refuses_mutations(worker):
 
 def test_events_health_reports_a_stalled_projection(app, worker):
     """Messages waiting and nothing persisted for longer than PROJECTION_STALL_SECONDS: 503."""
-    from tasks.heartbeat import PROGRESS_KEY
-    from web import seats
+    from tasks.heartbeat import PROGRESS_KEY, monitor_redis
 
     boto3.client("sqs").send_message(QueueUrl=settings.get().queue_url, MessageBody="waiting")
     client = app.test_client()
-    r = seats.client()
+    r = monitor_redis()  # the monitoring plane's Redis, where the worker records its progress
     wait_until(lambda: client.get("/events/health").get_json()["queueDepth"], 10, "a backlog")
     r.hset(PROGRESS_KEY, mapping={"at": time.time() - 10_000, "lagSeconds": 0.2})
     stalled = client.get("/events/health")

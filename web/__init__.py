@@ -75,6 +75,8 @@ def register_blueprints(app: Flask, services: list[str]) -> None:
     if "events" in services:
         from web import events
 
+        settings.get().monitor_url()  # the heartbeats' Redis: fail fast if it is not configured
+
         app.register_blueprint(events.bp)
         app.register_blueprint(docs_blueprint(events.bp))
 

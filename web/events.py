@@ -1,6 +1,7 @@
 """The worker side seen from outside: `GET /events/health`.
 
-Workers alive (from the heartbeats they write to Redis) and queue depths (SQS attributes).
+Workers alive (from the heartbeats they write to the monitoring plane's Redis) and queue
+depths (SQS attributes).
 503 when no worker has beaten within WORKER_ALIVE_SECONDS.
 """
 
@@ -15,8 +16,7 @@ from flask import Blueprint, Response, jsonify
 import metrics
 import settings
 from tasks import queues
-from tasks.heartbeat import alive_workers, progress
-from web import seats
+from tasks.heartbeat import alive_workers, monitor_redis, progress
 from web.openapi import documented
 from web.schemas import EventsHealthSchema
 
@@ -48,13 +48,13 @@ def health() -> tuple[Response, int]:
     }
     reasons = []
     try:
-        workers = alive_workers(seats.client(), s.worker_alive_seconds)
+        workers = alive_workers(monitor_redis(), s.worker_alive_seconds)
         body["workers"] = len(workers)
         body["lastHeartbeatAgeSeconds"] = min(workers.values()) if workers else None
         body["workerHeartbeatAges"] = workers
         if not workers:
             reasons.append(f"no worker heartbeat within {s.worker_alive_seconds:g}s")
-        body["lastPersistAgeSeconds"], body["projectionLagSeconds"] = progress(seats.client())
+        body["lastPersistAgeSeconds"], body["projectionLagSeconds"] = progress(monitor_redis())
     except redis.RedisError as exc:
         reasons.append(f"heartbeats unreadable: {exc}")
     try:

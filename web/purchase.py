@@ -307,7 +307,7 @@ def health() -> tuple[Response, int]:
     """UP when Redis answers and the SNS topic is reachable."""
     checks = {"redis": "UP", "broker": "UP"}
     try:
-        seats.client().ping()
+        seats.ping(seats.client())
     except redis.RedisError:
         checks["redis"] = "DOWN"
     if not publisher.broker_reachable():

@@ -15,8 +15,6 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-import redis
-
 import models
 import settings
 from models import catalog as catalog_model
@@ -39,7 +37,7 @@ def settle_seconds() -> float:
 
 
 def rebuild(
-    r: redis.Redis,
+    r: seats.Client,
     catalog: Catalog | None = None,
     *,
     events: list[str] | None = None,
@@ -72,7 +70,7 @@ def rebuild(
     return sold
 
 
-def _redis_sold(raw: redis.Redis, event_id: str, zone: catalog_model.ZoneSpec) -> set[tuple]:
+def _redis_sold(raw: seats.Client, event_id: str, zone: catalog_model.ZoneSpec) -> set[tuple]:
     data = raw.get(seats.zone_keys(event_id, zone.zone_id)[0]) or b""
     found = set()
     for byte_index, byte in enumerate(data):
@@ -87,9 +85,16 @@ def _redis_sold(raw: redis.Redis, event_id: str, zone: catalog_model.ZoneSpec) -
     return found
 
 
-def _raw_client() -> redis.Redis:
+def _raw_client() -> seats.Client:
+    """Bytes replies (bitmaps are binary) and a patient timeout; a cluster client on a cluster,
+    or a bitmap on another shard would answer MOVED."""
     s = settings.get()
-    return redis.Redis.from_url(s.redis_url, socket_timeout=max(5.0, s.redis_socket_timeout))
+    return seats.connect(
+        s.redis_url,
+        cluster=s.redis_cluster,
+        timeout=max(5.0, s.redis_socket_timeout),
+        decode_responses=False,
+    )
 
 
 @dataclass
@@ -102,7 +107,7 @@ class Reconciliation:
     skipped_reason: str | None = None
 
 
-def _suspects(raw: redis.Redis, catalog: Catalog) -> set[tuple[str, int, str, int]]:
+def _suspects(raw: seats.Client, catalog: Catalog) -> set[tuple[str, int, str, int]]:
     found = set()
     for event in catalog.events.values():
         if not seats.event_loaded(raw, event.event_id):

@@ -15,6 +15,7 @@ from functools import cache
 
 import redis
 from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
 from redis.retry import Retry
 
 import settings
@@ -144,30 +145,54 @@ def seat_bit(zone: ZoneSpec, row_index: int, column: int) -> int:
     return row_index * zone.columns + (column - 1)
 
 
-def client(url: str | None = None) -> redis.Redis:
+Client = redis.Redis | RedisCluster
+
+
+def client(url: str | None = None) -> Client:
     """This process's Redis client: short timeouts, and no silent retry of a script call."""
-    return _client(url or settings.get().redis_url, os.getpid())
+    s = settings.get()
+    return _client(url or s.redis_url, s.redis_cluster, os.getpid())
 
 
 @cache
-def _client(url: str, pid: int) -> redis.Redis:
-    timeout = settings.get().redis_socket_timeout
-    # No retries: a purchase script that timed out may have run; running it again could answer
-    # SEAT_TAKEN to the buyer who holds the seat. The caller answers 503 instead.
-    return redis.Redis.from_url(
-        url,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        retry=Retry(NoBackoff(), 0),
-        health_check_interval=30,
-        decode_responses=True,
-    )
+def _client(url: str, cluster: bool, pid: int) -> Client:
+    return connect(url, cluster=cluster)
+
+
+def connect(
+    url: str, *, cluster: bool, timeout: float | None = None, decode_responses: bool = True
+) -> Client:
+    """A new Redis client: a RedisCluster on a cluster's configuration endpoint, else a Redis.
+
+    No retries either way: a purchase script that timed out may have run; running it again
+    could answer SEAT_TAKEN to the buyer who holds the seat. The caller answers 503 instead.
+    A cluster client still follows MOVED and ASK redirections (a redirected command did not
+    run), but with `retry` at 0 it does not re-send a command after a timeout or a lost
+    connection; it refreshes its slot map and raises.
+    """
+    timeout = timeout or settings.get().redis_socket_timeout
+    options = {
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "retry": Retry(NoBackoff(), 0),
+        "decode_responses": decode_responses,
+    }
+    if cluster:
+        return RedisCluster.from_url(url, **options)
+    return redis.Redis.from_url(url, health_check_interval=30, **options)
+
+
+def ping(r: Client) -> bool:
+    """Whether Redis answers; on a cluster every master must, since any event may live on any."""
+    if isinstance(r, RedisCluster):
+        return bool(r.ping(target_nodes=RedisCluster.PRIMARIES))
+    return bool(r.ping())
 
 
 class SeatScripts:
     """The registered scripts of one client; each call is one EVALSHA (EVAL once after a flush)."""
 
-    def __init__(self, r: redis.Redis) -> None:
+    def __init__(self, r: Client) -> None:
         self.redis = r
         self._purchase = r.register_script(PURCHASE_LUA)
         self._release = r.register_script(RELEASE_LUA)
@@ -255,18 +280,18 @@ class SeatScripts:
         )
 
 
-def event_loaded(r: redis.Redis, event_id: str) -> bool:
+def event_loaded(r: Client, event_id: str) -> bool:
     """Whether the event's seat state exists (an event without it is not sold: NOT_LOADED)."""
     return bool(r.exists(event_key(event_id)))
 
 
-def disable_event(r: redis.Redis, event_id: str) -> None:
+def disable_event(r: Client, event_id: str) -> None:
     """Make an event unsellable until `rebuild_event` finishes: purchases answer 503."""
     r.delete(event_key(event_id))
 
 
 def rebuild_event(
-    r: redis.Redis,
+    r: Client,
     event: EventSpec,
     zones: dict[int, ZoneSpec],
     sold: dict[int, list[tuple[str, int]]],
@@ -298,12 +323,12 @@ def rebuild_event(
 
 
 @cache
-def scripts_for(r: redis.Redis) -> SeatScripts:
+def scripts_for(r: Client) -> SeatScripts:
     """The scripts bound to a client, registered once per client."""
     return SeatScripts(r)
 
 
-def load_catalog(r: redis.Redis, catalog: Catalog) -> None:
+def load_catalog(r: Client, catalog: Catalog) -> None:
     """Create missing counters of every loaded event, then publish the catalog to the API.
 
     Only for events whose seat state exists (`event_loaded`): the others must be rebuilt from
@@ -319,12 +344,12 @@ def load_catalog(r: redis.Redis, catalog: Catalog) -> None:
     publish_catalog(r, catalog)
 
 
-def publish_catalog(r: redis.Redis, catalog: Catalog) -> None:
+def publish_catalog(r: Client, catalog: Catalog) -> None:
     """The catalog copy the purchase API reads."""
     r.set(CATALOG_KEY, json.dumps(catalog.to_dict()))
 
 
-def read_catalog(r: redis.Redis) -> Catalog | None:
+def read_catalog(r: Client) -> Catalog | None:
     """The catalog the purchase API sells from, or None before it was loaded."""
     raw = r.get(CATALOG_KEY)
     return Catalog.from_dict(json.loads(raw)) if raw else None

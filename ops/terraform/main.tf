@@ -1,5 +1,6 @@
 # The ticketing platform on AWS: one image, one ECS Fargate service per Procfile process type
-# behind one ALB, Aurora MySQL (writer + reader), ElastiCache Redis, SNS → SQS → DLQ.
+# behind one ALB, Aurora MySQL (writer + reader), ElastiCache Redis (a cluster for the seat state,
+# a small non-cluster group for the monitoring plane), SNS → SQS → DLQ.
 # Secrets (database URLs, Redis URL, Flower's basic auth) are generated here into Secrets
 # Manager and injected by ECS; nothing secret is in this repository.
 
@@ -22,6 +23,12 @@ locals {
     GUNICORN_WORKERS = "2"
     GUNICORN_THREADS = "8"
   })
+
+  # The processes that touch the seat state (purchase; release, which also runs the catalog and
+  # seats CLI commands): REDIS_URL is the cluster's configuration endpoint.
+  seat_state_environment = {
+    REDIS_CLUSTER = "true"
+  }
 
   tasks_network = {
     cluster_arn        = aws_ecs_cluster.this.arn
@@ -78,14 +85,36 @@ module "aurora" {
   kms_key_arn           = module.kms.key_arn
 }
 
+# The seat state and the catalog copy: Redis Cluster, events spread over the shards by their
+# hash tag {eventId}. REDIS_URL of purchase and release.
 module "redis" {
   source                  = "./modules/redis"
-  name                    = var.name
+  name                    = "${var.name}-seats"
+  description             = "${var.name} seat state and catalog copy (Redis Cluster)"
+  cluster_mode_enabled    = true
+  num_node_groups         = var.redis_num_node_groups
+  replicas_per_node_group = var.redis_replicas_per_node_group
   subnet_ids              = module.network.private_subnet_ids
   security_group_id       = module.network.redis_security_group_id
   node_type               = var.redis_node_type
   engine_version          = var.redis_engine_version
   snapshot_retention_days = var.redis_snapshot_retention_days
+  kms_key_arn             = module.kms.key_arn
+}
+
+# The monitoring plane: Celery events and remote control (Flower), worker heartbeats and
+# projection progress (/events/health). kombu's Redis transport has no cluster mode, so this is
+# a primary with a replica, never the seat cluster. MONITOR_BROKER_URL of worker, flower, events.
+module "monitor_redis" {
+  source                  = "./modules/redis"
+  name                    = "${var.name}-monitor"
+  description             = "${var.name} monitoring plane: Celery events, remote control, heartbeats"
+  cluster_mode_enabled    = false
+  subnet_ids              = module.network.private_subnet_ids
+  security_group_id       = module.network.redis_security_group_id
+  node_type               = var.monitor_redis_node_type
+  engine_version          = var.redis_engine_version
+  snapshot_retention_days = 1 # heartbeats and events are rewritten every few seconds
   kms_key_arn             = module.kms.key_arn
 }
 
@@ -169,7 +198,7 @@ module "purchase" {
   cpu                = var.task_sizes["purchase"].cpu
   memory             = var.task_sizes["purchase"].memory
   task_role_arn      = module.iam.task_role_arns["purchase"]
-  environment        = local.web_environment
+  environment        = merge(local.web_environment, local.seat_state_environment)
   secrets            = { REDIS_URL = module.redis.redis_url_secret_arn }
   container_port     = local.app_port
   target_group_arn   = module.alb.target_group_arns["purchase"]
@@ -222,7 +251,7 @@ module "events" {
   memory             = var.task_sizes["events"].memory
   task_role_arn      = module.iam.task_role_arns["events"]
   environment        = local.web_environment
-  secrets            = { REDIS_URL = module.redis.redis_url_secret_arn }
+  secrets            = { MONITOR_BROKER_URL = module.monitor_redis.redis_url_secret_arn }
   container_port     = local.app_port
   target_group_arn   = module.alb.target_group_arns["events"]
   dependencies       = module.alb.listener_arns
@@ -248,8 +277,7 @@ module "worker" {
   environment   = local.common_environment
   secrets = {
     DATABASE_URL       = module.aurora.database_url_secret_arn
-    REDIS_URL          = module.redis.redis_url_secret_arn
-    MONITOR_BROKER_URL = module.redis.redis_url_secret_arn
+    MONITOR_BROKER_URL = module.monitor_redis.redis_url_secret_arn
   }
   min_count               = 1
   max_count               = 3
@@ -276,7 +304,7 @@ module "flower" {
   task_role_arn = module.iam.task_role_arns["flower"]
   environment   = local.common_environment
   secrets = {
-    MONITOR_BROKER_URL = module.redis.redis_url_secret_arn
+    MONITOR_BROKER_URL = module.monitor_redis.redis_url_secret_arn
     FLOWER_BASIC_AUTH  = aws_secretsmanager_secret.flower_basic_auth.arn
   }
   container_port     = local.flower_port
@@ -293,8 +321,8 @@ module "flower" {
 }
 
 # A one-off task, no service: build-and-push.sh runs it (`aws ecs run-task`) and waits for it
-# before the services roll. REDIS_URL too, so the same definition runs `flask --app web catalog
-# load` and the other operator commands (README).
+# before the services roll. REDIS_URL (the seat cluster) too, so the same definition runs
+# `flask --app web catalog load` and the other operator commands (README).
 module "release" {
   source         = "./modules/ecs_service"
   name           = "release"
@@ -305,7 +333,7 @@ module "release" {
   cpu            = var.task_sizes["release"].cpu
   memory         = var.task_sizes["release"].memory
   task_role_arn  = module.iam.task_role_arns["release"]
-  environment    = local.common_environment
+  environment    = merge(local.common_environment, local.seat_state_environment)
   secrets = {
     DATABASE_URL = module.aurora.database_url_secret_arn
     REDIS_URL    = module.redis.redis_url_secret_arn

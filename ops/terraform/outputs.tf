@@ -94,9 +94,14 @@ output "aurora_reader_endpoint" {
   value       = module.aurora.reader_endpoint
 }
 
-output "redis_primary_endpoint" {
-  description = "Redis primary endpoint."
-  value       = module.redis.primary_endpoint
+output "redis_configuration_endpoint" {
+  description = "Configuration endpoint of the seat cluster (REDIS_URL, with REDIS_CLUSTER=true)."
+  value       = module.redis.endpoint
+}
+
+output "monitor_redis_endpoint" {
+  description = "Primary endpoint of the monitoring plane's Redis (MONITOR_BROKER_URL)."
+  value       = module.monitor_redis.endpoint
 }
 
 output "flower_basic_auth_secret_arn" {

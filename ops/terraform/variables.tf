@@ -111,9 +111,27 @@ variable "db_backup_retention_days" {
 }
 
 variable "redis_node_type" {
-  description = "ElastiCache node type of the Redis primary and replica."
+  description = "ElastiCache node type of every node of the seat cluster."
   type        = string
   default     = "cache.t4g.small"
+}
+
+variable "redis_num_node_groups" {
+  description = "Shards of the seat cluster (events spread over them by hash tag); ElastiCache reshards online when it changes."
+  type        = number
+  default     = 2
+}
+
+variable "redis_replicas_per_node_group" {
+  description = "Replicas of each seat-cluster shard, in other AZs (failover)."
+  type        = number
+  default     = 1
+}
+
+variable "monitor_redis_node_type" {
+  description = "ElastiCache node type of the monitoring plane's Redis (primary + replica, no cluster mode)."
+  type        = string
+  default     = "cache.t4g.micro"
 }
 
 variable "redis_engine_version" {

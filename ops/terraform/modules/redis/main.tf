@@ -1,13 +1,34 @@
-# ElastiCache Redis: the seat state, the catalog copy, worker heartbeats and the monitoring plane.
-# A primary and a replica in two AZs with automatic failover. What limits loss: the replica takes
-# over within about a minute when the primary fails (only writes not yet replicated are lost),
-# daily snapshots, and maxmemory-policy noeviction so memory pressure refuses writes (a 503 to the
-# buyer) instead of evicting sold seats. ElastiCache does not offer AOF on replication groups;
-# after a total loss `flask --app web seats rebuild` restores the state from MySQL (README).
+# One ElastiCache Redis replication group. The root module uses it twice:
+#
+# * the seat state and the catalog copy, in cluster mode (cluster_mode_enabled = true):
+#   num_node_groups shards, each a primary with replicas_per_node_group replicas in other AZs.
+#   Every key of an event carries the hash tag {eventId}, so each seat script runs on one shard;
+#   events spread over the shards. Clients use the configuration endpoint with REDIS_CLUSTER=true;
+# * the monitoring plane (Celery events and remote control for Flower, worker heartbeats) without
+#   cluster mode: kombu's Redis transport does not speak Redis Cluster.
+#
+# Both: automatic failover to a replica in another AZ (only writes not yet replicated are lost),
+# daily snapshots, and maxmemory-policy noeviction, so memory pressure refuses writes (a 503 to
+# the buyer) instead of evicting sold seats. ElastiCache does not offer AOF on replication groups;
+# after a loss of seat state `flask --app web seats rebuild` restores it from MySQL (README).
 #
 # In transit: TLS with an AUTH token, so the URL is rediss://:TOKEN@host:6379/0 with certificate
-# checking (ssl_cert_reqs=required); it is stored whole in Secrets Manager and injected as
-# REDIS_URL (and MONITOR_BROKER_URL for the worker and Flower).
+# checking (ssl_cert_reqs=required); it is stored whole in Secrets Manager and injected by ECS.
+# With TLS, ElastiCache's CLUSTER SLOTS names the shards' nodes by DNS name, which the
+# certificate covers, so the cluster client verifies every node it is redirected to.
+#
+# cluster-enabled cannot change on a running group (AWS migrates only through a "compatible"
+# step): switching a stack created without cluster mode means a new group (the seat group's name
+# changed with cluster mode for that reason), then `flask --app web catalog load`, which builds
+# every event's seat state from MySQL.
+
+locals {
+  endpoint = (
+    var.cluster_mode_enabled
+    ? aws_elasticache_replication_group.this.configuration_endpoint_address
+    : aws_elasticache_replication_group.this.primary_endpoint_address
+  )
+}
 
 resource "random_password" "auth" {
   length  = 48
@@ -22,22 +43,29 @@ resource "aws_elasticache_subnet_group" "this" {
 resource "aws_elasticache_parameter_group" "this" {
   name        = "${var.name}-redis7"
   family      = "redis7"
-  description = "${var.name}: never evict seat state"
+  description = "${var.name}: never evict; cluster mode ${var.cluster_mode_enabled ? "on" : "off"}"
 
   parameter {
     name  = "maxmemory-policy"
     value = "noeviction"
   }
+
+  parameter {
+    name  = "cluster-enabled"
+    value = var.cluster_mode_enabled ? "yes" : "no"
+  }
 }
 
 resource "aws_elasticache_replication_group" "this" {
   replication_group_id       = var.name
-  description                = "${var.name} seat state, catalog copy, heartbeats, monitoring plane"
+  description                = var.description
   engine                     = "redis"
   engine_version             = var.engine_version
   node_type                  = var.node_type
   port                       = 6379
-  num_cache_clusters         = 2 # primary + one replica
+  cluster_mode               = var.cluster_mode_enabled ? "enabled" : "disabled"
+  num_node_groups            = var.num_node_groups
+  replicas_per_node_group    = var.replicas_per_node_group
   automatic_failover_enabled = true
   multi_az_enabled           = true
   parameter_group_name       = aws_elasticache_parameter_group.this.name
@@ -51,17 +79,24 @@ resource "aws_elasticache_replication_group" "this" {
   snapshot_window            = "04:00-05:00"
   auto_minor_version_upgrade = true
   apply_immediately          = false
+
+  lifecycle {
+    precondition {
+      condition     = var.cluster_mode_enabled || var.num_node_groups == 1
+      error_message = "Without cluster mode a replication group has exactly one node group."
+    }
+  }
 }
 
 resource "aws_secretsmanager_secret" "redis_url" {
   #checkov:skip=CKV2_AWS_57:the value embeds the replication group's AUTH token; rotating it needs a coordinated auth_token_update_strategy change, not wired yet
   name                    = "${var.name}/redis-url"
-  description             = "REDIS_URL: rediss:// URL of the Redis primary endpoint with its AUTH token"
+  description             = "rediss:// URL of ${var.name} (${var.cluster_mode_enabled ? "configuration" : "primary"} endpoint) with its AUTH token"
   kms_key_id              = var.kms_key_arn
   recovery_window_in_days = 7
 }
 
 resource "aws_secretsmanager_secret_version" "redis_url" {
   secret_id     = aws_secretsmanager_secret.redis_url.id
-  secret_string = "rediss://:${random_password.auth.result}@${aws_elasticache_replication_group.this.primary_endpoint_address}:6379/0?ssl_cert_reqs=required"
+  secret_string = "rediss://:${random_password.auth.result}@${local.endpoint}:6379/0?ssl_cert_reqs=required"
 }
