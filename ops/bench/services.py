@@ -30,6 +30,7 @@ BENCH_DATABASE = "ticketing_bench"
 # shell that points at `make run`'s data cannot leak into the bench (or the other way round).
 _OWNED = (
     "REDIS_URL",
+    "REDIS_CLUSTER",  # the bench's Redis is one server of its own
     "DATABASE_URL",
     "DATABASE_READ_URL",
     "MONITOR_BROKER_URL",
