@@ -136,7 +136,6 @@ def rig_for(setup: Setup, wrk: str, ceiling: Service, purchase: Service) -> load
     return load_phases.Rig(
         wrk=wrk,
         redis=redis.Redis.from_url(setup.redis_url),
-        redis_text=redis.Redis.from_url(setup.redis_url, decode_responses=True),
         ceiling=ceiling,
         purchase=purchase,
         standin_service=setup.standin,

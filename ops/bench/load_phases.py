@@ -13,18 +13,13 @@ import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from decimal import Decimal
 
 import redis
 import seating
 import services
 import wrk_load
-from seating import Seats
 from sns_standin import decode_task
 from wrk_load import LoadResult
-
-from models.catalog import ZoneSpec
-from web.seats import SeatScripts
 
 CLIENTS = 64  # the issue's concurrency for throughput and the flash sale
 # Moderate: below saturation, so latency still reflects the work per request. On the 2-core
@@ -59,10 +54,16 @@ class StandInClient:
         return self._call("GET", "/_standin/messages")  # type: ignore[return-value]
 
 
-def script_calls(r: redis.Redis) -> int:
-    """EVALSHA + EVAL calls the Redis server has served (the bench's own server)."""
+def script_stats(r: redis.Redis) -> tuple[int, int]:
+    """(calls, µs spent) of EVALSHA + EVAL on the Redis server (the bench's own server)."""
     stats = r.info("commandstats")
-    return sum(int(stats.get(f"cmdstat_{c}", {}).get("calls", 0)) for c in ("evalsha", "eval"))
+    scripts = [stats.get(f"cmdstat_{c}", {}) for c in ("evalsha", "eval")]
+    return sum(int(s.get("calls", 0)) for s in scripts), sum(int(s.get("usec", 0)) for s in scripts)
+
+
+def script_calls(r: redis.Redis) -> int:
+    """EVALSHA + EVAL calls the Redis server has served."""
+    return script_stats(r)[0]
 
 
 @dataclass
@@ -71,7 +72,6 @@ class Rig:
 
     wrk: str
     redis: redis.Redis
-    redis_text: redis.Redis  # the same server, replies decoded (as web/seats.py reads them)
     ceiling: services.Service
     purchase: services.Service
     standin_service: services.Service
@@ -318,7 +318,7 @@ class Flatness:
     sold: int
     empty: list[LoadResult] = field(default_factory=list)
     full: list[LoadResult] = field(default_factory=list)
-    check_empty_us: list[float] = field(default_factory=list)  # the seat script alone
+    check_empty_us: list[float] = field(default_factory=list)  # Redis's own µs per seat check
     check_full_us: list[float] = field(default_factory=list)
 
     @property
@@ -342,27 +342,13 @@ def flatness(
     order = [0, sold, sold, 0] * runs
     for prefix in order[: 2 * runs]:
         seating.set_sold_prefix(rig.redis, s, prefix)
-        (out.check_full_us if prefix else out.check_empty_us).append(
-            seat_check_us(rig.redis_text, s, first=sold)
-        )
-        seating.set_sold_prefix(rig.redis, s, prefix)
+        calls, usec = script_stats(rig.redis)
         args = wrk_load.seats(s.venue, s.event, s.zone, s.columns, sold, s.capacity - 1)
         result = rig.run(rig.purchase, args, clients, seconds)
+        calls_after, usec_after = script_stats(rig.redis)
         (out.full if prefix else out.empty).append(result)
+        # Redis's own time per purchase script, measured in the server: the seat check alone
+        (out.check_full_us if prefix else out.check_empty_us).append(
+            (usec_after - usec) / max(1, calls_after - calls)
+        )
     return out
-
-
-def seat_check_us(r: redis.Redis, s: Seats, first: int, calls: int = 500) -> float:
-    """Median µs of the purchase script alone (web/seats.py, `r` decoding replies), one call at
-    a time on free seats from `first`: the seat check without HTTP, Flask or publishing."""
-    scripts = SeatScripts(r)
-    zone = ZoneSpec(1, s.rows, s.columns, Decimal("1.00"), s.capacity, s.columns)
-    times = []
-    for k in range(first, first + calls):
-        row, column = divmod(k, s.columns)
-        started = time.perf_counter()
-        outcome = scripts.purchase(s.event, zone, row, column + 1)
-        times.append((time.perf_counter() - started) * 1e6)
-        if outcome != "OK":
-            raise RuntimeError(f"seat check on a free seat answered {outcome}")
-    return median(times)
