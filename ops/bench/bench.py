@@ -39,6 +39,7 @@ from results import print_results  # noqa: E402
 from services import BENCH_RUN, Service, say  # noqa: E402
 
 STARTED = time.monotonic()
+SERVERS: list[subprocess.Popen] = []  # stopped last
 PURCHASE_APP = "web:create_app('purchase')"  # the Procfile's purchase process
 MOTO_APP = "web:create_app('purchase,query')"  # purchase to moto, and reads for the lag check
 
@@ -71,6 +72,7 @@ def set_up() -> Setup:
     redis_url, redis_proc = services.start_redis()
     database_url = services.fresh_database()
     moto_url = services.start_moto()
+    SERVERS.extend(stack.children)  # Redis, moto (and MariaDB if it had to be started)
     messaging = services.create_messaging(moto_url)
     catalog = seating.write_catalog(BENCH_RUN / "catalog.json")
     env = {
@@ -313,9 +315,9 @@ def main() -> int:
         say("interrupted: stopping what the bench started")
         return 130
     finally:
-        # one at a time, newest first: the worker and gunicorn stop before moto and Redis
-        for proc in reversed(list(stack.children)):
-            services.stop(proc)
+        # what uses the servers first (the worker, gunicorn, wrk, the stand-in), then those
+        services.stop_all([p for p in stack.children if p not in SERVERS], seconds=10)
+        services.stop_all(list(stack.children), seconds=10)
 
 
 if __name__ == "__main__":

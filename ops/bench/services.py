@@ -130,19 +130,27 @@ class Service:
             return []
 
 
-def stop(proc: subprocess.Popen) -> None:
-    """SIGTERM the process group, then SIGKILL after 15 s; forget it."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
+def stop(proc: subprocess.Popen, seconds: float = 15) -> None:
+    """SIGTERM the process group, then SIGKILL after `seconds`; forget it."""
+    stop_all([proc], seconds)
+
+
+def stop_all(procs: list[subprocess.Popen], seconds: float = 15) -> None:
+    """SIGTERM every process group at once, wait for them together, SIGKILL what is left."""
+    for proc in procs:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + seconds
+    for proc in procs:
         try:
-            proc.wait(timeout=15)
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-    if proc in stack.children:
-        stack.children.remove(proc)
+        if proc in stack.children:
+            stack.children.remove(proc)
 
 
 def start_standin(topic_arn: str) -> Service:
