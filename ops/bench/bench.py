@@ -43,7 +43,7 @@ from services import BENCH_RUN, Service, say  # noqa: E402
 
 STARTED = time.monotonic()
 SERVERS: list[subprocess.Popen] = []  # stopped last
-PURCHASE_APP = "web:create_app('purchase')"  # the Procfile's purchase process
+PURCHASE_APP = services.procfile_command("purchase")[-1]  # "web:create_app('purchase')"
 MOTO_APP = "web:create_app('purchase,query')"  # purchase to moto, and reads for the lag check
 
 
