@@ -158,7 +158,7 @@ def run_bench(args: argparse.Namespace, setup: Setup, wrk: str) -> int:
     say("flash sale: 10,000 attempts on 1,000 seats, 64 clients")
     flash = load_phases.flash_sale(rig)
     say(f"accept vs reject latency at {args.light_clients} clients")
-    accept_reject = load_phases.accept_vs_reject(rig, args.light_clients, args.rounds, 2)
+    accept_reject = load_phases.accept_vs_reject(rig, args.light_clients, runs=6, seconds=1)
     say("flatness: 0 vs 1,000,000 seats sold in the zone")
     flat = load_phases.flatness(rig, runs=8, seconds=1)
     rss = [

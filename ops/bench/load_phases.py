@@ -33,6 +33,17 @@ def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
+def paired_ratio(base: list[float], other: list[float]) -> float:
+    """Median of other[i] ÷ base[i] over runs made next to each other (A B B A …): a change of
+    the machine's load between pairs cancels out, which a ratio of two medians does not."""
+    return median([o / b for b, o in zip(base, other, strict=True) if b > 0])
+
+
+def abba(a: object, b: object, pairs: int) -> list[object]:
+    """a, b, b, a, a, b, … with `pairs` of each."""
+    return ([a, b, b, a] * pairs)[: 2 * pairs]
+
+
 class StandInClient:
     """The stand-in's control API."""
 
@@ -274,6 +285,11 @@ class AcceptReject:
         return median([r.p50_ms for r in self.reject])
 
     @property
+    def ratio(self) -> float:
+        """Rejection p50 ÷ acceptance p50, the median over neighbouring pairs of runs."""
+        return paired_ratio([r.p50_ms for r in self.accept], [r.p50_ms for r in self.reject])
+
+    @property
     def reject_requests(self) -> int:
         return sum(r.requests for r in self.reject)
 
@@ -287,20 +303,22 @@ class AcceptReject:
 
 
 def accept_vs_reject(
-    rig: Rig, clients: int, rounds: int, seconds: float, sold: int = 200_000
+    rig: Rig, clients: int, runs: int, seconds: float, sold: int = 200_000
 ) -> AcceptReject:
     """Light load, so latency is the work of one request and not queueing. In one event and
-    zone whose first `sold` seats are sold: the same clients buy free seats after them, then
-    try the sold ones (SEAT_TAKEN), interleaved."""
+    zone whose first `sold` seats are sold: the same clients buy free seats after them, or try
+    the sold ones (SEAT_TAKEN), `runs` short runs of each in A B B A order."""
     s = seating.LIGHT
     seating.set_sold_prefix(rig.redis, s, sold)
     next_free = sold
     out = AcceptReject(clients)
-    for _ in range(rounds):
-        args = wrk_load.seats(s.venue, s.event, s.zone, s.columns, next_free, s.capacity - 1)
-        accepted = rig.run(rig.purchase, args, clients, seconds)
-        next_free += accepted.sent + clients
-        out.accept.append(accepted)
+    for kind in abba("accept", "reject", runs):
+        if kind == "accept":
+            args = wrk_load.seats(s.venue, s.event, s.zone, s.columns, next_free, s.capacity - 1)
+            accepted = rig.run(rig.purchase, args, clients, seconds)
+            next_free += accepted.sent + clients
+            out.accept.append(accepted)
+            continue
         rig.standin.reset()
         calls_before = script_calls(rig.redis)
         args = wrk_load.seats(s.venue, s.event, s.zone, s.columns, 0, sold - 1)
@@ -323,12 +341,12 @@ class Flatness:
 
     @property
     def ratio(self) -> float:
-        """p50 with `sold` seats sold ÷ p50 with none (medians over rounds)."""
-        return median([r.p50_ms for r in self.full]) / median([r.p50_ms for r in self.empty])
+        """p50 with `sold` seats sold ÷ p50 with none, the median over neighbouring runs."""
+        return paired_ratio([r.p50_ms for r in self.empty], [r.p50_ms for r in self.full])
 
     @property
     def check_ratio(self) -> float:
-        return median(self.check_full_us) / median(self.check_empty_us)
+        return paired_ratio(self.check_empty_us, self.check_full_us)
 
 
 def flatness(
@@ -339,8 +357,7 @@ def flatness(
     buying the seats after the sold prefix."""
     s = seating.FLAT
     out = Flatness(clients, sold)
-    order = [0, sold, sold, 0] * runs
-    for prefix in order[: 2 * runs]:
+    for prefix in abba(0, sold, runs):
         seating.set_sold_prefix(rig.redis, s, prefix)
         calls, usec = script_stats(rig.redis)
         args = wrk_load.seats(s.venue, s.event, s.zone, s.columns, sold, s.capacity - 1)

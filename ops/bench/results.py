@@ -73,7 +73,7 @@ def print_results(
         "met" if flash.oversold == 0 else "FAILED",
     )
     ar = accept_reject
-    ar_ratio = ar.reject_p50 / ar.accept_p50 if ar.accept_p50 else None
+    ar_ratio = ar.ratio
     t.add(
         "reject vs accept",
         f"reject p50 {ar.reject_p50:.2f} ms, accept p50 {ar.accept_p50:.2f} ms: "
@@ -129,7 +129,9 @@ def print_results(
     t.note(
         f"reject vs accept: light load, where latency is the work of one request and not "
         f"queueing (at saturation both p50 are clients ÷ throughput): {ar.clients} clients, "
-        f"closed loop, about {light_rate:.0f} purchases/s; the same zone; rejections are "
+        f"closed loop, about {light_rate:.0f} purchases/s, {len(ar.accept)} + {len(ar.reject)} "
+        f"runs of 1 s in A/R/R/A order; the ratio is the median over neighbouring runs "
+        f"(a change of the machine's load between pairs cancels); the same zone; rejections are "
         f"SEAT_TAKEN on seats sold before: {ar.reject_redis_calls} Redis script calls for "
         f"{ar.reject_requests} rejections answered ({ar.reject_sent} sent), "
         f"{ar.reject_messages} messages published; p99 reject "
@@ -138,7 +140,8 @@ def print_results(
     )
     t.note(
         f"flatness: {flat.clients} clients, {len(flat.empty)} + {len(flat.full)} runs of 1 s in "
-        f"0/1M/1M/0 order, medians; the 1M state is written to Redis directly (0xFF bitmap bytes "
+        f"0/1M/1M/0 order, medians, the change being the median over neighbouring runs; "
+        f"the 1M state is written to Redis directly (0xFF bitmap bytes "
         f"for 500 full rows, their row counters 0, zone and event counters to match); the seat "
         f"script's time is Redis's own (INFO commandstats, µs per EVALSHA) during those runs"
     )
