@@ -10,7 +10,8 @@ A sender thread takes the first waiting item, then waits at most `window` second
 (or until `max_batch` are together), and calls `write(items)`. `write` returns one outcome per
 item, in order: a value, or an exception for that item alone. If `write` itself raises, every
 item of that batch gets the exception. Several sender threads let one batch be collected while
-another is on the wire.
+another is on the wire; only one of them collects at a time, or concurrent callers would be
+spread over the idle senders in batches of one or two instead of sharing one.
 
 Fork safety: gunicorn and Celery's prefork pool fork after import, and threads do not survive a
 fork, so the sender threads are started lazily by the first `submit` in each process.
@@ -62,6 +63,7 @@ class GroupCommit(Generic[Item, Result]):
         self._lock = threading.Lock()
         self._pid: int | None = None
         self._queue: queue.SimpleQueue[tuple[Item, Future]] = queue.SimpleQueue()
+        self._collecting = threading.Lock()
 
     def submit(self, item: Item, timeout: float | None = None) -> Result:
         """Write `item` in a coming batch and return its outcome (or raise its exception).
@@ -92,6 +94,7 @@ class GroupCommit(Generic[Item, Result]):
             if self._pid == pid:
                 return
             self._queue = queue.SimpleQueue()  # a parent's queue holds nothing for this process
+            self._collecting = threading.Lock()  # nor may a parent's sender hold this one
             for number in range(self.senders):
                 threading.Thread(
                     target=self._send_forever, name=f"{self.name}-{number}", daemon=True
@@ -99,16 +102,19 @@ class GroupCommit(Generic[Item, Result]):
             self._pid = pid
 
     def _send_forever(self) -> None:
-        pending = self._queue
+        pending, collecting = self._queue, self._collecting
         while True:
-            batch = [pending.get()]
-            deadline = time.monotonic() + self.window
-            while len(batch) < self.max_batch:
-                left = deadline - time.monotonic()
-                try:
-                    batch.append(pending.get(timeout=left) if left > 0 else pending.get_nowait())
-                except queue.Empty:
-                    break
+            with collecting:  # the other senders write their batches meanwhile
+                batch = [pending.get()]
+                deadline = time.monotonic() + self.window
+                while len(batch) < self.max_batch:
+                    left = deadline - time.monotonic()
+                    try:
+                        batch.append(
+                            pending.get(timeout=left) if left > 0 else pending.get_nowait()
+                        )
+                    except queue.Empty:
+                        break
             batch = [entry for entry in batch if entry[1].set_running_or_notify_cancel()]
             if batch:
                 self._write_batch(batch)

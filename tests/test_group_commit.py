@@ -52,6 +52,17 @@ def test_concurrent_callers_share_batches_of_at_most_max_batch():
     assert len(writer.batches) < 30  # some callers really shared a write
 
 
+def test_idle_senders_do_not_split_a_batch_being_collected():
+    """Two senders: callers arriving together share one batch; the second sender does not take
+    some of them meanwhile (it waits to collect the next batch)."""
+    writer = Recorder()
+    committer = GroupCommit(writer, name="t", max_batch=10, window=0.5, senders=2)
+    for round_ in range(5):
+        items = [f"item{round_}-{i}" for i in range(10)]
+        assert run_concurrently(committer, items) == [i.upper() for i in items]
+    assert [len(batch) for batch in writer.batches] == [10] * 5
+
+
 def test_a_failed_item_fails_only_its_caller():
     writer = Recorder()
     committer = GroupCommit(writer, name="t", max_batch=10, window=0.05, senders=1)
