@@ -34,7 +34,12 @@ PUBLISH_BATCH_SIZE = Histogram(
     buckets=(1, 2, 3, 4, 5, 6, 7, 8, 9, 10),
 )
 PERSIST_SECONDS = Histogram(
-    "ticketing_persist_seconds", "Ticket insert transaction latency", buckets=FAST
+    "ticketing_persist_seconds", "Projection transaction latency (one batch)", buckets=FAST
+)
+PERSIST_BATCH_SIZE = Histogram(
+    "ticketing_persist_batch_size",
+    "Tickets per projection transaction (group commit, one multi-row INSERT)",
+    buckets=(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 20, 50),
 )
 PERSISTED = Counter("ticketing_persisted_total", "Persist outcomes", ["outcome"])
 RETRIES = Counter("ticketing_task_retries_total", "Task retries after transient errors")
