@@ -20,7 +20,13 @@ from prometheus_client import (
     Histogram,
     generate_latest,
     multiprocess,
+    values,
 )
+
+# prometheus_client chooses between in-memory and multi-process values when it is first imported.
+# The `celery` command imports it before this module runs (through Flower's CLI plugin), so the
+# worker would keep in-memory values that its /metrics (read from the directory) never shows.
+values.ValueClass = values.get_value_class()
 
 FAST = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 SLOW = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)

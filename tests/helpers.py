@@ -116,11 +116,13 @@ class Worker:
             hostname,
         ]
         env = {"WORKER_METRICS_PORT": str(free_port()), **env}
+        # as in a container: the worker makes its own metrics directory (not the test process's)
+        full_env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(
                 cmd,
                 cwd=ROOT,
-                env={**os.environ, **env},
+                env={**full_env, **env},
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
