@@ -79,6 +79,9 @@ result_backend = None
 task_acks_late = True
 task_reject_on_worker_lost = True
 task_acks_on_failure = False
+# prefetch = concurrency (Procfile: --pool threads --concurrency 10). kombu's SQS channel asks each
+# ReceiveMessage for min(10, prefetch - unacked) messages, so an idle worker takes 10 at once,
+# and their tasks share a transaction (tasks/tickets.py, group commit).
 worker_prefetch_multiplier = 1
 # undecodable → DLQ, not deleted; events over Redis (tasks/consumer.py)
 worker_consumer = "tasks.consumer:WorkerConsumer"
