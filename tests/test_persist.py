@@ -121,17 +121,19 @@ def seat(n: int, **overrides) -> dict:
 
 @contextmanager
 def statements(engine: Engine) -> Iterator[list[str]]:
-    """The SQL statements `engine` sends while the block runs."""
+    """The SQL statements `engine` runs while the block runs, as the driver sent them (PyMySQL
+    keeps the last query it sent for a cursor: an executemany it turned into one statement)."""
     seen: list[str] = []
 
     def record(conn, cursor, statement, parameters, context, executemany) -> None:
-        seen.append(statement)
+        sent = cursor._executed
+        seen.append(sent if isinstance(sent, str) else bytes(sent).decode())
 
-    event.listen(engine, "before_cursor_execute", record)
+    event.listen(engine, "after_cursor_execute", record)
     try:
         yield seen
     finally:
-        event.remove(engine, "before_cursor_execute", record)
+        event.remove(engine, "after_cursor_execute", record)
 
 
 def test_a_batch_of_new_tickets_is_one_insert_statement(clean_tickets):
@@ -141,6 +143,7 @@ def test_a_batch_of_new_tickets_is_one_insert_statement(clean_tickets):
     with statements(models.writer()) as sent:
         assert write_batch(records(*batch)) == [Outcome.INSERTED] * 10
     assert len(sent) == 1 and sent[0].startswith("INSERT INTO ticket ")
+    assert all(t["ticketId"] in sent[0] for t in batch)  # one statement, all 10 rows
     assert count(Ticket) == 10
 
 
