@@ -74,9 +74,7 @@ class GroupCommit(Generic[Item, Result]):
         must bound its own duration (client timeouts), so no caller ever hears "failed" for an
         item that is then written after all.
         """
-        self._ensure_senders()
-        future: Future = Future()
-        self._queue.put((item, future))
+        future = self.enqueue(item)
         try:
             return future.result(timeout)
         except FutureTimeout:
@@ -85,6 +83,13 @@ class GroupCommit(Generic[Item, Result]):
                     f"{self.name}: not written within {timeout}s; withdrawn"
                 ) from None
         return future.result()
+
+    def enqueue(self, item: Item) -> Future:
+        """Put `item` in a coming batch without waiting; its future will hold the outcome."""
+        self._ensure_senders()
+        future: Future = Future()
+        self._queue.put((item, future))
+        return future
 
     def _ensure_senders(self) -> None:
         pid = os.getpid()

@@ -47,6 +47,11 @@ PERSIST_BATCH_SIZE = Histogram(
     "Tickets per projection transaction (group commit, one multi-row INSERT)",
     buckets=(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 20, 50),
 )
+ACK_BATCH_SIZE = Histogram(
+    "ticketing_ack_batch_size",
+    "Messages acknowledged per SQS DeleteMessageBatch (group commit)",
+    buckets=(1, 2, 3, 4, 5, 6, 7, 8, 9, 10),
+)
 PERSISTED = Counter("ticketing_persisted_total", "Persist outcomes", ["outcome"])
 RETRIES = Counter("ticketing_task_retries_total", "Task retries after transient errors")
 DEAD_LETTER_REJECTS = Counter(

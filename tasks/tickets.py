@@ -2,12 +2,13 @@
 
 One Celery task per message, so acknowledgement, retry, rejection towards the DLQ, task events
 and request ids stay exactly per message. What is shared is the database write: the worker runs
-a thread pool (Procfile: `--pool threads --concurrency 10`, so one SQS ReceiveMessage can bring
-10 messages), and each task hands its ticket to the process-wide group commit `projection`,
-which writes the tickets waiting together (up to PERSIST_BATCH_MAX) in one transaction with one
-multi-row INSERT (`models.tickets.persist_tickets`). Each task waits for its own ticket's
-outcome and acts on it alone: a poison ticket is rejected while its batch-mates are committed
-and acked; a transient error of the shared transaction makes every task of the batch retry.
+a thread pool (Procfile: `--pool threads --concurrency 20`: one SQS ReceiveMessage brings up to
+10 messages, and 10 more can arrive while they are written), and each task hands its ticket to
+the process-wide group commit `projection`, which writes the tickets waiting together (up to
+PERSIST_BATCH_MAX) in one transaction with one multi-row INSERT
+(`models.tickets.persist_tickets`). Each task waits for its own ticket's outcome and acts on it
+alone: a poison ticket is rejected while its batch-mates are committed and acked; a transient
+error of the shared transaction makes every task of the batch retry.
 
 celery-batches, the usual library for batching Celery tasks, is not used: every release
 (0.10 and 0.11 checked) requires celery<5.7, and this worker runs Celery 5.7.

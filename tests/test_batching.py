@@ -1,6 +1,6 @@
 """The batched projection in a real worker (thread pool, group commit) on moto SQS and MariaDB:
-messages waiting together share transactions, and a poison message among them goes to the DLQ
-alone while its batch-mates are committed and acknowledged once."""
+messages waiting together share transactions and DeleteMessageBatch calls, and a poison message
+among them goes to the DLQ alone while its batch-mates are committed and acknowledged once."""
 
 from __future__ import annotations
 
@@ -71,9 +71,32 @@ def test_waiting_messages_are_persisted_in_batches(messaging, sender, clean_tick
         send(sender, ticket)
     with Worker.start(messaging.env()) as worker:
         wait_until(lambda: rows() == 50, 60, "50 rows")
-        samples = worker.metrics()
+        samples = wait_until(
+            lambda: (m := worker.metrics()).get("ticketing_ack_batch_size_sum") == 50 and m,
+            20,
+            "50 acks",
+        )
     batches = samples["ticketing_persist_batch_size_count"]
     assert samples["ticketing_persist_batch_size_sum"] == 50
     assert batches < 50 / 2, f"{batches:.0f} transactions for 50 tickets"
     assert samples['ticketing_persist_batch_size_bucket{le="10.0"}'] == batches
-    print(f"50 tickets in {batches:.0f} transactions")
+    deletes = samples["ticketing_ack_batch_size_count"]  # acks: DeleteMessageBatch calls
+    assert samples["ticketing_ack_batch_size_sum"] == 50
+    assert deletes < 50 / 2, f"{deletes:.0f} DeleteMessageBatch calls for 50 acks"
+    wait_until(lambda: queue_counts(messaging.queue_url) == (0, 0), 20, "every message deleted")
+    print(f"50 tickets in {batches:.0f} transactions and {deletes:.0f} DeleteMessageBatch calls")
+
+
+def test_a_delete_batch_reports_each_refused_entry():
+    """The ack write: one DeleteMessageBatch; an entry SQS refuses fails alone."""
+    import boto3
+
+    from tasks.transport import DeleteEntryFailed, delete_batch
+
+    sqs = boto3.client("sqs")
+    url = sqs.create_queue(QueueName=f"acks-{uuid.uuid4().hex[:10]}")["QueueUrl"]
+    sqs.send_message(QueueUrl=url, MessageBody="x")
+    handle = sqs.receive_message(QueueUrl=url, WaitTimeSeconds=5)["Messages"][0]["ReceiptHandle"]
+    outcomes = delete_batch([(sqs, url, handle), (sqs, url, "not-a-receipt-handle")])
+    assert outcomes[0] is None and isinstance(outcomes[1], DeleteEntryFailed)
+    assert queue_counts(url) == (0, 0)

@@ -169,8 +169,10 @@ def test_sigterm_while_a_batch_waits_finishes_it(fresh):
         blocked = re.findall(r"'([0-9a-f-]{36})'", held)
         assert blocked and all(f"ticket {t} persisted: INSERTED" in worker.log() for t in blocked)
     buyer.join()
-    with Worker.start(fresh.env):
+    with Worker.start(fresh.env) as second:
         assert_every_201_persisted_once(fresh, answers)
+    redelivered = [t for t in blocked if f"persist_ticket[{t}] received" in second.log()]
+    print(f"batch of {len(blocked)} finished at warm shutdown; redelivered: {len(redelivered)}")
 
 
 def test_whole_worker_killed_mid_flow(fresh):
