@@ -60,6 +60,9 @@ broker_transport_options: dict[str, Any] = {
     "wait_time_seconds": 10,  # long polling …
     "polling_interval": 0,  # … and no sleep on top of it
     "sqs_base64_encoding": False,  # a retry's body looks like an SNS raw delivery
+    # acks leave Celery's event loop at once and are deleted 10 per DeleteMessageBatch, after
+    # at most 2 ms of collecting (tasks/transport.py)
+    "sqs_ack_batch": {"window": 0.002},
     "client-config": _client_config(),
 }
 
@@ -79,6 +82,9 @@ result_backend = None
 task_acks_late = True
 task_reject_on_worker_lost = True
 task_acks_on_failure = False
+# prefetch = concurrency (Procfile: --pool threads --concurrency 20). kombu's SQS channel asks each
+# ReceiveMessage for min(10, prefetch - unacked) messages, so an idle worker takes 10 at once
+# (and 10 more while they are written), and their tasks share a transaction (tasks/tickets.py).
 worker_prefetch_multiplier = 1
 # undecodable → DLQ, not deleted; events over Redis (tasks/consumer.py)
 worker_consumer = "tasks.consumer:WorkerConsumer"

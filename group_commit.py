@@ -80,15 +80,7 @@ class GroupCommit(Generic[Item, Result]):
         must bound its own duration (client timeouts), so no caller ever hears "failed" for an
         item that is then written after all.
         """
-        self._ensure_senders()
-        future: Future = Future()
-        with self._ready:
-            self._dense = self._waiting > 0
-            self._waiting += 1
-            self._pending.append((item, future))
-            # wake a sender only for a first item or a full batch: one wake-up per batch
-            if len(self._pending) in (1, self.max_batch):
-                self._ready.notify()
+        future = self._put(item, waiting=True)
         try:
             try:
                 return future.result(timeout)
@@ -101,6 +93,22 @@ class GroupCommit(Generic[Item, Result]):
         finally:
             with self._ready:
                 self._waiting -= 1
+
+    def enqueue(self, item: Item) -> Future:
+        """Put `item` in a coming batch without waiting; its future will hold the outcome."""
+        return self._put(item, waiting=False)
+
+    def _put(self, item: Item, *, waiting: bool) -> Future:
+        self._ensure_senders()
+        future: Future = Future()
+        with self._ready:
+            self._dense = self._waiting > 0
+            self._waiting += waiting
+            self._pending.append((item, future))
+            # wake a sender only for a first item or a full batch: one wake-up per batch
+            if len(self._pending) in (1, self.max_batch):
+                self._ready.notify()
+        return future
 
     def _ensure_senders(self) -> None:
         pid = os.getpid()

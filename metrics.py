@@ -20,7 +20,13 @@ from prometheus_client import (
     Histogram,
     generate_latest,
     multiprocess,
+    values,
 )
+
+# prometheus_client chooses between in-memory and multi-process values when it is first imported.
+# The `celery` command imports it before this module runs (through Flower's CLI plugin), so the
+# worker would keep in-memory values that its /metrics (read from the directory) never shows.
+values.ValueClass = values.get_value_class()
 
 FAST = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 SLOW = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
@@ -34,7 +40,17 @@ PUBLISH_BATCH_SIZE = Histogram(
     buckets=(1, 2, 3, 4, 5, 6, 7, 8, 9, 10),
 )
 PERSIST_SECONDS = Histogram(
-    "ticketing_persist_seconds", "Ticket insert transaction latency", buckets=FAST
+    "ticketing_persist_seconds", "Projection transaction latency (one batch)", buckets=FAST
+)
+PERSIST_BATCH_SIZE = Histogram(
+    "ticketing_persist_batch_size",
+    "Tickets per projection transaction (group commit, one multi-row INSERT)",
+    buckets=(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 20, 50),
+)
+ACK_BATCH_SIZE = Histogram(
+    "ticketing_ack_batch_size",
+    "Messages acknowledged per SQS DeleteMessageBatch (group commit)",
+    buckets=(1, 2, 3, 4, 5, 6, 7, 8, 9, 10),
 )
 PERSISTED = Counter("ticketing_persisted_total", "Persist outcomes", ["outcome"])
 RETRIES = Counter("ticketing_task_retries_total", "Task retries after transient errors")

@@ -109,6 +109,9 @@ class Settings:
     publish_batch_max: int
     publish_batch_window: float
     publish_batch_senders: int
+    persist_batch_max: int
+    persist_batch_window: float
+    persist_batch_timeout: float
 
     def monitor_url(self) -> str:
         """The monitoring plane's Redis (events, remote control, heartbeats); never the cluster.
@@ -176,6 +179,9 @@ def load() -> Settings:
         publish_batch_max=publish_batch_max,
         publish_batch_window=_float("PUBLISH_BATCH_WINDOW_MS", 2.0) / 1000,
         publish_batch_senders=_int("PUBLISH_BATCH_SENDERS", 2),
+        persist_batch_max=_int("PERSIST_BATCH_MAX", 10),
+        persist_batch_window=_float("PERSIST_BATCH_WINDOW_MS", 10.0) / 1000,
+        persist_batch_timeout=_float("PERSIST_BATCH_TIMEOUT", 10.0),
     )
     return settings
 

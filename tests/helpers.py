@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import select
+import shlex
 import signal
 import socket
 import subprocess
@@ -88,6 +89,15 @@ def test_catalog_document() -> dict[str, Any]:
     return document
 
 
+def procfile_command(process_type: str) -> list[str]:
+    """The argv of a Procfile line."""
+    for line in (ROOT / "Procfile").read_text().splitlines():
+        name, _, command = line.partition(": ")
+        if name == process_type:
+            return shlex.split(command)
+    raise KeyError(process_type)
+
+
 class Worker:
     """A real `celery worker` subprocess with its own log file."""
 
@@ -98,29 +108,20 @@ class Worker:
 
     @classmethod
     @contextlib.contextmanager
-    def start(cls, env: dict[str, str], concurrency: int = 2) -> Iterator[Worker]:
+    def start(cls, env: dict[str, str]) -> Iterator[Worker]:
+        """The Procfile's worker command (its pool and concurrency), with a hostname of its own."""
         hostname = f"test-{uuid.uuid4().hex[:6]}@localhost"
         log_path = Path(tempfile.mkstemp(prefix="worker-", suffix=".log")[1])
-        cmd = [
-            str(BIN / "celery"),
-            "--app",
-            "tasks",
-            "worker",
-            "--loglevel",
-            "INFO",
-            "--concurrency",
-            str(concurrency),
-            "--without-gossip",
-            "--without-mingle",
-            "--hostname",
-            hostname,
-        ]
+        program, *args = procfile_command("worker")
+        cmd = [str(BIN / program), *args, "--hostname", hostname]
         env = {"WORKER_METRICS_PORT": str(free_port()), **env}
+        # as in a container: the worker makes its own metrics directory (not the test process's)
+        full_env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(
                 cmd,
                 cwd=ROOT,
-                env={**os.environ, **env},
+                env={**full_env, **env},
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -142,6 +143,18 @@ class Worker:
 
     def count(self, text: str) -> int:
         return self.log().count(text)
+
+    def metrics(self) -> dict[str, float]:
+        """The worker's Prometheus samples: {'name{labels}': value}."""
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics") as r:
+            text = r.read().decode()
+        return {
+            line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line and not line.startswith("#")
+        }
 
     def stop(self) -> None:
         if self.proc.poll() is None:

@@ -5,6 +5,7 @@ The promise checked each time: every 201 ends as exactly one row, no seat has tw
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -12,12 +13,14 @@ import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pytest
 import requests
 from aws_resources import create_messaging
-from sqlalchemy import func, select
+from sqlalchemy import Connection, create_engine, func, select, text
+from sqlalchemy.pool import NullPool
 
 import models
 from models.tables import Ticket, TicketConflict
@@ -100,41 +103,76 @@ def assert_every_201_persisted_once(stack: Stack, answers: list[dict]) -> None:
     assert queue_counts(stack.messaging.dead_letter_queue_url) == (0, 0)
 
 
-def pool_pids(worker: Worker) -> list[int]:
-    out = subprocess.run(["pgrep", "-P", str(worker.proc.pid)], capture_output=True, text=True)
-    return [int(p) for p in out.stdout.split()]
-
-
-def test_pool_processes_killed_mid_flow(fresh):
-    """Pool processes SIGKILLed while they hold tasks: a table lock, taken before the sale
-    starts, keeps their inserts running (blocked) until the kill lands, so tasks are really lost
-    mid-run; then the lock goes and everything must come back."""
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.pool import NullPool
-
+@contextmanager
+def ticket_table_locked() -> Iterator[Connection]:
+    """LOCK TABLES ticket WRITE, on a connection of its own (a LOCK TABLES session must never go
+    back to a shared pool), released whatever happens."""
     import settings
 
-    # a connection of its own: a LOCK TABLES session must never go back to a shared pool
     engine = create_engine(settings.get().database_url, poolclass=NullPool)
-    answers: list[dict] = []
-    buyer = threading.Thread(target=lambda: answers.extend(buy_many(fresh.base, "Event1", 11, 300)))
     try:
-        with Worker.start(fresh.env) as worker:
-            with engine.connect() as blocker:
-                blocker.execute(text("LOCK TABLES ticket WRITE"))
-                try:
-                    buyer.start()
-                    wait_until(lambda: worker.count("] received") >= 2, 60, "blocked tasks")
-                    time.sleep(0.5)
-                    for pid in pool_pids(worker):
-                        os.kill(pid, signal.SIGKILL)
-                    wait_until(lambda: "WorkerLostError" in worker.log(), 30, "lost tasks")
-                finally:
-                    blocker.execute(text("UNLOCK TABLES"))
-            buyer.join()
-            assert_every_201_persisted_once(fresh, answers)
+        with engine.connect() as blocker:
+            blocker.execute(text("LOCK TABLES ticket WRITE"))
+            try:
+                yield blocker
+            finally:
+                blocker.execute(text("UNLOCK TABLES"))
     finally:
         engine.dispose()
+
+
+def blocked_batch_insert(blocker: Connection) -> str | None:
+    """The worker's multi-row INSERT of several tickets, waiting for the table lock, if any."""
+    statements = blocker.execute(
+        text(
+            "SELECT info FROM information_schema.PROCESSLIST"
+            " WHERE db = DATABASE() AND id != CONNECTION_ID() AND info LIKE 'INSERT INTO ticket %'"
+        )
+    ).scalars()
+    return next((s for s in statements if s.count("'PAID'") >= 2), None)
+
+
+def test_worker_killed_while_a_batch_transaction_is_open(fresh):
+    """The worker SIGKILLed while one of its batch transactions is open: a table lock, taken
+    before the sale starts, holds the multi-row INSERT of several tickets until the kill lands.
+    Nothing of that batch is committed, none of its messages acked: all come back after the
+    visibility timeout and are persisted once. (With the prefork pool this test killed pool
+    processes; the thread pool has none, so the whole worker is the unit that can die.)"""
+    answers: list[dict] = []
+    buyer = threading.Thread(target=lambda: answers.extend(buy_many(fresh.base, "Event1", 11, 300)))
+    with Worker.start(fresh.env) as worker:
+        with ticket_table_locked() as blocker:
+            buyer.start()
+            held = wait_until(lambda: blocked_batch_insert(blocker), 60, "a batch held open")
+            os.killpg(worker.proc.pid, signal.SIGKILL)
+            worker.proc.wait()
+        assert "persisted:" not in worker.log()
+    buyer.join()
+    with Worker.start(fresh.env):
+        assert_every_201_persisted_once(fresh, answers)
+    print("killed with a batch of", held.count("'PAID'"), "tickets open")
+
+
+def test_sigterm_while_a_batch_waits_finishes_it(fresh):
+    """SIGTERM (an ECS deploy) while a batch transaction waits on a lock: warm shutdown waits for
+    the running tasks, so the batch commits and its messages are acked once the lock goes; the
+    messages received but not started are given back; a new worker finds the rest."""
+    answers: list[dict] = []
+    buyer = threading.Thread(target=lambda: answers.extend(buy_many(fresh.base, "Event1", 16, 100)))
+    with Worker.start(fresh.env) as worker:
+        with ticket_table_locked() as blocker:
+            buyer.start()
+            held = wait_until(lambda: blocked_batch_insert(blocker), 60, "a batch held open")
+            os.kill(worker.proc.pid, signal.SIGTERM)
+            wait_until(lambda: "Warm shutdown" in worker.log(), 30, "warm shutdown under way")
+        assert worker.proc.wait(timeout=60) == 0
+        blocked = re.findall(r"'([0-9a-f-]{36})'", held)
+        assert blocked and all(f"ticket {t} persisted: INSERTED" in worker.log() for t in blocked)
+    buyer.join()
+    with Worker.start(fresh.env) as second:
+        assert_every_201_persisted_once(fresh, answers)
+    redelivered = [t for t in blocked if f"persist_ticket[{t}] received" in second.log()]
+    print(f"batch of {len(blocked)} finished at warm shutdown; redelivered: {len(redelivered)}")
 
 
 def test_whole_worker_killed_mid_flow(fresh):

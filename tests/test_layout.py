@@ -58,6 +58,16 @@ def test_procfile_worker_consumes_every_queue():
     assert set(celery_app.conf.broker_transport_options["predefined_queues"]) == set(declared)
 
 
+def test_procfile_worker_can_fill_a_batch():
+    """The projection's group commit batches concurrent tasks of one process: the thread pool,
+    with at least as many threads as a batch holds (tasks/tickets.py)."""
+    import settings
+
+    argv = shlex.split(procfile()["worker"])
+    assert argv[argv.index("--pool") + 1] == "threads"
+    assert int(argv[argv.index("--concurrency") + 1]) >= settings.get().persist_batch_max
+
+
 def test_default_catalog_is_the_seeds():
     catalog = Catalog.from_file(ROOT / "models" / "catalog.json")
     shape = {

@@ -21,6 +21,7 @@ from tests.helpers import (
     TcpProxy,
     Worker,
     direct_sender,
+    procfile_command,
     queue_counts,
     receive_all,
     tap_queue,
@@ -297,7 +298,7 @@ def test_task_longer_than_the_visibility_timeout_still_gives_one_row(
     worker, sender, messaging, clean_tickets
 ):
     """The insert blocks on a row lock for 3 visibility timeouts: SQS redelivers the message to
-    the other pool process meanwhile; both runs finish, one row."""
+    another thread of the pool meanwhile (its own batch); both runs finish, one row."""
     from sqlalchemy import text
 
     from models.tickets import TicketRecord, persist_ticket
@@ -441,13 +442,15 @@ def test_remote_control_over_redis_answers_and_refuses_mutations(worker):
     pong = wait_until(lambda: control.ping(destination=destination, timeout=3), 20, "a pong")
     assert pong == [{worker.hostname: {"ok": "pong"}}]
     stats = control.inspect(destination=destination, timeout=3).stats()
-    assert stats[worker.hostname]["pool"]["max-concurrency"] == 2
+    argv = procfile_command("worker")
+    concurrency = int(argv[argv.index("--concurrency") + 1])
+    assert stats[worker.hostname]["pool"]["max-concurrency"] == concurrency
     grown = control.broadcast(
         "pool_grow", arguments={"n": 1}, destination=destination, reply=True, timeout=3
     )
     assert "refused" in grown[0][worker.hostname]["error"]
     stats = control.inspect(destination=destination, timeout=3).stats()
-    assert stats[worker.hostname]["pool"]["max-concurrency"] == 2
+    assert stats[worker.hostname]["pool"]["max-concurrency"] == concurrency
 
 
 def test_events_health_reports_a_stalled_projection(app, worker):

@@ -269,7 +269,7 @@ module "worker" {
   source        = "./modules/ecs_service"
   name          = "worker"
   prefix        = var.name
-  command       = "celery --app tasks worker --loglevel INFO --concurrency 2 --without-gossip --without-mingle"
+  command       = "celery --app tasks worker --loglevel INFO --pool threads --concurrency 20 --without-gossip --without-mingle"
   image         = local.image
   cpu           = var.task_sizes["worker"].cpu
   memory        = var.task_sizes["worker"].memory
