@@ -104,6 +104,10 @@ def test_a_celery_task_published_the_purchase_apis_way_reaches_the_standin(stand
     app = Celery("bench-test-publisher", set_as_current=False)
     app.config_from_object("celeryconfig")
     app.conf.update(publisher_overrides())
+    # a connection pool of its own: kombu shares pools between apps with the same broker
+    # settings, and a pooled connection made here would point the purchase API's later
+    # publishes at this stand-in after it stopped
+    app.conf.broker_transport_options = {**app.conf.broker_transport_options, "standin": url}
     topic = Exchange(settings.get().topic_name, type="fanout")
     ticket = {"ticketId": str(uuid.uuid4()), "eventId": "Event1", "row": "A", "column": "1"}
     app.send_task(
