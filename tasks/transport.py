@@ -169,15 +169,8 @@ def acker(options: dict[str, Any]) -> GroupCommit[AckEntry, None]:
     if _acker is None:
         with _batchers_lock:
             if _acker is None:
-                # One sender: a DeleteMessageBatch carries 10 acks, so one at a time keeps up,
-                # and moto loses deletes that run concurrently (its Queue.delete_message
-                # rebuilds the message list without its lock).
                 _acker = GroupCommit(
-                    delete_batch,
-                    name="sqs-ack",
-                    max_batch=10,
-                    window=options["window"],
-                    senders=1,
+                    delete_batch, name="sqs-ack", max_batch=10, window=options["window"]
                 )
     return _acker
 
