@@ -178,7 +178,7 @@ def load() -> Settings:
         monitor_broker_url=_monitor_url(redis_url, redis_cluster),
         publish_batch_max=publish_batch_max,
         publish_batch_window=_float("PUBLISH_BATCH_WINDOW_MS", 2.0) / 1000,
-        publish_batch_senders=_int("PUBLISH_BATCH_SENDERS", 2),
+        publish_batch_senders=_int("PUBLISH_BATCH_SENDERS", 1),
         persist_batch_max=_int("PERSIST_BATCH_MAX", 10),
         persist_batch_window=_float("PERSIST_BATCH_WINDOW_MS", 10.0) / 1000,
         persist_batch_timeout=_float("PERSIST_BATCH_TIMEOUT", 10.0),
