@@ -38,7 +38,8 @@ if not os.environ.get("AWS_ENDPOINT_URL"):
     _moto_port = helpers.free_port()
     _moto = subprocess.Popen(
         [
-            str(Path(sys.executable).parent / "moto_server"),
+            sys.executable,
+            str(ROOT / "ops" / "local" / "moto_server.py"),  # moto with its SQS delete race fixed
             "-H",
             "127.0.0.1",
             "-p",

@@ -218,7 +218,8 @@ def start_moto(port: int, log_name: str = "moto.log") -> str:
     if port_open("127.0.0.1", port):
         sys.exit(f"[stack] port {port} is taken; set MOTO_PORT")
     say(f"starting moto server (SNS+SQS) on 127.0.0.1:{port}")
-    spawn([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], log_name)
+    moto = [str(BIN / "python"), str(ROOT / "ops" / "local" / "moto_server.py")]  # SQS fix
+    spawn([*moto, "-H", "127.0.0.1", "-p", str(port)], log_name)
     wait_for_port("127.0.0.1", port, "moto server")
     return f"http://127.0.0.1:{port}"
 
