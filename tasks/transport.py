@@ -111,6 +111,7 @@ class GroupCommitFanout(SnsFanout):
     def __init__(self, channel: SQSChannel, options: dict[str, Any]) -> None:
         super().__init__(channel)
         self.options = options
+        self._batchers: dict[str, GroupCommit] = {}  # by exchange: no registry lookup per publish
 
     def publish(
         self,
@@ -123,7 +124,11 @@ class GroupCommitFanout(SnsFanout):
         entry: dict[str, Any] = {"Message": message, **(request_params or {})}
         if attributes := self.serialise_message_attributes(message_attributes):
             entry["MessageAttributes"] = attributes
-        batcher = batcher_for(topic_arn, self.get_client(exchange_name), self.options)
+        batcher = self._batchers.get(exchange_name)
+        if batcher is None:
+            batcher = self._batchers[exchange_name] = batcher_for(
+                topic_arn, self.get_client(exchange_name), self.options
+            )
         batcher.submit(entry, timeout=self.options["timeout"])
 
 
