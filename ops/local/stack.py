@@ -282,7 +282,7 @@ def test(pytest_args: list[str]) -> int:
     env = dict(os.environ)
     env["REDIS_URL"] = os.environ.get("TEST_REDIS_URL") or ensure_redis(15)
     env["DATABASE_URL"] = os.environ.get("TEST_DATABASE_URL") or ensure_mysql(
-        "ticketing_test", fresh=True
+        os.environ.get("TEST_DATABASE_NAME", "ticketing_test"), fresh=True
     )
     for name in (
         "AWS_ENDPOINT_URL",
