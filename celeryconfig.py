@@ -20,7 +20,7 @@ from typing import Any
 from kombu import Exchange, Queue
 from kombu.transport import TRANSPORT_ALIASES
 
-import settings
+from plumbing import settings
 
 _s = settings.get()
 
@@ -48,9 +48,11 @@ def _client_config() -> dict[str, Any]:
     }
 
 
-# kombu's SQS transport, surviving undecodable bodies (tasks/transport.py), under a scheme of
-# its own: `broker_transport` would also take over a `--broker redis://` given to Flower.
+# kombu's SQS transport with the worker's changes (tasks/transport.py) and the purchase API's
+# (tasks/publish_batching.py), each under a scheme of its own: `broker_transport` would also take
+# over a `--broker redis://` given to Flower.
 TRANSPORT_ALIASES.setdefault("sqs-tickets", "tasks.transport:Transport")
+TRANSPORT_ALIASES.setdefault("sqs-publisher", "tasks.publish_batching:PublishingTransport")
 broker_url = "sqs-tickets://"
 broker_connection_retry_on_startup = True
 broker_transport_options: dict[str, Any] = {
@@ -61,7 +63,7 @@ broker_transport_options: dict[str, Any] = {
     "polling_interval": 0,  # … and no sleep on top of it
     "sqs_base64_encoding": False,  # a retry's body looks like an SNS raw delivery
     # acks leave Celery's event loop at once and are deleted 10 per DeleteMessageBatch, after
-    # at most 2 ms of collecting (tasks/transport.py)
+    # at most 2 ms of collecting (tasks/ack_batching.py)
     "sqs_ack_batch": {"window": 0.002},
     "client-config": _client_config(),
 }
@@ -106,7 +108,7 @@ def publisher_overrides() -> dict[str, Any]:
     options["supports_fanout"] = True
     options["predefined_exchanges"] = {_s.topic_name: {"arn": _s.topic_arn}}
     if _s.publish_batch_max > 1:
-        # concurrent publishes of a process share one sns:PublishBatch (tasks/transport.py);
+        # concurrent publishes of a process share one sns:PublishBatch (tasks/publish_batching.py);
         # a publisher waits for its own entry at most as long as botocore may take, plus slack
         options["sns_group_commit"] = {
             "max_batch": _s.publish_batch_max,
@@ -115,6 +117,7 @@ def publisher_overrides() -> dict[str, Any]:
             "timeout": 2 * (_s.broker_connect_timeout + _s.broker_read_timeout) + 1,
         }
     return {
+        "broker_url": "sqs-publisher://",
         "broker_transport_options": options,
         "task_queues": [],
         "task_routes": {

@@ -29,7 +29,7 @@ def post_worker_init(worker):
     """Open the SNS client in each worker before it serves the first purchase."""
     if "purchase" not in getattr(worker.wsgi, "blueprints", {}):
         return
-    from web import publisher
+    from messaging import publisher
 
     try:
         publisher.warm_up()

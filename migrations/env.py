@@ -5,7 +5,7 @@ from logging.config import fileConfig
 from alembic import context
 
 import models
-import settings
+from plumbing import settings
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):

@@ -8,7 +8,7 @@ from functools import cache
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.orm import DeclarativeBase
 
-import settings
+from plumbing import settings
 
 
 class Base(DeclarativeBase):

@@ -1,7 +1,7 @@
 """The catalog: venues with zones (grid, capacity, price) and events, read from a data file.
 
 `Catalog.from_dict` validates a catalog document; `upsert` writes it to MySQL in one transaction.
-Redis gets the seat counters and a copy of the catalog from `web.seats.load_catalog`.
+Redis gets the seat counters and a copy of the catalog from `models.seats.load_catalog`.
 """
 
 from __future__ import annotations

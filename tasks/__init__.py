@@ -5,8 +5,7 @@ import os
 
 from celery import Celery, signals
 
-import logs
-import metrics
+from plumbing import logs, metrics
 
 celery_app = Celery("ticketing")
 celery_app.config_from_object("celeryconfig")
@@ -30,7 +29,7 @@ def _json_logs(**_: object) -> None:
 @signals.worker_init.connect
 def _serve_metrics(**_: object) -> None:
     """The worker's Prometheus metrics (all pool processes added up) on WORKER_METRICS_PORT."""
-    import settings
+    from plumbing import settings
 
     port = settings.get().worker_metrics_port
     if port:

@@ -20,8 +20,7 @@ from celery.worker.consumer import Consumer
 from kombu import Connection
 from kombu.utils.encoding import safe_repr
 
-import metrics
-import settings
+from plumbing import metrics, settings
 
 log = logging.getLogger(__name__)
 

@@ -24,11 +24,8 @@ from typing import Any
 
 from celery import Task
 
-import metrics
 import models
-import settings
 from celeryconfig import TaskNames
-from group_commit import GroupCommit, GroupCommitTimeout
 from models.tickets import (
     SCHEMA_VERSION,
     Outcome,
@@ -37,8 +34,10 @@ from models.tickets import (
     is_transient,
     persist_tickets,
 )
+from plumbing import metrics, settings
+from plumbing.heartbeats import record_progress
 from tasks import celery_app
-from tasks.heartbeat import record_progress
+from tasks.group_commit import GroupCommit, GroupCommitTimeout
 
 log = logging.getLogger(__name__)
 

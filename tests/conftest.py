@@ -23,7 +23,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "ops" / "local"))
 
-from tests import helpers  # noqa: E402
+from tests.support.factories import test_catalog_document  # noqa: E402
+from tests.support.processes import Worker, free_port, wait_for_port  # noqa: E402
 
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
@@ -35,7 +36,7 @@ os.environ.pop("DATABASE_READ_URL", None)
 os.environ.setdefault("MONITOR_BROKER_URL", os.environ["REDIS_URL"].rsplit("/", 1)[0] + "/14")
 
 if not os.environ.get("AWS_ENDPOINT_URL"):
-    _moto_port = helpers.free_port()
+    _moto_port = free_port()
     _moto = subprocess.Popen(
         [
             sys.executable,
@@ -50,7 +51,7 @@ if not os.environ.get("AWS_ENDPOINT_URL"):
     )
     atexit.register(lambda: (_moto.terminate(), _moto.wait()))
     os.environ["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{_moto_port}"
-    helpers.wait_for_port(_moto_port)
+    wait_for_port(_moto_port)
 
 if urlsplit(os.environ["AWS_ENDPOINT_URL"]).hostname not in ("127.0.0.1", "localhost", "::1"):
     raise SystemExit(
@@ -64,14 +65,15 @@ SESSION_MESSAGING = create_messaging(f"s{uuid.uuid4().hex[:8]}")
 os.environ.update(SESSION_MESSAGING.env())
 
 _catalog_dir = Path(tempfile.mkdtemp(prefix="ticketing-catalog-"))
-TEST_CATALOG = helpers.test_catalog_document()
+TEST_CATALOG = test_catalog_document()
 (_catalog_dir / "catalog.json").write_text(json.dumps(TEST_CATALOG))
 os.environ["CATALOG_FILE"] = str(_catalog_dir / "catalog.json")
 os.environ["CATALOG_CACHE_SECONDS"] = "30"
 
 import models  # noqa: E402
-import settings  # noqa: E402
-from web import create_app, purchase, seats  # noqa: E402
+from models import seats  # noqa: E402
+from plumbing import settings  # noqa: E402
+from web import create_app, purchase  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -137,9 +139,9 @@ def client(app, clean_tickets, loaded_seats):
 
 
 @pytest.fixture(scope="session")
-def pipeline_worker(database: None) -> Iterator[helpers.Worker]:
+def pipeline_worker(database: None) -> Iterator[Worker]:
     """A real Celery worker consuming the session queue (the one the app publishes to)."""
-    with helpers.Worker.start(env={}) as worker:
+    with Worker.start(env={}) as worker:
         yield worker
 
 

@@ -10,7 +10,9 @@ import uuid
 import pytest
 from aws_resources import create_messaging
 
-from tests.helpers import Worker, direct_sender, queue_counts, ticket_message, wait_until
+from tests.support.aws import direct_sender, queue_counts
+from tests.support.factories import ticket_message
+from tests.support.processes import Worker, wait_until
 from tests.test_worker import dead_letters, rows, send
 
 MAX_RECEIVE = 3
@@ -91,7 +93,7 @@ def test_a_delete_batch_reports_each_refused_entry():
     """The ack write: one DeleteMessageBatch; an entry SQS refuses fails alone."""
     import boto3
 
-    from tasks.transport import DeleteEntryFailed, delete_batch
+    from tasks.ack_batching import DeleteEntryFailed, delete_batch
 
     sqs = boto3.client("sqs")
     url = sqs.create_queue(QueueName=f"acks-{uuid.uuid4().hex[:10]}")["QueueUrl"]

@@ -14,7 +14,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.helpers import ROOT
+from tests.support.processes import ROOT
 
 sys.path.insert(0, str(ROOT / "ops" / "bench"))
 
@@ -23,9 +23,9 @@ import seating
 import sns_standin
 import wrk_load
 
-import settings
+from models import seats
 from models.catalog import ZoneSpec, row_label
-from web import seats
+from plumbing import settings
 
 
 @pytest.fixture
@@ -195,7 +195,7 @@ def test_wrk_flash_mode_sends_exactly_the_attempts_asked_for(standin):
 
 def test_sold_prefix_is_the_state_the_purchase_script_reads(redis_client):
     """The flatness phase writes 'n seats sold' straight into Redis: it must agree with
-    web/seats.py's key layout, bit order and counters."""
+    models/seats.py's key layout, bit order and counters."""
     s = seating.Seats("BenchVenue", f"BenchTest{uuid.uuid4().hex[:6]}", 1, rows=4, columns=16)
     seating.set_sold_prefix(redis_client, s, 32)
     assert seating.sold_count(redis_client, s) == (32, 32, 32)

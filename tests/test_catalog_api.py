@@ -105,7 +105,7 @@ def test_availability_not_found(client, path, status, code):
 
 
 def test_seat_state_not_loaded_is_503(client, redis_client):
-    from web import seats
+    from models import seats
 
     redis_client.delete(seats.event_key("Event2"))
     for path in (f"{P}/events/Event2/availability", f"{P}/events/Event2/zones/1/seats"):

@@ -10,11 +10,12 @@ import uuid
 from aws_resources import create_messaging
 
 import models
+from models import seats
 from models.catalog import Catalog
 from models.tickets import TicketRecord, persist_ticket
 from tests.conftest import TEST_CATALOG
-from tests.helpers import BIN, ROOT, ticket_message
-from web import seats
+from tests.support.factories import ticket_message
+from tests.support.processes import BIN, ROOT
 
 
 def test_catalog_load_rebuilds_lost_events_from_mysql(redis_client, clean_tickets):

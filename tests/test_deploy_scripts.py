@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT
+from tests.support.processes import ROOT
 
 SCRIPTS = ROOT / "ops" / "scripts"
 SERVICES = ["purchase", "query", "events", "worker", "flower"]

@@ -24,7 +24,8 @@ from sqlalchemy.pool import NullPool
 
 import models
 from models.tables import Ticket, TicketConflict
-from tests.helpers import BIN, ROOT, Worker, gunicorn, queue_counts, wait_until
+from tests.support.aws import queue_counts
+from tests.support.processes import BIN, ROOT, Worker, gunicorn, wait_until
 
 VISIBILITY = 4
 
@@ -107,7 +108,7 @@ def assert_every_201_persisted_once(stack: Stack, answers: list[dict]) -> None:
 def ticket_table_locked() -> Iterator[Connection]:
     """LOCK TABLES ticket WRITE, on a connection of its own (a LOCK TABLES session must never go
     back to a shared pool), released whatever happens."""
-    import settings
+    from plumbing import settings
 
     engine = create_engine(settings.get().database_url, poolclass=NullPool)
     try:
@@ -220,7 +221,7 @@ def test_sigterm_under_load_loses_nothing(fresh):
 def test_redis_loses_its_data_mid_sale(fresh):
     """Redis emptied mid-sale: purchases answer 503 until `seats rebuild` has run (after the queue
     drained); then sales resume and no seat is ever sold twice."""
-    from web import seats
+    from models import seats
 
     with Worker.start(fresh.env):
         first = buy_many(fresh.base, "Event1", 14, 120)
@@ -242,9 +243,9 @@ def test_redis_loses_its_data_mid_sale(fresh):
 def test_reconcile_frees_a_seat_left_by_a_crash_before_publish(fresh):
     """A purchase process died after the seat decision and before the publish: the seat is
     sold in Redis, with no ticket and no message. `seats reconcile` frees it, and only it."""
+    from models import seats
     from models.catalog import Catalog
     from tests.conftest import TEST_CATALOG
-    from web import seats
 
     catalog = Catalog.from_dict(TEST_CATALOG)
     zone = catalog.venues["Venue1"].zones[15]

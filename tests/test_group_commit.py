@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from group_commit import GroupCommit, GroupCommitTimeout
+from tasks.group_commit import GroupCommit, GroupCommitTimeout
 
 
 class Recorder:

@@ -8,7 +8,8 @@ import uuid
 
 import pytest
 
-from tests.helpers import receive_all, tap_queue, wait_until
+from tests.support.aws import receive_all, tap_queue
+from tests.support.processes import wait_until
 from tests.test_purchase_api import GOOD, URL, assert_problem, sold_bits
 
 
@@ -75,7 +76,8 @@ def test_a_rejected_purchase_stores_nothing(client):
 
 
 def test_record_lives_24_hours_in_the_events_slot(client, redis_client):
-    from web import purchase, seats
+    from models import seats
+    from web import purchase
 
     key = "order-42"
     assert buy(client, key).status_code == 201
@@ -121,7 +123,8 @@ def test_concurrent_duplicates_give_exactly_one_ticket(app, client, redis_client
 
 
 def test_pending_record_answers_409_in_progress_with_retry_after(client, redis_client):
-    from web import purchase, seats
+    from models import seats
+    from web import purchase
 
     key = str(uuid.uuid4())
     assert buy(client, key).status_code == 201
@@ -136,8 +139,8 @@ def test_publish_failure_then_retry_with_the_same_key_succeeds(client, redis_cli
     from celery import Celery
 
     import celeryconfig
+    from messaging import publisher
     from tests.test_purchase_api import free_port_number
-    from web import publisher
 
     unreachable = Celery("unreachable-broker", set_as_current=False)
     unreachable.config_from_object("celeryconfig")

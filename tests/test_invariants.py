@@ -18,10 +18,11 @@ from hypothesis.stateful import (
 from sqlalchemy import func, select, text
 
 import models
+from models import seats
 from models.catalog import Catalog, row_label
 from models.tables import Ticket, TicketConflict
 from models.tickets import Outcome, TicketRecord, persist_ticket, sold_seats
-from web import purchase, seats
+from web import purchase
 
 EVENTS = ("TinyEvent", "TinyCapped")
 VALID = {201, 409}

@@ -14,7 +14,6 @@ from sqlalchemy.exc import DataError, OperationalError
 from sqlalchemy.pool import NullPool
 
 import models
-import settings
 from models.tables import Ticket, TicketConflict
 from models.tickets import (
     Outcome,
@@ -23,8 +22,10 @@ from models.tickets import (
     persist_ticket,
     persist_tickets,
 )
+from plumbing import settings
 from tasks.tickets import MalformedTicket, is_transient, parse_ticket, retry_countdown, write_batch
-from tests.helpers import ticket_message, wait_until
+from tests.support.factories import ticket_message
+from tests.support.processes import wait_until
 
 
 def persist(message: dict) -> Outcome:
@@ -87,7 +88,7 @@ def test_transient_errors_are_told_apart(database):
     from sqlalchemy import create_engine, text
     from sqlalchemy.exc import IntegrityError, OperationalError
 
-    from tests.helpers import free_port
+    from tests.support.processes import free_port
 
     dead = create_engine(f"mysql+pymysql://root@127.0.0.1:{free_port()}/x")
     with pytest.raises(OperationalError) as lost:

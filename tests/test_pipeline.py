@@ -13,7 +13,7 @@ import pytest
 import requests
 from aws_resources import create_messaging
 
-from tests.helpers import Worker, gunicorn, wait_until
+from tests.support.processes import Worker, gunicorn, wait_until
 
 SEED = {"venueId": "Venue1", "eventId": "Event1", "zoneId": 1, "row": "A", "column": "1"}
 

@@ -15,9 +15,10 @@ import pytest
 from celery import Celery
 
 import celeryconfig
+from messaging import publisher
 from models.tickets import SCHEMA_VERSION
-from tests.helpers import receive_all, tap_queue, wait_until
-from web import publisher
+from tests.support.aws import receive_all, tap_queue
+from tests.support.processes import wait_until
 
 
 def publisher_app(**group_commit: Any) -> Celery:
@@ -129,7 +130,7 @@ def test_concurrent_publishes_share_a_batch(monkeypatch):
 
 @pytest.mark.parametrize("size", [0, 11])
 def test_batch_size_is_within_sns_limits(monkeypatch, size):
-    import settings
+    from plumbing import settings
 
     monkeypatch.setenv("PUBLISH_BATCH_MAX", str(size))
     with pytest.raises(settings.SettingsError):

@@ -10,7 +10,8 @@ import uuid
 
 import pytest
 
-from tests.helpers import queue_counts, receive_all, tap_queue, wait_until
+from tests.support.aws import queue_counts, receive_all, tap_queue
+from tests.support.processes import wait_until
 
 URL = "/purchase/api/v1/tickets"
 GOOD = {"venueId": "Venue1", "eventId": "Event1", "zoneId": 1, "row": "A", "column": "1"}
@@ -132,7 +133,7 @@ def test_catalog_errors_leave_no_trace(client, changes, status, code, redis_clie
 
 
 def queue_counts_now() -> tuple[int, int]:
-    import settings
+    from plumbing import settings
 
     return queue_counts(settings.get().queue_url)
 
@@ -182,7 +183,8 @@ def test_two_megabyte_body_is_a_4xx(client, redis_client):
 
 
 def test_redis_unreachable_is_503_with_retry_after(client, monkeypatch):
-    from web import purchase, seats
+    from models import seats
+    from web import purchase
 
     dead = seats.client(f"redis://127.0.0.1:{free_port_number()}/0")
     monkeypatch.setattr(seats, "client", lambda url=None: dead)
@@ -196,7 +198,7 @@ def test_redis_unreachable_is_503_with_retry_after(client, monkeypatch):
 
 
 def free_port_number() -> int:
-    from tests.helpers import free_port
+    from tests.support.processes import free_port
 
     return free_port()
 
@@ -214,7 +216,7 @@ def test_publish_failure_releases_the_seat(client, redis_client, monkeypatch):
     from celery import Celery
 
     import celeryconfig
-    from web import publisher
+    from messaging import publisher
 
     unreachable = Celery("unreachable-broker", set_as_current=False)
     unreachable.config_from_object("celeryconfig")
@@ -261,7 +263,7 @@ def test_redis_that_never_answers_is_a_quick_503_not_a_hung_worker(client, monke
     import socket
     import threading
 
-    from web import seats
+    from models import seats
 
     assert buy(client, row="D", column="4").status_code == 201  # catalog cached, Redis fine
     silent = socket.socket()

@@ -9,7 +9,7 @@ import pytest
 
 import models
 from models.tickets import TicketRecord, persist_ticket
-from tests.helpers import ticket_message
+from tests.support.factories import ticket_message
 from tests.test_purchase_api import assert_problem
 
 BASE = "/query/api/v1/tickets"
@@ -127,7 +127,7 @@ def test_health(client):
 def test_reader_unreachable_is_503(client, monkeypatch):
     from sqlalchemy import create_engine
 
-    from tests.helpers import free_port
+    from tests.support.processes import free_port
 
     dead = create_engine(f"mysql+pymysql://root@127.0.0.1:{free_port()}/x")
     monkeypatch.setattr(models, "reader", lambda: dead)

@@ -31,12 +31,13 @@ from redis.exceptions import ClusterCrossSlotError
 from redis.retry import Retry
 
 import models
-import settings
+from models import seats
 from models.catalog import Catalog
 from models.tickets import TicketRecord, persist_ticket
+from plumbing import settings
 from tests.conftest import TEST_CATALOG
-from tests.helpers import BIN, ROOT, gunicorn, ticket_message, wait_for_port, wait_until
-from web import seats
+from tests.support.factories import ticket_message
+from tests.support.processes import BIN, ROOT, gunicorn, wait_for_port, wait_until
 
 REDIS_SERVER = shutil.which("redis-server")
 REDIS_CLI = shutil.which("redis-cli")

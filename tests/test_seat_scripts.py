@@ -8,8 +8,8 @@ from decimal import Decimal
 
 from redis.cluster import key_slot
 
+from models import seats
 from models.catalog import Catalog, EventSpec, ZoneSpec, row_index, row_label
-from web import seats
 
 
 def zone(rows=2, columns=3, capacity=None, row_capacity=None, zone_id=1) -> ZoneSpec:
@@ -106,7 +106,7 @@ def test_uninitialised_zone_is_not_sold(redis_client):
     assert redis_client.dbsize() == 0
 
 
-def test_loading_the_catalog_again_never_unsells(loaded_seats):
+def test_loading_the_catalog_again_never_unsells(clean_tickets, loaded_seats):
     from tests.conftest import TEST_CATALOG
 
     catalog = Catalog.from_dict(TEST_CATALOG)

@@ -21,8 +21,8 @@ import hcl2
 import pytest
 from hcl2 import SerializationOptions
 
-import settings
-from tests.helpers import ROOT
+from plumbing import settings
+from tests.support.processes import ROOT
 
 TF = ROOT / "ops" / "terraform"
 MODULES = TF / "modules"

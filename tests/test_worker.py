@@ -15,19 +15,12 @@ from aws_resources import create_messaging
 from sqlalchemy import func, select
 
 import models
-import settings
 from models.tables import Ticket
-from tests.helpers import (
-    TcpProxy,
-    Worker,
-    direct_sender,
-    procfile_command,
-    queue_counts,
-    receive_all,
-    tap_queue,
-    ticket_message,
-    wait_until,
-)
+from plumbing import settings
+from tests.support.aws import direct_sender, queue_counts, receive_all, tap_queue
+from tests.support.factories import ticket_message
+from tests.support.processes import Worker, procfile_command, wait_until
+from tests.support.proxy import TcpProxy
 
 MAX_RECEIVE = 3
 
@@ -196,7 +189,7 @@ def cli(messaging, *args: str) -> str:
     import os
     import subprocess
 
-    from tests.helpers import BIN, ROOT
+    from tests.support.processes import BIN, ROOT
 
     done = subprocess.run(
         [str(BIN / "flask"), "--app", "web", *args],
@@ -231,7 +224,7 @@ def test_undecodable_messages_are_dead_lettered_not_lost(worker, sender, messagi
     garbage = [
         "not json at all",
         envelope("bm90IGpzb24=", {}),  # base64 of "not json": Celery can't decode it
-        envelope("abc", {}),  # not base64 at all: kombu's decode raises (tasks/transport.py)
+        envelope("abc", {}),  # not base64: kombu's decode raises (tasks/tolerant_decoding.py)
         envelope("e30=", {"task": "no.such.task", "id": "x"}),
     ]
     for body in garbage:
@@ -249,7 +242,7 @@ def test_undecodable_messages_are_dead_lettered_not_lost(worker, sender, messagi
     assert all(int(m["Attributes"]["ApproximateReceiveCount"]) >= MAX_RECEIVE for m in letters)
     assert worker.proc.poll() is None  # still running
     assert "undecodable message rejected for the DLQ" in worker.log()  # tasks/consumer.py
-    assert "is not valid base64" in worker.log()  # tasks/transport.py
+    assert "is not valid base64" in worker.log()  # tasks/tolerant_decoding.py
     assert queue_counts(messaging.queue_url) == (0, 0)
     drain_dlq(messaging)
 
@@ -336,7 +329,7 @@ def flower(worker) -> Iterator[str]:
 
     import requests
 
-    from tests.helpers import BIN, ROOT, free_port, wait_for_port
+    from tests.support.processes import BIN, ROOT, free_port, wait_for_port
 
     port = free_port()
     proc = subprocess.Popen(
@@ -455,7 +448,7 @@ def test_remote_control_over_redis_answers_and_refuses_mutations(worker):
 
 def test_events_health_reports_a_stalled_projection(app, worker):
     """Messages waiting and nothing persisted for longer than PROJECTION_STALL_SECONDS: 503."""
-    from tasks.heartbeat import PROGRESS_KEY, monitor_redis
+    from plumbing.heartbeats import PROGRESS_KEY, monitor_redis
 
     boto3.client("sqs").send_message(QueueUrl=settings.get().queue_url, MessageBody="waiting")
     client = app.test_client()

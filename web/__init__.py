@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from flask import Flask, Response, g, request
 
-import logs
-import settings
+from plumbing import logs, metrics, settings
 
 SERVICES = ("purchase", "query", "events")
 MAX_BODY_BYTES = 16 * 1024
@@ -62,7 +61,8 @@ def register_blueprints(app: Flask, services: list[str]) -> None:
     from web.openapi import docs_blueprint
 
     if "purchase" in services:
-        from web import availability, publisher, purchase  # noqa: F401 (availability's routes)
+        from messaging import publisher
+        from web import availability, purchase  # noqa: F401 (availability's routes)
 
         app.register_blueprint(purchase.bp)
         app.register_blueprint(docs_blueprint(purchase.bp))
@@ -79,6 +79,14 @@ def register_blueprints(app: Flask, services: list[str]) -> None:
 
         app.register_blueprint(events.bp)
         app.register_blueprint(docs_blueprint(events.bp))
+    for service in services:
+        app.add_url_rule(f"/{service}/metrics", f"{service}_metrics", metrics_view)
+
+
+def metrics_view() -> Response:
+    """Prometheus metrics of this service's processes (every gunicorn worker added up)."""
+    body, content_type = metrics.render()
+    return Response(body, content_type=content_type)
 
 
 def register_error_handlers(app: Flask) -> None:
@@ -90,6 +98,6 @@ def register_error_handlers(app: Flask) -> None:
 
 def register_commands(app: Flask) -> None:
     """CLI commands (`flask --app web catalog load`)."""
-    from web.cli import register_commands as register
+    from cli import register_commands as register
 
     register(app)

@@ -11,8 +11,8 @@ from __future__ import annotations
 import redis
 from flask import Response, jsonify
 
+from models import seats
 from models.catalog import row_label
-from web import seats
 from web.openapi import documented
 from web.problems import Problem, unavailable
 from web.purchase import _catalog as catalog

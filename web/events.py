@@ -13,23 +13,15 @@ from typing import Any
 import redis
 from flask import Blueprint, Response, jsonify
 
-import metrics
-import settings
-from tasks import queues
-from tasks.heartbeat import alive_workers, monitor_redis, progress
+from messaging import queues
+from plumbing import settings
+from plumbing.heartbeats import alive_workers, monitor_redis, progress
 from web.openapi import documented
 from web.schemas import EventsHealthSchema
 
 log = logging.getLogger(__name__)
 
 bp = Blueprint("events", __name__, url_prefix="/events")
-
-
-@bp.get("/metrics")
-def metrics_view() -> Response:
-    """Prometheus metrics of this service's processes."""
-    body, content_type = metrics.render()
-    return Response(body, content_type=content_type)
 
 
 @bp.get("/health")

@@ -24,11 +24,11 @@ import redis
 from flask import Blueprint, Response, g, jsonify, request
 from marshmallow import ValidationError
 
-import metrics
-import settings
+from messaging import publisher
+from models import seats
 from models.catalog import Catalog, ZoneSpec, row_index, row_label
 from models.tickets import SCHEMA_VERSION, TicketRecord
-from web import publisher, seats
+from plumbing import metrics, settings
 from web.openapi import documented
 from web.problems import Problem, unavailable
 from web.schemas import HealthSchema, PurchaseRequestSchema, TicketSchema
@@ -292,13 +292,6 @@ def _account_purchase(response: Response) -> Response:
             extra={"outcome": code, "ticketId": g.get("ticket_id"), "ms": round(seconds * 1e3, 2)},
         )
     return response
-
-
-@bp.get("/metrics")
-def metrics_view() -> Response:
-    """Prometheus metrics of this service's processes."""
-    body, content_type = metrics.render()
-    return Response(body, content_type=content_type)
 
 
 @bp.get("/health")

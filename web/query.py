@@ -21,11 +21,10 @@ from marshmallow import ValidationError
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
-import metrics
 import models
-import settings
 from models.tables import Event, Venue, Zone
 from models.tickets import count_tickets, get_ticket, list_tickets, revenue
+from plumbing import settings
 from web.openapi import documented
 from web.problems import Problem, problem_response, unavailable
 from web.schemas import (
@@ -241,13 +240,6 @@ def _event_json(e: Event) -> dict:
         "date": e.event_date.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "capacity": e.capacity,
     }
-
-
-@bp.get("/metrics")
-def metrics_view() -> Response:
-    """Prometheus metrics of this service's processes."""
-    body, content_type = metrics.render()
-    return Response(body, content_type=content_type)
 
 
 @bp.get("/health")

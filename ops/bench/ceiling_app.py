@@ -14,7 +14,7 @@ from flask import Flask, jsonify, request
 
 app = Flask(__name__)
 
-# The purchase API's client settings: short timeouts, no retries (web/seats.py).
+# The purchase API's client settings: short timeouts, no retries (models/seats.py).
 _redis = redis.Redis.from_url(
     os.environ["REDIS_URL"],
     socket_timeout=0.5,

@@ -237,7 +237,7 @@ def _gunicorn_settings() -> str:
         "(gunicorn.conf.py)"
     )
     try:
-        import settings
+        from plumbing import settings
 
         s = settings.load()
         if hasattr(s, "publish_batch_max"):

@@ -14,7 +14,7 @@ from pathlib import Path
 import redis
 
 from models.catalog import row_label
-from web.seats import zone_keys
+from models.seats import zone_keys
 
 ARENA = "BenchArena"
 CLUB = "BenchClub"

@@ -18,8 +18,8 @@ from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
 from redis.retry import Retry
 
-import settings
 from models.catalog import Catalog, EventSpec, ZoneSpec, row_index, row_label
+from plumbing import settings
 
 CATALOG_KEY = "ticketing:catalog"
 
@@ -332,7 +332,7 @@ def load_catalog(r: Client, catalog: Catalog) -> None:
     """Create missing counters of every loaded event, then publish the catalog to the API.
 
     Only for events whose seat state exists (`event_loaded`): the others must be rebuilt from
-    MySQL (`web.seat_repair.rebuild`), never initialised as empty — after a Redis loss that
+    MySQL (`models.seat_repair.rebuild`), never initialised as empty — after a Redis loss that
     would sell every seat again.
     """
     scripts = scripts_for(r)

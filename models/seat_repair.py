@@ -16,12 +16,12 @@ import time
 from dataclasses import dataclass, field
 
 import models
-import settings
+from messaging import dead_letters, queues
 from models import catalog as catalog_model
+from models import seats
 from models.catalog import Catalog, row_index, row_label
 from models.tickets import sold_seats
-from tasks import queues
-from web import seats
+from plumbing import settings
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +142,7 @@ def reconcile(grace: float = 60, dry_run: bool = False) -> Reconciliation:
         return report
     in_dlq = {
         (t.get("eventId"), int(t.get("zoneId", 0)), str(t.get("row")), int(t.get("column", 0)))
-        for t in (d.ticket for d in queues.peek_dead_letters(limit=10_000))
+        for t in (d.ticket for d in dead_letters.peek_dead_letters(limit=10_000))
         if t
     }
     still = first & _suspects(raw, catalog)

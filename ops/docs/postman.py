@@ -1,6 +1,6 @@
 """A Postman collection (v2.1) generated from the OpenAPI specs, for the seed's users.
 
-    .venv/bin/python -m web.postman > docs/ticketing.postman_collection.json
+    .venv/bin/python ops/docs/postman.py > docs/ticketing.postman_collection.json
 
 One folder per API, one request per operation, with `{{baseUrl}}` (default
 http://127.0.0.1:8000) and each path parameter's example as a collection variable.
@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+from pathlib import Path
 from typing import Any
 
 SCHEMA = "https://schema.getpostman.com/json/collection/v2.1.0/collection.json"
@@ -62,7 +63,7 @@ def collection(specs: dict[str, dict[str, Any]]) -> dict[str, Any]:
         "info": {
             "name": "Ticketing",
             "description": "Generated from /purchase, /query and /events openapi.json "
-            "(python -m web.postman); do not edit by hand.",
+            "(ops/docs/postman.py); do not edit by hand.",
             "schema": SCHEMA,
         },
         "item": folders,
@@ -72,6 +73,7 @@ def collection(specs: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 def main() -> None:
     """Print the collection of the app's three specs."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     from web import SERVICES, create_app
     from web.openapi import spec_for
 

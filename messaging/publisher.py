@@ -4,7 +4,7 @@ The purchase API has a Celery app of its own, configured from `celeryconfig` plu
 `publisher_overrides()`; it never imports the task code and never consumes. A publish is
 synchronous: when `publish_ticket` returns, SNS has the message, and a 201 may be answered.
 Concurrent purchases of one process share an `sns:PublishBatch` of up to PUBLISH_BATCH_MAX
-messages (group commit, `tasks/transport.py`); each waits for its own entry's answer, and an
+messages (group commit, `tasks/publish_batching.py`); each waits for its own entry's answer, and an
 entry SNS refused fails only its own purchase, which releases its own seat.
 """
 
@@ -17,10 +17,8 @@ from typing import Any
 from celery import Celery
 from kombu import Exchange
 
-import logs
-import metrics
-import settings
 from celeryconfig import QueueNames, TaskNames, publisher_overrides
+from plumbing import logs, metrics, settings
 
 log = logging.getLogger(__name__)
 

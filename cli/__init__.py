@@ -1,0 +1,17 @@
+"""Operator commands, run as `flask --app web <group> <command>` with the services' environment:
+`catalog load`; `seats rebuild` and `seats reconcile`; `dlq list` and `dlq redrive`."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+
+def register_commands(app: Flask) -> None:
+    """Add the `catalog`, `seats` and `dlq` command groups."""
+    from cli.catalog import catalog_group
+    from cli.dlq import dlq_group
+    from cli.seats import seats_group
+
+    app.cli.add_command(catalog_group)
+    app.cli.add_command(seats_group)
+    app.cli.add_command(dlq_group)

@@ -1,0 +1,1 @@
+"""Test support, split by kind: processes, proxy, aws, factories."""

@@ -1,0 +1,64 @@
+"""Test support: data factories — the test catalog and ticket events."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+from tests.support.processes import ROOT
+
+
+def test_catalog_document() -> dict[str, Any]:
+    """The default catalog plus a tiny venue whose caps reach every counter in a few sales."""
+    with open(ROOT / "models" / "catalog.json", encoding="utf-8") as f:
+        document = json.load(f)
+    document["venues"].append(
+        {
+            "venueId": "TinyVenue",
+            "name": "Tiny test venue",
+            "zones": [
+                # 2 rows × 3 seats, at most 2 sold per row
+                {"zoneId": 1, "rows": 2, "columns": 3, "price": "10.50", "rowCapacity": 2},
+                # 2 × 2 seats, at most 3 sold in the zone
+                {"zoneId": 2, "rows": 2, "columns": 2, "price": "20.00", "capacity": 3},
+                {"zoneId": 3, "rows": 3, "columns": 3, "price": "30.25"},
+            ],
+        }
+    )
+    document["events"] += [
+        {
+            "eventId": "TinyEvent",
+            "venueId": "TinyVenue",
+            "name": "Tiny",
+            "type": "TEST",
+            "date": "2027-01-01T20:00:00Z",
+        },
+        {
+            "eventId": "TinyCapped",
+            "venueId": "TinyVenue",
+            "name": "Tiny, 2 seats",
+            "type": "TEST",
+            "date": "2027-01-02T20:00:00Z",
+            "capacity": 2,
+        },
+    ]
+    return document
+
+
+def ticket_message(**overrides: Any) -> dict[str, Any]:
+    """A valid ticket event (Venue1/Event1 zone 1), with fields replaced by `overrides`."""
+    ticket = {
+        "ticketId": str(uuid.uuid4()),
+        "venueId": "Venue1",
+        "eventId": "Event1",
+        "zoneId": 1,
+        "row": "A",
+        "column": "1",
+        "price": "100.00",
+        "status": "PAID",
+        "createdOn": "2026-11-26T12:00:00.000Z",
+        "schemaVersion": 1,
+    }
+    ticket.update(overrides)
+    return ticket

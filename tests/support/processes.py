@@ -1,0 +1,155 @@
+"""Test support: real processes (a Celery worker, gunicorn) started from the Procfile's
+commands, free ports, and polling with a deadline."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
+
+
+def wait_until(check: Callable[[], T], seconds: float = 30, what: str = "condition") -> T:
+    """Poll `check` until it returns something truthy; fail the test after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {seconds}s waiting for {what}")
+        time.sleep(0.1)
+
+
+def procfile_command(process_type: str) -> list[str]:
+    """The argv of a Procfile line."""
+    for line in (ROOT / "Procfile").read_text().splitlines():
+        name, _, command = line.partition(": ")
+        if name == process_type:
+            return shlex.split(command)
+    raise KeyError(process_type)
+
+
+class Worker:
+    """A real `celery worker` subprocess with its own log file."""
+
+    def __init__(self, proc: subprocess.Popen, log_path: Path, hostname: str) -> None:
+        self.proc = proc
+        self.log_path = log_path
+        self.hostname = hostname
+
+    @classmethod
+    @contextlib.contextmanager
+    def start(cls, env: dict[str, str]) -> Iterator[Worker]:
+        """The Procfile's worker command (its pool and concurrency), with a hostname of its own."""
+        hostname = f"test-{uuid.uuid4().hex[:6]}@localhost"
+        log_path = Path(tempfile.mkstemp(prefix="worker-", suffix=".log")[1])
+        program, *args = procfile_command("worker")
+        cmd = [str(BIN / program), *args, "--hostname", hostname]
+        env = {"WORKER_METRICS_PORT": str(free_port()), **env}
+        # as in a container: the worker makes its own metrics directory (not the test process's)
+        full_env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(
+                cmd,
+                cwd=ROOT,
+                env={**full_env, **env},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        worker = cls(proc, log_path, hostname)
+        worker.metrics_port = int(env["WORKER_METRICS_PORT"])
+        try:
+            wait_until(
+                lambda: "ready." in worker.log() or proc.poll() is not None, 60, "worker ready"
+            )
+            if proc.poll() is not None:
+                raise RuntimeError(f"worker exited:\n{worker.log()}")
+            yield worker
+        finally:
+            worker.stop()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def count(self, text: str) -> int:
+        return self.log().count(text)
+
+    def metrics(self) -> dict[str, float]:
+        """The worker's Prometheus samples: {'name{labels}': value}."""
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics") as r:
+            text = r.read().decode()
+        return {
+            line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line and not line.startswith("#")
+        }
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+@contextlib.contextmanager
+def gunicorn(env: dict[str, str]) -> Iterator[str]:
+    """The web processes as `make run` serves them (purchase, query, events on one base URL),
+    in gunicorn on a free port with `env` on top of this process's; yields the base URL."""
+    port = free_port()
+    with tempfile.NamedTemporaryFile(prefix="gunicorn-", suffix=".log", delete=False) as log:
+        web = subprocess.Popen(
+            [
+                str(BIN / "gunicorn"),
+                "--config",
+                "gunicorn.conf.py",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "web:create_app()",
+            ],
+            cwd=ROOT,
+            env={**os.environ, **env, "GUNICORN_ACCESSLOG": ""},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_for_port(port)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        os.killpg(web.pid, signal.SIGTERM)
+        web.wait(timeout=30)
