@@ -31,6 +31,10 @@ test: $(STAMP) ## The test suite against real Redis, MariaDB and moto server, th
 bench: $(STAMP) ## Measure the purchase path vs its ceiling, the flash sale, worker and lag (BENCH_ARGS=...)
 	$(BIN)/python ops/bench/bench.py $(BENCH_ARGS)
 
+docs: $(STAMP) ## Regenerate docs/reference.md and the Postman collection from the code
+	$(BIN)/python ops/docs/reference.py > docs/reference.md
+	$(BIN)/python ops/docs/postman.py > docs/ticketing.postman_collection.json
+
 lint: $(STAMP) ## ruff check and format check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -42,7 +46,7 @@ format: $(STAMP) ## ruff format and autofix
 clean: ## Remove .venv and .run (local data of services started by make run)
 	rm -rf $(VENV) .run
 
-.PHONY: help install run test bench lint format clean
+.PHONY: help install run test bench docs lint format clean
 
 # --- Static checks of the AWS deployment (ops/terraform, ops/scripts). checkov lives in a venv
 # of its own under .run/ (ignored): its pins would clash with the project's.

@@ -145,3 +145,21 @@ def test_postman_collection_is_generated_from_the_specs(specs):
     assert json.loads(committed.read_text()) == collection(specs)
     operations = sum(len(ops) for spec in specs.values() for ops in spec["paths"].values())
     assert sum(len(folder["item"]) for folder in collection(specs)["item"]) == operations
+
+
+def test_reference_page_is_generated_from_the_code(specs):
+    """`make docs` after any change of routes, problem codes, the Procfile or the metrics."""
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(root / "ops" / "docs"))
+    import reference
+
+    from web.problems import STATUSES, TITLES
+
+    page = reference.render(
+        specs, STATUSES, TITLES, (root / "Procfile").read_text(), reference.collectors()
+    )
+    assert (root / "docs" / "reference.md").read_text() == page
+    assert all(f"`{code}`" in page for code in STATUSES)

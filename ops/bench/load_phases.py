@@ -21,7 +21,7 @@ import wrk_load
 from sns_standin import decode_task
 from wrk_load import LoadResult
 
-CLIENTS = 64  # the concurrency for throughput and the flash sale
+CLIENTS = 64  # the target's concurrency for throughput and the flash sale
 # Moderate: below saturation, so latency still reflects the work per request. On the 2-core
 # development machine 4 clients already saturate the purchase path (p50 = queueing, ±25 % from
 # one 1-s run to the next); at 2 the runs agree within a few per cent.

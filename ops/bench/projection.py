@@ -4,7 +4,7 @@ purchase to a readable row.
 Both run the purchase API against moto (SNS → SQS raw delivery), the Celery worker as the
 Procfile runs it, and MariaDB. moto, not our code, bounds their rates (about 130 publishes/s),
 so the purchases come from a small paced Python client here, which at ≤ 130/s costs next to
-nothing, and measures what the issue asks for: CPU per ticket while the worker drains a full
+nothing, and measures what the targets ask for: CPU per ticket while the worker drains a full
 queue, and the lag at a load moto sustains.
 """
 

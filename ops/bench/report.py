@@ -1,6 +1,6 @@
 """What the bench prints: a table (phase, measured, target, verdict), notes, and the last line in
-the issue's fixed form, which CI logs and docs/benchmarks.md quote. A missing figure prints as
-`n/a`, never as a made-up number.
+a fixed form, which CI logs and docs/benchmarks.md quote. A missing figure prints as `n/a`,
+never as a made-up number.
 """
 
 from __future__ import annotations

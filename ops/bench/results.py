@@ -1,4 +1,4 @@
-"""From the phases' results to what `make bench` prints: the table with each target of issue 7
+"""From the phases' results to what `make bench` prints: the table with each performance target
 met or missed by how much, the conditions of each measurement, RSS, and the result line."""
 
 from __future__ import annotations
