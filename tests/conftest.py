@@ -91,11 +91,23 @@ def database() -> None:
         upsert(conn, Catalog.from_dict(TEST_CATALOG))
 
 
+_session_worker: list[Worker] = []  # the session worker, once `pipeline_worker` started it
+
+
 @pytest.fixture
 def clean_tickets(database: None) -> None:
-    """No tickets and no conflicts before the test."""
+    """No tickets and no conflicts before the test, and none on their way: once the session
+    worker runs, messages an earlier test left in the session queue are persisted (or
+    dead-lettered) first, so that it cannot write them in the middle of this test."""
     from sqlalchemy import text
 
+    from tests.support.aws import queue_counts
+    from tests.support.processes import wait_until
+
+    if _session_worker:
+        wait_until(
+            lambda: queue_counts(settings.get().queue_url) == (0, 0), 120, "an idle session queue"
+        )
     with models.writer().begin() as conn:
         conn.execute(text("DELETE FROM ticket_conflict"))
         conn.execute(text("DELETE FROM ticket"))
@@ -142,6 +154,7 @@ def client(app, clean_tickets, loaded_seats):
 def pipeline_worker(database: None) -> Iterator[Worker]:
     """A real Celery worker consuming the session queue (the one the app publishes to)."""
     with Worker.start(env={}) as worker:
+        _session_worker.append(worker)
         yield worker
 
 
