@@ -320,10 +320,10 @@ def test_availability_seat_map_and_health_on_the_cluster(base):
     assert seat_map.json()["seats"] == ["110", "000"]
     assert seat_map.json()["remaining"]["rows"] == {"A": 0, "B": 2}
 
-    health = requests.get(base + "/purchase/health", timeout=30)
+    health = requests.get(base + "/purchase/health/deep", timeout=30)
     assert (health.status_code, health.json()["checks"]["redis"]) == (200, "UP")
     # /events/health reads the heartbeats from the monitoring plane, not from the cluster
-    events = requests.get(base + "/events/health", timeout=30).json()
+    events = requests.get(base + "/events/health/deep", timeout=30).json()
     assert not any("heartbeats unreadable" in r for r in events.get("reasons", []))
 
 

@@ -202,6 +202,7 @@ module "purchase" {
   secrets            = { REDIS_URL = module.redis.redis_url_secret_arn }
   container_port     = local.app_port
   target_group_arn   = module.alb.target_group_arns["purchase"]
+  health_check_path  = "/purchase/health"
   dependencies       = module.alb.listener_arns
   min_count          = 3
   max_count          = 6
@@ -228,6 +229,7 @@ module "query" {
   secrets            = { DATABASE_READ_URL = module.aurora.database_read_url_secret_arn }
   container_port     = local.app_port
   target_group_arn   = module.alb.target_group_arns["query"]
+  health_check_path  = "/query/health"
   dependencies       = module.alb.listener_arns
   min_count          = 1
   max_count          = 3
@@ -254,6 +256,7 @@ module "events" {
   secrets            = { MONITOR_BROKER_URL = module.monitor_redis.redis_url_secret_arn }
   container_port     = local.app_port
   target_group_arn   = module.alb.target_group_arns["events"]
+  health_check_path  = "/events/health"
   dependencies       = module.alb.listener_arns
   desired_count      = 1
   stop_timeout       = 30

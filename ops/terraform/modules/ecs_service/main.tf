@@ -15,6 +15,19 @@ locals {
   log_group = "/${var.prefix}/ecs/${var.name}"
   ports     = var.container_port == null ? [] : [var.container_port]
   scaled    = var.create_service && var.min_count != null
+
+  # The container's own probe: the shallow health endpoint (the process answers), the same
+  # path as the ALB's. No curl in the slim image; python is there.
+  health_check = var.health_check_path == null ? null : {
+    command = [
+      "CMD", "python", "-c",
+      "import urllib.request; urllib.request.urlopen('http://127.0.0.1:${coalesce(var.container_port, 0)}${var.health_check_path}', timeout=4)",
+    ]
+    interval    = 15
+    timeout     = 5
+    retries     = 3
+    startPeriod = 30
+  }
 }
 
 resource "aws_cloudwatch_log_group" "this" {
@@ -102,6 +115,7 @@ resource "aws_ecs_task_definition" "this" {
     linuxParameters        = { initProcessEnabled = true }
     portMappings           = [for port in local.ports : { containerPort = port, protocol = "tcp" }]
     mountPoints            = [{ sourceVolume = "tmp", containerPath = "/tmp", readOnly = false }]
+    healthCheck            = local.health_check
     environment            = [for key in sort(keys(var.environment)) : { name = key, value = var.environment[key] }]
     secrets                = [for key in sort(keys(var.secrets)) : { name = key, valueFrom = var.secrets[key] }]
     logConfiguration = {

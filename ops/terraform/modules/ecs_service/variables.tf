@@ -144,3 +144,9 @@ variable "dependencies" {
   type        = list(string)
   default     = []
 }
+
+variable "health_check_path" {
+  description = "Shallow health path the container probes itself on (container_port); null: no container health check."
+  type        = string
+  default     = null
+}
