@@ -222,12 +222,14 @@ def test_cluster_mode_never_sends_the_monitoring_plane_to_the_cluster(cluster, m
 
 @pytest.fixture(scope="module")
 def loaded_cluster(cluster, cluster_env, database) -> dict[str, str]:
-    """The catalog loaded into the cluster by the real CLI, from MySQL with no tickets."""
+    """The catalog loaded into the cluster by the real CLI, from MySQL with no tickets and no
+    event that ever had seat state (a first deploy)."""
     from sqlalchemy import text
 
     with models.writer().begin() as conn:
         conn.execute(text("DELETE FROM ticket_conflict"))
         conn.execute(text("DELETE FROM ticket"))
+        conn.execute(text("UPDATE event SET seat_state_created_on = NULL"))
     quiet = create_messaging(f"rc{uuid.uuid4().hex[:8]}")  # an empty queue: nothing in flight
     env = {
         **cluster_env,
@@ -236,7 +238,7 @@ def loaded_cluster(cluster, cluster_env, database) -> dict[str, str]:
         "BROKER_READ_TIMEOUT": "0.5",
     }
     done = flask(env, "catalog", "load")
-    assert f"building seat state from MySQL for {len(CATALOG.events)} events" in done.stdout
+    assert f"{len(CATALOG.events)} events ({len(CATALOG.events)} new)" in done.stdout
     return env
 
 
