@@ -150,3 +150,9 @@ variable "health_check_path" {
   type        = string
   default     = null
 }
+
+variable "execution_role_arn" {
+  description = "An existing execution role (AWS Academy Learner Lab: LabRole); null: one is created with only this task's secrets."
+  type        = string
+  default     = null
+}
