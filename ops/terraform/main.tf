@@ -109,6 +109,7 @@ module "redis" {
   engine_version          = var.redis_engine_version
   snapshot_retention_days = var.redis_snapshot_retention_days
   kms_key_arn             = module.kms.key_arn
+  alarm_topic_arn         = module.monitoring.alarm_topic_arn
 }
 
 # The monitoring plane: Celery events and remote control (Flower), worker heartbeats and
@@ -125,6 +126,7 @@ module "monitor_redis" {
   engine_version          = var.redis_engine_version
   snapshot_retention_days = 1 # heartbeats and events are rewritten every few seconds
   kms_key_arn             = module.kms.key_arn
+  alarm_topic_arn         = module.monitoring.alarm_topic_arn
 }
 
 module "alb" {
@@ -154,6 +156,10 @@ module "monitoring" {
   queue_name                           = module.messaging.queue_name
   dlq_name                             = module.messaging.dlq_name
   oldest_message_age_threshold_seconds = var.oldest_message_age_alarm_seconds
+  dlq_retention_seconds                = module.messaging.dlq_retention_seconds
+  alb_arn_suffix                       = module.alb.arn_suffix
+  purchase_log_group                   = module.purchase.log_group_name
+  worker_log_group                     = module.worker.log_group_name
   alarm_email                          = var.alarm_email
   kms_key_arn                          = module.kms.key_arn
 }
