@@ -9,8 +9,8 @@ import json
 import logging
 import re
 
-import logs
 from models.tickets import Outcome
+from plumbing import logs
 from tests.test_terraform import config, one
 
 # What MySQL needs before it writes each log that RDS can export.

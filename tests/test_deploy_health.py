@@ -9,7 +9,7 @@ from fnmatch import fnmatchcase
 
 import pytest
 
-from tests.helpers import ROOT
+from tests.support.processes import ROOT
 from tests.test_terraform import config, one, service_modules
 
 WEB = ("purchase", "query", "events")
@@ -93,8 +93,9 @@ def dependencies_down(monkeypatch):
     import redis
 
     import models
-    from tasks import queues
-    from web import events, publisher, seats
+    from messaging import publisher, queues
+    from models import seats
+    from web import events
 
     def refuse(*_, **__):
         raise redis.ConnectionError("dependency down")

@@ -25,9 +25,9 @@ import requests
 from sqlalchemy import text
 
 import models
-from tests.helpers import BIN, ROOT, free_port, wait_for_port
+from models import seats
+from tests.support.processes import BIN, ROOT, free_port, wait_for_port
 from tests.test_terraform import config
-from web import seats
 
 REGION = "us-east-1"
 

@@ -298,8 +298,8 @@ def _account_purchase(response: Response) -> Response:
 @bp.get("/health")
 @documented({200: LivenessSchema})
 def health() -> tuple[Response, int]:
-    """The process answers; no dependency is called (the load balancer's probe: a slow SNS or
-    Redis must not make it replace healthy tasks)."""
+    """The process answers; no dependency is called (the load balancer's probe)."""
+    # a slow SNS or Redis must not make the load balancer replace healthy tasks
     return jsonify({"status": "UP"}), 200
 
 
