@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
-from sqlalchemy import Connection
+from sqlalchemy import Connection, func, select, update
 from sqlalchemy.dialects.mysql import insert
 
-from models.tables import Event, Venue, Zone
+from models.tables import Event, Ticket, Venue, Zone
 
 MAX_ROWS = 18278  # A … ZZZ
 MAX_COLUMNS = 100_000
@@ -248,10 +248,29 @@ def upsert(conn: Connection, catalog: Catalog) -> None:
         )
 
 
+def mark_seat_state_created(conn: Connection, event_ids: list[str]) -> None:
+    """Record that these events' seat state exists, or is about to be written (kept once set)."""
+    if event_ids:
+        conn.execute(
+            update(Event)
+            .where(Event.event_id.in_(event_ids), Event.seat_state_created_on.is_(None))
+            .values(seat_state_created_on=func.now(6))
+        )
+
+
+def had_seat_state(conn: Connection, event_ids: list[str]) -> set[str]:
+    """Those of `event_ids` that ever had seat state in Redis, or have a ticket."""
+    if not event_ids:
+        return set()
+    marked = select(Event.event_id).where(
+        Event.event_id.in_(event_ids), Event.seat_state_created_on.is_not(None)
+    )
+    sold = select(Ticket.event_id).where(Ticket.event_id.in_(event_ids)).distinct()
+    return set(conn.scalars(marked)) | set(conn.scalars(sold))
+
+
 def from_database(conn: Connection) -> Catalog:
     """The catalog as MySQL holds it (the source of truth once loaded)."""
-    from sqlalchemy import select
-
     venues: dict[str, VenueSpec] = {}
     names: dict[str, str] = {v: n for v, n in conn.execute(select(Venue.venue_id, Venue.name))}
     zones: dict[str, dict[int, ZoneSpec]] = {venue_id: {} for venue_id in names}

@@ -57,6 +57,8 @@ def rebuild(
     time.sleep(settle_seconds() if settle is None else settle)
     if not queues.wait_for_drain(settings.get().queue_url, drain_timeout):
         raise QueueNotDrained(f"queue not drained within {drain_timeout:g}s; events stay closed")
+    with models.writer().begin() as conn:  # before the state: see catalog load
+        catalog_model.mark_seat_state_created(conn, chosen)
     sold: dict[str, int] = {}
     for event_id in chosen:
         event = catalog.events[event_id]

@@ -59,6 +59,9 @@ class Event(Base):
     type: Mapped[str] = mapped_column(String(50))
     event_date: Mapped[datetime] = mapped_column(UtcTimestamp)
     capacity: Mapped[int] = mapped_column(Integer)
+    # Set before the event's seat state is first written to Redis; never cleared. An event
+    # without seat state but with this set lost its state: rebuild it, never start it empty.
+    seat_state_created_on: Mapped[datetime | None] = mapped_column(UtcTimestamp, nullable=True)
 
 
 class Ticket(Base):

@@ -10,8 +10,12 @@ import os
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parents[1]
+ENVIRONMENTS = ("development", "production")
+LOOPBACK = ("localhost", "127.0.0.1", "::1", "0.0.0.0")
+MOTO_ACCOUNT = "123456789012"  # moto's fixed account id; never a real one
 
 
 class SettingsError(RuntimeError):
@@ -81,9 +85,43 @@ def _int(name: str, default: int) -> int:
     return int(value)
 
 
+def _development_leftovers(values: dict[str, str]) -> list[str]:
+    """What in `values` (setting name => value) only makes sense on a developer's machine."""
+    found = []
+    for name, value in values.items():
+        if not value:
+            continue
+        host = urlsplit(value).hostname if "://" in value else None
+        if host in LOOPBACK:
+            found.append(f"{name} points at {host}")
+        if f":{MOTO_ACCOUNT}:" in value or f"/{MOTO_ACCOUNT}/" in value:
+            found.append(f"{name} names moto's account {MOTO_ACCOUNT}")
+    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_SNS", "AWS_ENDPOINT_URL_SQS"):
+        if os.environ.get(name):
+            found.append(f"{name} is set ({os.environ[name]}): AWS calls would not reach AWS")
+    return found
+
+
+def _check_environment(app_env: str, values: dict[str, str]) -> None:
+    """APP_ENV=production refuses to start on development defaults, naming each."""
+    if app_env not in ENVIRONMENTS:
+        raise SettingsError(f"APP_ENV={app_env!r} must be one of {', '.join(ENVIRONMENTS)}")
+    if app_env != "production":
+        return
+    found = _development_leftovers(values)
+    if found:
+        raise SettingsError(
+            "APP_ENV=production refuses development settings: "
+            + "; ".join(found)
+            + ". Set the production values (the ECS task definitions do), or APP_ENV=development."
+        )
+
+
 @dataclass(frozen=True)
 class Settings:
     """The process configuration."""
+
+    app_env: str
 
     redis_url: str
     redis_cluster: bool
@@ -154,12 +192,28 @@ def load() -> Settings:
     publish_batch_max = _int("PUBLISH_BATCH_MAX", 10)
     if publish_batch_max > 10:
         raise SettingsError(f"PUBLISH_BATCH_MAX={publish_batch_max} exceeds SNS's 10 per batch")
+    app_env = _str("APP_ENV", "development")
+    monitor_broker_url = _monitor_url(redis_url, redis_cluster)
+    database_read_url = _str("DATABASE_READ_URL", database_url)
+    _check_environment(
+        app_env,
+        {
+            "REDIS_URL": redis_url,
+            "MONITOR_BROKER_URL": monitor_broker_url,
+            "DATABASE_URL": database_url,
+            "DATABASE_READ_URL": database_read_url,
+            "TICKET_TOPIC_ARN": topic_arn,
+            "TICKET_QUEUE_URL": queue_url,
+            "TICKET_DLQ_URL": dlq_url,
+        },
+    )
     settings = Settings(
+        app_env=app_env,
         redis_url=redis_url,
         redis_cluster=redis_cluster,
         redis_socket_timeout=_float("REDIS_SOCKET_TIMEOUT", 0.5),
         database_url=database_url,
-        database_read_url=_str("DATABASE_READ_URL", database_url),
+        database_read_url=database_read_url,
         aws_region=region,
         topic_arn=topic_arn,
         queue_url=queue_url,
@@ -175,7 +229,7 @@ def load() -> Settings:
         task_retry_backoff_cap=_int("TASK_RETRY_BACKOFF_CAP", 20),
         projection_stall_seconds=_float("PROJECTION_STALL_SECONDS", 120.0),
         worker_metrics_port=int(os.environ.get("WORKER_METRICS_PORT", "9808") or 0),
-        monitor_broker_url=_monitor_url(redis_url, redis_cluster),
+        monitor_broker_url=monitor_broker_url,
         publish_batch_max=publish_batch_max,
         publish_batch_window=_float("PUBLISH_BATCH_WINDOW_MS", 2.0) / 1000,
         publish_batch_senders=_int("PUBLISH_BATCH_SENDERS", 1),

@@ -1,5 +1,7 @@
-"""`flask --app web catalog load` on a Redis that lost its state: the seat state is built from
-MySQL's tickets, never initialised as empty (which would sell every seat again)."""
+"""`flask --app web catalog load` and `seats rebuild`: an event that never had seat state starts
+empty without asking SQS anything; one whose state Redis lost is refused by catalog load and
+rebuilt from MySQL's tickets by `seats rebuild`, never initialised as empty (which would sell
+every seat again)."""
 
 from __future__ import annotations
 
@@ -7,7 +9,9 @@ import os
 import subprocess
 import uuid
 
+import pytest
 from aws_resources import create_messaging
+from sqlalchemy import text
 
 import models
 from models import seats
@@ -15,26 +19,89 @@ from models.catalog import Catalog
 from models.tickets import TicketRecord, persist_ticket
 from tests.conftest import TEST_CATALOG
 from tests.support.factories import ticket_message
-from tests.support.processes import BIN, ROOT
+from tests.support.processes import BIN, ROOT, free_port
+
+CATALOG = Catalog.from_dict(TEST_CATALOG)
 
 
-def test_catalog_load_rebuilds_lost_events_from_mysql(redis_client, clean_tickets):
-    with models.writer().begin() as conn:
-        persist_ticket(conn, TicketRecord.from_json(ticket_message(row="B", column="3")))
-    redis_client.flushdb()  # Redis lost everything; MySQL has the ticket
-    messaging = create_messaging(f"c{uuid.uuid4().hex[:8]}")  # an empty queue: nothing in flight
-    done = subprocess.run(
-        [str(BIN / "flask"), "--app", "web", "catalog", "load"],
+def flask(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`flask --app web …` as an operator runs it, with `env` over this process's environment."""
+    return subprocess.run(
+        [str(BIN / "flask"), "--app", "web", *args],
         cwd=ROOT,
-        env={**os.environ, **messaging.env()},
+        env={**os.environ, **(env or {})},
         capture_output=True,
         text=True,
         timeout=120,
     )
+
+
+def no_sqs() -> dict[str, str]:
+    """An environment whose SQS endpoint refuses every connection."""
+    return {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}"}
+
+
+@pytest.fixture
+def never_loaded(database, clean_tickets, redis_client) -> None:
+    """Events as a first deploy finds them: in MySQL, never given seat state, nothing sold."""
+    with models.writer().begin() as conn:
+        conn.execute(text("UPDATE event SET seat_state_created_on = NULL"))
+
+
+def test_catalog_load_starts_never_sold_events_empty_without_sqs(never_loaded, redis_client):
+    done = flask("catalog", "load", env=no_sqs())
     assert done.returncode == 0, done.stderr
-    assert "building seat state from MySQL" in done.stdout
-    catalog = Catalog.from_dict(TEST_CATALOG)
-    zone = catalog.venues["Venue1"].zones[1]
+    assert f"{len(CATALOG.events)} events ({len(CATALOG.events)} new)" in done.stdout
+    zone = CATALOG.venues["Venue1"].zones[1]
+    assert seats.scripts_for(redis_client).purchase("Event1", zone, 1, 3) == "OK"
+    assert seats.read_catalog(redis_client) == CATALOG
+    with models.writer().connect() as conn:
+        unmarked = conn.scalar(
+            text("SELECT COUNT(*) FROM event WHERE seat_state_created_on IS NULL")
+        )
+    assert unmarked == 0
+    again = flask("catalog", "load", env=no_sqs())  # a reload keeps the sale
+    assert again.returncode == 0, again.stderr
+    assert "(0 new)" in again.stdout
+    assert seats.scripts_for(redis_client).purchase("Event1", zone, 1, 3) == "SEAT_TAKEN"
+
+
+def test_catalog_load_refuses_an_event_whose_state_redis_lost(never_loaded, redis_client):
+    """Even with no ticket in MySQL yet (all still in flight): it had seat state, so it is lost,
+    not new. catalog load names it, leaves it unsellable and points at `seats rebuild`."""
+    assert flask("catalog", "load", env=no_sqs()).returncode == 0
+    redis_client.flushdb()  # Redis lost everything; the sold tickets are still in the queue
+    done = flask("catalog", "load", env=no_sqs())
+    assert done.returncode == 3, done.stderr
+    assert "had seat state that Redis no longer has: Event1" in done.stderr
+    assert "flask --app web seats rebuild --event Event1 --event" in done.stderr
+    assert "Traceback" not in done.stderr
+    for event_id in CATALOG.events:
+        assert not seats.event_loaded(redis_client, event_id), event_id  # purchases answer 503
+    assert seats.read_catalog(redis_client) == CATALOG
+
+
+def test_catalog_load_refuses_an_unmarked_event_that_has_tickets(never_loaded, redis_client):
+    """Tickets in MySQL mean it was sold, whatever the marker says (a store from before it)."""
+    with models.writer().begin() as conn:
+        persist_ticket(conn, TicketRecord.from_json(ticket_message(row="B", column="3")))
+    done = flask("catalog", "load", env=no_sqs())
+    assert done.returncode == 3, done.stderr
+    assert "no longer has: Event1." in done.stderr
+    assert not seats.event_loaded(redis_client, "Event1")
+    assert seats.event_loaded(redis_client, "Event2")  # never sold: started empty
+
+
+def test_seats_rebuild_restores_a_lost_event_from_mysql(redis_client, clean_tickets):
+    with models.writer().begin() as conn:
+        persist_ticket(conn, TicketRecord.from_json(ticket_message(row="B", column="3")))
+    redis_client.flushdb()  # Redis lost everything; MySQL has the ticket
+    messaging = create_messaging(f"c{uuid.uuid4().hex[:8]}")  # an empty queue: nothing in flight
+    assert flask("catalog", "load", env=messaging.env()).returncode == 3
+    done = flask("seats", "rebuild", "--event", "Event1", env=messaging.env())
+    assert done.returncode == 0, done.stderr
+    assert "Event1: 1 seats sold" in done.stdout
+    zone = CATALOG.venues["Venue1"].zones[1]
     scripts = seats.scripts_for(redis_client)
     assert scripts.purchase("Event1", zone, 1, 3) == "SEAT_TAKEN"
     _, left, event = seats.zone_keys("Event1", 1)
@@ -42,7 +109,33 @@ def test_catalog_load_rebuilds_lost_events_from_mysql(redis_client, clean_ticket
     assert redis_client.hget(left, "B") == str(zone.row_capacity - 1)
     assert redis_client.hget(event, "sold") == "1"
     assert scripts.purchase("Event1", zone, 1, 4) == "OK"
-    assert seats.read_catalog(redis_client) == catalog
+    assert seats.read_catalog(redis_client) == CATALOG
+
+
+def test_the_cli_needs_no_monitoring_plane(never_loaded):
+    """The release and ops tasks run with REDIS_CLUSTER=true and no MONITOR_BROKER_URL; the
+    app the commands build must not insist on it (a serving events process still does)."""
+    env = {**os.environ, "REDIS_CLUSTER": "true"}
+    env.pop("MONITOR_BROKER_URL")
+    done = subprocess.run(
+        [str(BIN / "flask"), "--app", "web", "dlq", "--help"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    served = subprocess.run(
+        [str(BIN / "python"), "-c", "import web; web.create_app('events')"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert served.returncode != 0
+    assert "MONITOR_BROKER_URL must be set" in served.stderr
 
 
 def test_catalog_load_refuses_while_tickets_may_be_in_flight(
@@ -55,14 +148,7 @@ def test_catalog_load_refuses_while_tickets_may_be_in_flight(
     with models.writer().begin() as conn:
         persist_ticket(conn, TicketRecord.from_json(ticket_message(row="C", column="3")))
     redis_client.flushdb()
-    done = subprocess.run(
-        [str(BIN / "flask"), "--app", "web", "seats", "rebuild", "--drain-timeout", "2"],
-        cwd=ROOT,
-        env=dict(os.environ),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = flask("seats", "rebuild", "--drain-timeout", "2")
     assert done.returncode != 0
     assert "queue not drained" in done.stderr
     assert not seats.event_loaded(redis_client, "Event1")  # still closed: purchases answer 503

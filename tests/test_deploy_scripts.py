@@ -26,6 +26,8 @@ OUTPUTS = {
     "ecs_services": SERVICES,
     "release_task_definition": "ticketing-release",
     "release_log_group": "/ticketing/ecs/release",
+    "ops_task_definition": "ticketing-ops",
+    "ops_log_group": "/ticketing/ecs/ops",
     "private_subnet_ids": ["subnet-a", "subnet-b"],
     "tasks_security_group_id": "sg-tasks",
     "base_url": "http://alb.example",
@@ -74,6 +76,8 @@ elif tool == "aws":
             {"serviceName": n, "status": "ACTIVE", "desiredCount": 1, "runningCount": 1,
              "pendingCount": 0, "deployments": [{"status": "PRIMARY", "rolloutState": "COMPLETED"}]}
             for n in names]})
+    elif cmd == "logs get-log-events":
+        out("3 messages\tmore")
     elif cmd == "elbv2 describe-target-health":
         out({"TargetHealthDescriptions": [{"TargetHealth": {"State": "healthy"}}]})
     elif cmd == "sqs get-queue-attributes":
@@ -98,7 +102,7 @@ def fake_path(tmp_path: Path) -> dict[str, str]:
     # the real jq and coreutils, nothing else from the outside
     if shutil.which("jq") is None:
         pytest.skip("jq is not installed (apt-get install jq): the scripts need it")
-    for tool in ("jq", "bash", "sed", "paste", "mktemp", "head", "rm", "cat", "dirname"):
+    for tool in ("jq", "bash", "sed", "paste", "mktemp", "head", "rm", "cat", "dirname", "tr"):
         found = shutil.which(tool)
         assert found, f"{tool} is needed by the scripts"
         (bin_dir / tool).symlink_to(found)
@@ -230,3 +234,60 @@ def test_usage_text():
         assert result.stdout.startswith(f"Usage: ops/scripts/{script}")
         text = (SCRIPTS / script).read_text()
         assert "set -euo pipefail" in text
+
+
+def test_ops_task_runs_the_command_in_the_vpc_and_prints_its_log(fake_path):
+    result = run(
+        "ops-task.sh",
+        fake_path,
+        "--",
+        "flask",
+        "--app",
+        "web",
+        "seats",
+        "rebuild",
+        "--event",
+        "Event 1",
+    )
+    assert result.returncode == 0, result.stderr
+    (run_task,) = [c for c in calls(fake_path) if c[1:3] == ["ecs", "run-task"]]
+    assert run_task[run_task.index("--task-definition") + 1] == "ticketing-ops"
+    network = run_task[run_task.index("--network-configuration") + 1]
+    assert "subnets=[subnet-a,subnet-b]" in network and "assignPublicIp=DISABLED" in network
+    overrides = json.loads(run_task[run_task.index("--overrides") + 1])
+    (container,) = overrides["containerOverrides"]
+    assert container["name"] == "ops"
+    bash, dash_c, command = container["command"]
+    assert (bash, dash_c) == ("bash", "-c")
+    # the shell in the container sees exactly the words given, spaces included
+    words = subprocess.run(
+        ["bash", "-c", f"printf '%s\\n' {command.removeprefix('flask ')}"],
+        capture_output=True,
+        text=True,
+    ).stdout.splitlines()
+    assert words == ["--app", "web", "seats", "rebuild", "--event", "Event 1"]
+    (logs,) = [c for c in calls(fake_path) if c[1:3] == ["logs", "get-log-events"]]
+    assert logs[logs.index("--log-group-name") + 1] == "/ticketing/ecs/ops"
+    assert logs[logs.index("--log-stream-name") + 1] == "ops/ops/abc"
+    assert result.stdout.splitlines() == ["3 messages", "more"]
+
+
+def test_ops_task_exits_with_the_commands_status(fake_path):
+    result = run(
+        "ops-task.sh",
+        {**fake_path, "FAKE_EXIT": "3"},
+        "--task",
+        "release",
+        "--",
+        "flask",
+        "--app",
+        "web",
+        "catalog",
+        "load",
+    )
+    assert result.returncode == 3
+    assert "failed (exit code 3" in result.stderr
+    (run_task,) = [c for c in calls(fake_path) if c[1:3] == ["ecs", "run-task"]]
+    assert run_task[run_task.index("--task-definition") + 1] == "ticketing-release"
+    assert run("ops-task.sh", fake_path).returncode != 0  # no command
+    assert "no command given" in run("ops-task.sh", fake_path).stderr

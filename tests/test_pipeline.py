@@ -57,13 +57,15 @@ def test_seed_example_end_to_end(base):
 
 
 def test_health_endpoints(base):
-    assert requests.get(f"{base}/purchase/health").json() == {
+    for service in ("purchase", "query", "events"):
+        assert requests.get(f"{base}/{service}/health").json() == {"status": "UP"}
+    assert requests.get(f"{base}/purchase/health/deep").json() == {
         "status": "UP",
         "checks": {"redis": "UP", "broker": "UP"},
     }
-    assert requests.get(f"{base}/query/health").status_code == 200
+    assert requests.get(f"{base}/query/health/deep").status_code == 200
     events = wait_until(
-        lambda: requests.get(f"{base}/events/health").json().get("workers"),
+        lambda: requests.get(f"{base}/events/health/deep").json().get("workers"),
         10,
         "a worker heartbeat",
     )

@@ -192,9 +192,12 @@ def test_redis_unreachable_is_503_with_retry_after(client, monkeypatch):
     response = buy(client)
     assert_problem(response, 503, "SERVICE_UNAVAILABLE")
     assert int(response.headers["Retry-After"]) >= 1
-    health = client.get("/purchase/health")
+    health = client.get("/purchase/health/deep")
     assert health.status_code == 503
     assert health.get_json()["checks"]["redis"] == "DOWN"
+    assert health.get_json()["reasons"][0].startswith("redis: ")
+    # the load balancer's probe calls nothing: the task stays in service
+    assert client.get("/purchase/health").get_json() == {"status": "UP"}
 
 
 def free_port_number() -> int:
@@ -230,13 +233,15 @@ def test_publish_failure_releases_the_seat(client, redis_client, monkeypatch):
     assert_problem(response, 503, "SERVICE_UNAVAILABLE")
     assert int(response.headers["Retry-After"]) >= 1
     assert sold_bits(redis_client) == 0
-    health = client.get("/purchase/health")
+    health = client.get("/purchase/health/deep")
     assert health.status_code == 503
     assert health.get_json()["checks"] == {"redis": "UP", "broker": "DOWN"}
+    assert health.get_json()["reasons"] == ["broker: the SNS topic's attributes are unreadable"]
+    assert client.get("/purchase/health").status_code == 200  # no SNS call on the ALB's probe
 
     monkeypatch.undo()  # the broker is back: the same seat sells
     assert buy(client).status_code == 201
-    assert client.get("/purchase/health").status_code == 200
+    assert client.get("/purchase/health/deep").status_code == 200
 
 
 def test_accepted_purchase_publishes_exactly_one_message_and_rejections_none(
@@ -287,8 +292,9 @@ def test_redis_that_never_answers_is_a_quick_503_not_a_hung_worker(client, monke
         response = buy(client, row="D", column="5")
         assert_problem(response, 503, "SERVICE_UNAVAILABLE")
         assert response.headers["Retry-After"]
-        health = client.get("/purchase/health")
+        health = client.get("/purchase/health/deep")
         assert (health.status_code, health.get_json()["checks"]["redis"]) == (503, "DOWN")
+        assert client.get("/purchase/health").status_code == 200
     finally:
         stop.set()
         for conn in held:

@@ -121,7 +121,11 @@ def test_revenue_is_a_decimal_string(client, tickets):
 
 
 def test_health(client):
-    assert client.get("/query/health").get_json() == {"status": "UP", "checks": {"database": "UP"}}
+    assert client.get("/query/health").get_json() == {"status": "UP"}
+    assert client.get("/query/health/deep").get_json() == {
+        "status": "UP",
+        "checks": {"database": "UP"},
+    }
 
 
 def test_reader_unreachable_is_503(client, monkeypatch):
@@ -132,4 +136,8 @@ def test_reader_unreachable_is_503(client, monkeypatch):
     dead = create_engine(f"mysql+pymysql://root@127.0.0.1:{free_port()}/x")
     monkeypatch.setattr(models, "reader", lambda: dead)
     assert_problem(client.get(BASE), 503, "SERVICE_UNAVAILABLE")
-    assert client.get("/query/health").status_code == 503
+    deep = client.get("/query/health/deep")
+    assert deep.status_code == 503
+    assert deep.get_json()["checks"] == {"database": "DOWN"}
+    assert deep.get_json()["reasons"] == ["database: OperationalError"]
+    assert client.get("/query/health").get_json() == {"status": "UP"}  # the ALB keeps the task

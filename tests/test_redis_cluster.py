@@ -222,12 +222,14 @@ def test_cluster_mode_never_sends_the_monitoring_plane_to_the_cluster(cluster, m
 
 @pytest.fixture(scope="module")
 def loaded_cluster(cluster, cluster_env, database) -> dict[str, str]:
-    """The catalog loaded into the cluster by the real CLI, from MySQL with no tickets."""
+    """The catalog loaded into the cluster by the real CLI, from MySQL with no tickets and no
+    event that ever had seat state (a first deploy)."""
     from sqlalchemy import text
 
     with models.writer().begin() as conn:
         conn.execute(text("DELETE FROM ticket_conflict"))
         conn.execute(text("DELETE FROM ticket"))
+        conn.execute(text("UPDATE event SET seat_state_created_on = NULL"))
     quiet = create_messaging(f"rc{uuid.uuid4().hex[:8]}")  # an empty queue: nothing in flight
     env = {
         **cluster_env,
@@ -236,7 +238,7 @@ def loaded_cluster(cluster, cluster_env, database) -> dict[str, str]:
         "BROKER_READ_TIMEOUT": "0.5",
     }
     done = flask(env, "catalog", "load")
-    assert f"building seat state from MySQL for {len(CATALOG.events)} events" in done.stdout
+    assert f"{len(CATALOG.events)} events ({len(CATALOG.events)} new)" in done.stdout
     return env
 
 
@@ -320,10 +322,10 @@ def test_availability_seat_map_and_health_on_the_cluster(base):
     assert seat_map.json()["seats"] == ["110", "000"]
     assert seat_map.json()["remaining"]["rows"] == {"A": 0, "B": 2}
 
-    health = requests.get(base + "/purchase/health", timeout=30)
+    health = requests.get(base + "/purchase/health/deep", timeout=30)
     assert (health.status_code, health.json()["checks"]["redis"]) == (200, "UP")
     # /events/health reads the heartbeats from the monitoring plane, not from the cluster
-    events = requests.get(base + "/events/health", timeout=30).json()
+    events = requests.get(base + "/events/health/deep", timeout=30).json()
     assert not any("heartbeats unreadable" in r for r in events.get("reasons", []))
 
 

@@ -28,6 +28,7 @@ TF = ROOT / "ops" / "terraform"
 MODULES = TF / "modules"
 DEPLOYED_TYPES = {"purchase", "query", "events", "worker", "flower", "release"}
 LOCAL_ONLY_TYPES = {"web"}
+OPERATOR_TASKS = {"ops"}  # one-off task definitions for operators' commands, not Procfile types
 
 _OPTIONS = SerializationOptions(
     strip_string_quotes=True, explicit_blocks=False, with_comments=False
@@ -254,13 +255,16 @@ def test_each_deployed_procfile_type_has_a_service_running_its_procfile_line():
     lines = procfile()
     assert set(lines) == DEPLOYED_TYPES | LOCAL_ONLY_TYPES
     services = service_modules()
-    assert set(services) == DEPLOYED_TYPES
+    assert set(services) == DEPLOYED_TYPES | OPERATOR_TASKS
     for name, body in services.items():
         assert body["name"] == name
-        assert hcl_string(body["command"]) == lines[name], name
-    assert services["release"]["create_service"] is False
+        if name in DEPLOYED_TYPES:
+            assert hcl_string(body["command"]) == lines[name], name
+    one_off = {"release"} | OPERATOR_TASKS
+    for name in one_off:
+        assert services[name]["create_service"] is False
     assert all(
-        body.get("create_service", True) is True for n, body in services.items() if n != "release"
+        body.get("create_service", True) is True for n, body in services.items() if n not in one_off
     )
 
 
@@ -633,7 +637,7 @@ def test_alarms_on_dead_letters_and_oldest_message_age():
 def test_task_roles_are_least_privilege():
     iam = config("iam")
     policies = iam.locals["policies"]
-    assert set(policies) == {"purchase", "worker", "events"}  # query, flower, release: none
+    assert set(policies) == {"purchase", "worker", "events", "ops"}  # query, flower, release: none
 
     def grants(name: str) -> set[tuple[str, str]]:
         return {
@@ -660,6 +664,14 @@ def test_task_roles_are_least_privilege():
     assert grants("events") == {
         ("sqs:GetQueueAttributes", "${var.queue_arn}"),
         ("sqs:GetQueueAttributes", "${var.dlq_arn}"),
+    }
+    assert grants("ops") == {
+        ("sqs:GetQueueAttributes", "${var.queue_arn}"),
+        ("sqs:GetQueueAttributes", "${var.dlq_arn}"),
+        ("sqs:ReceiveMessage", "${var.dlq_arn}"),
+        ("sqs:DeleteMessage", "${var.dlq_arn}"),
+        ("sqs:StartMessageMoveTask", "${var.dlq_arn}"),
+        ("sqs:SendMessage", "${var.queue_arn}"),
     }
     modules = config().modules
     assert modules["iam"]["queue_arn"] == "${module.messaging.queue_arn}"

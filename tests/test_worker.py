@@ -173,8 +173,8 @@ def test_events_health_sees_the_worker(worker, app):
     client = app.test_client()
     body = wait_until(
         lambda: (
-            client.get("/events/health").get_json()["workers"] >= 1
-            and client.get("/events/health").get_json()
+            client.get("/events/health/deep").get_json()["workers"] >= 1
+            and client.get("/events/health/deep").get_json()
         ),
         10,
         "a live worker",
@@ -453,13 +453,13 @@ def test_events_health_reports_a_stalled_projection(app, worker):
     boto3.client("sqs").send_message(QueueUrl=settings.get().queue_url, MessageBody="waiting")
     client = app.test_client()
     r = monitor_redis()  # the monitoring plane's Redis, where the worker records its progress
-    wait_until(lambda: client.get("/events/health").get_json()["queueDepth"], 10, "a backlog")
+    wait_until(lambda: client.get("/events/health/deep").get_json()["queueDepth"], 10, "a backlog")
     r.hset(PROGRESS_KEY, mapping={"at": time.time() - 10_000, "lagSeconds": 0.2})
-    stalled = client.get("/events/health")
+    stalled = client.get("/events/health/deep")
     assert stalled.status_code == 503
     assert any("queue not draining" in reason for reason in stalled.get_json()["reasons"])
     r.hset(PROGRESS_KEY, mapping={"at": time.time(), "lagSeconds": 0.2})
-    body = client.get("/events/health").get_json()
+    body = client.get("/events/health/deep").get_json()
     assert not any("queue not draining" in reason for reason in body.get("reasons", []))
     assert body["projectionLagSeconds"] == 0.2
     assert worker.hostname in body["workerHeartbeatAges"]

@@ -75,7 +75,8 @@ def register_blueprints(app: Flask, services: list[str]) -> None:
     if "events" in services:
         from web import events
 
-        settings.get().monitor_url()  # the heartbeats' Redis: fail fast if it is not configured
+        if not _for_cli():  # the heartbeats' Redis: a serving process fails fast without it
+            settings.get().monitor_url()
 
         app.register_blueprint(events.bp)
         app.register_blueprint(docs_blueprint(events.bp))
@@ -87,6 +88,17 @@ def metrics_view() -> Response:
     """Prometheus metrics of this service's processes (every gunicorn worker added up)."""
     body, content_type = metrics.render()
     return Response(body, content_type=content_type)
+
+
+def _for_cli() -> bool:
+    """The app is being built for a `flask --app web …` command, not to serve requests.
+
+    The commands (catalog, seats, dlq) use no blueprint; the release and ops tasks that run them
+    have no monitoring plane (MONITOR_BROKER_URL), and must not need one.
+    """
+    import click
+
+    return click.get_current_context(silent=True) is not None
 
 
 def register_error_handlers(app: Flask) -> None:

@@ -1,8 +1,10 @@
-"""The worker side seen from outside: `GET /events/health`.
+"""The worker side seen from outside.
 
-Workers alive (from the heartbeats they write to the monitoring plane's Redis) and queue
-depths (SQS attributes).
-503 when no worker has beaten within WORKER_ALIVE_SECONDS.
+`GET /events/health` says the process answers (the load balancer's probe: the events service
+must stay up exactly when the workers are down, so operators can see it).
+`GET /events/health/deep`: workers alive (from the heartbeats they write to the monitoring
+plane's Redis) and queue depths (SQS attributes); 503 when no worker has beaten within
+WORKER_ALIVE_SECONDS.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from messaging import queues
 from plumbing import settings
 from plumbing.heartbeats import alive_workers, monitor_redis, progress
 from web.openapi import documented
-from web.schemas import EventsHealthSchema
+from web.schemas import EventsHealthSchema, LivenessSchema
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +27,15 @@ bp = Blueprint("events", __name__, url_prefix="/events")
 
 
 @bp.get("/health")
-@documented({200: EventsHealthSchema, 503: EventsHealthSchema})
+@documented({200: LivenessSchema})
 def health() -> tuple[Response, int]:
+    """The process answers; no dependency is called (the load balancer's probe)."""
+    return jsonify({"status": "UP"}), 200
+
+
+@bp.get("/health/deep")
+@documented({200: EventsHealthSchema, 503: EventsHealthSchema})
+def health_deep() -> tuple[Response, int]:
     """Workers alive, queue and DLQ depths, projection progress; 503 with the reasons when no
     worker is alive, SQS is unreadable, or messages wait while nothing was persisted for
     PROJECTION_STALL_SECONDS."""

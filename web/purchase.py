@@ -2,7 +2,8 @@
 
 POST /purchase/api/v1/tickets                                  sell one seat (201, or a problem)
 GET  /purchase/api/v1/events/...                                seat availability (availability.py)
-GET  /purchase/health                                          Redis and broker reachable?
+GET  /purchase/health                                          the process answers (the ALB's probe)
+GET  /purchase/health/deep                                     Redis and broker reachable?
 
 Idempotency keys: with `Idempotency-Key`, the purchase script stores the key's record
 (fingerprint of the body, state pending, the ticket) atomically with the seat, under the event's
@@ -31,7 +32,7 @@ from models.tickets import SCHEMA_VERSION, TicketRecord
 from plumbing import metrics, settings
 from web.openapi import documented
 from web.problems import Problem, unavailable
-from web.schemas import HealthSchema, PurchaseRequestSchema, TicketSchema
+from web.schemas import HealthSchema, LivenessSchema, PurchaseRequestSchema, TicketSchema
 
 log = logging.getLogger(__name__)
 
@@ -295,18 +296,31 @@ def _account_purchase(response: Response) -> Response:
 
 
 @bp.get("/health")
-@documented({200: HealthSchema, 503: HealthSchema})
+@documented({200: LivenessSchema})
 def health() -> tuple[Response, int]:
-    """UP when Redis answers and the SNS topic is reachable."""
+    """The process answers; no dependency is called (the load balancer's probe)."""
+    # a slow SNS or Redis must not make the load balancer replace healthy tasks
+    return jsonify({"status": "UP"}), 200
+
+
+@bp.get("/health/deep")
+@documented({200: HealthSchema, 503: HealthSchema})
+def health_deep() -> tuple[Response, int]:
+    """UP when every Redis primary answers and the SNS topic's attributes can be read."""
     checks = {"redis": "UP", "broker": "UP"}
+    reasons = []
     try:
         seats.ping(seats.client())
-    except redis.RedisError:
+    except redis.RedisError as exc:
         checks["redis"] = "DOWN"
+        reasons.append(f"redis: {exc}")
     if not publisher.broker_reachable():
         checks["broker"] = "DOWN"
-    up = all(v == "UP" for v in checks.values())
-    return jsonify({"status": "UP" if up else "DOWN", "checks": checks}), 200 if up else 503
+        reasons.append("broker: the SNS topic's attributes are unreadable")
+    body: dict = {"status": "DOWN" if reasons else "UP", "checks": checks}
+    if reasons:
+        body["reasons"] = reasons
+    return jsonify(body), 503 if reasons else 200
 
 
 def _release(

@@ -8,7 +8,8 @@ GET /query/api/v1/venues                               the catalog: venues, with
 GET /query/api/v1/venues/{venueId}                     zones with grid, capacity and price
 GET /query/api/v1/events
 GET /query/api/v1/events/{eventId}
-GET /query/health
+GET /query/health                                      the process answers (the ALB's probe)
+GET /query/health/deep                                 the read database answers?
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from web.schemas import (
     Cursor,
     EventSchema,
     HealthSchema,
+    LivenessSchema,
     RevenueSchema,
     TicketListQuerySchema,
     TicketSchema,
@@ -243,8 +245,15 @@ def _event_json(e: Event) -> dict:
 
 
 @bp.get("/health")
-@documented({200: HealthSchema, 503: HealthSchema})
+@documented({200: LivenessSchema})
 def health() -> tuple[Response, int]:
+    """The process answers; no dependency is called (the load balancer's probe)."""
+    return jsonify({"status": "UP"}), 200
+
+
+@bp.get("/health/deep")
+@documented({200: HealthSchema, 503: HealthSchema})
+def health_deep() -> tuple[Response, int]:
     """UP when the read database answers."""
     try:
         with models.reader().connect() as conn:
@@ -252,4 +261,6 @@ def health() -> tuple[Response, int]:
         return jsonify({"status": "UP", "checks": {"database": "UP"}}), 200
     except SQLAlchemyError as exc:
         log.warning("query health: %s", exc)
-        return jsonify({"status": "DOWN", "checks": {"database": "DOWN"}}), 503
+        reason = f"database: {type(exc).__name__}"
+        body = {"status": "DOWN", "checks": {"database": "DOWN"}, "reasons": [reason]}
+        return jsonify(body), 503

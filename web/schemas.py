@@ -107,11 +107,18 @@ class ProblemSchema(Schema):
     errors = fields.Dict()
 
 
+class LivenessSchema(Schema):
+    """The process answers: always `UP` (what the load balancer probes)."""
+
+    status = fields.String(required=True, validate=validate.OneOf(["UP"]))
+
+
 class HealthSchema(Schema):
-    """`UP` when every check is `UP`."""
+    """`UP` when every check is `UP`; `reasons` when DOWN."""
 
     status = fields.String(required=True, validate=validate.OneOf(["UP", "DOWN"]))
     checks = fields.Dict(keys=fields.String(), values=fields.String(), required=True)
+    reasons = fields.List(fields.String())
 
 
 class EventsHealthSchema(Schema):

@@ -263,9 +263,13 @@ def run() -> int:
     env.setdefault("GUNICORN_BIND", "127.0.0.1:8000")
     say("migrating: alembic upgrade head")
     subprocess.run([str(BIN / "alembic"), "upgrade", "head"], cwd=ROOT, env=env, check=True)
-    subprocess.run(
-        [str(BIN / "flask"), "--app", "web", "catalog", "load"], cwd=ROOT, env=env, check=True
-    )
+    flask = [str(BIN / "flask"), "--app", "web"]
+    loaded = subprocess.run([*flask, "catalog", "load"], cwd=ROOT, env=env)
+    if loaded.returncode == 3:  # events whose seat state Redis lost: rebuilt from MySQL
+        say("rebuilding the seat state Redis lost: flask --app web seats rebuild")
+        subprocess.run([*flask, "seats", "rebuild"], cwd=ROOT, env=env, check=True)
+    elif loaded.returncode:
+        raise SystemExit(f"catalog load failed (exit status {loaded.returncode})")
     say("serving http://127.0.0.1:8000 (purchase, query, events), Flower on :5555; Ctrl-C stops")
     honcho = subprocess.Popen(
         [str(BIN / "honcho"), "--no-colour", "start", "web", "worker", "flower"],

@@ -5,12 +5,18 @@
 # Manager and injected by ECS; nothing secret is in this repository.
 
 locals {
+  # Accounts where no IAM role may be created (AWS Academy Learner Lab): every task runs as the
+  # existing role, and what needs a role or a key of its own is left out (see variables.tf).
+  restricted_account = var.existing_role_arn != ""
+  execution_role_arn = local.restricted_account ? var.existing_role_arn : null
+
   app_port    = 8000 # gunicorn.conf.py: PORT, default 8000
   flower_port = 5555 # the Procfile's flower line: --port=5555
   image       = "${module.ecr.repository_url}:${var.image_tag}"
 
   # Every process: where the messaging is, JSON logs.
   common_environment = {
+    APP_ENV            = "production" # settings.py refuses development defaults
     AWS_DEFAULT_REGION = var.aws_region
     TICKET_TOPIC_ARN   = module.messaging.topic_arn
     TICKET_QUEUE_URL   = module.messaging.queue_url
@@ -39,8 +45,9 @@ locals {
 }
 
 module "kms" {
-  source = "./modules/kms"
-  name   = var.name
+  source     = "./modules/kms"
+  name       = var.name
+  create_key = !local.restricted_account
 }
 
 module "network" {
@@ -55,6 +62,7 @@ module "network" {
   https_enabled          = var.certificate_arn != ""
   log_retention_days     = var.log_retention_days
   kms_key_arn            = module.kms.key_arn
+  flow_logs_enabled      = !local.restricted_account
 }
 
 module "ecr" {
@@ -83,6 +91,7 @@ module "aurora" {
   backup_retention_days = var.db_backup_retention_days
   deletion_protection   = var.deletion_protection
   kms_key_arn           = module.kms.key_arn
+  enhanced_monitoring   = !local.restricted_account
 }
 
 # The seat state and the catalog copy: Redis Cluster, events spread over the shards by their
@@ -100,6 +109,7 @@ module "redis" {
   engine_version          = var.redis_engine_version
   snapshot_retention_days = var.redis_snapshot_retention_days
   kms_key_arn             = module.kms.key_arn
+  alarm_topic_arn         = module.monitoring.alarm_topic_arn
 }
 
 # The monitoring plane: Celery events and remote control (Flower), worker heartbeats and
@@ -116,6 +126,7 @@ module "monitor_redis" {
   engine_version          = var.redis_engine_version
   snapshot_retention_days = 1 # heartbeats and events are rewritten every few seconds
   kms_key_arn             = module.kms.key_arn
+  alarm_topic_arn         = module.monitoring.alarm_topic_arn
 }
 
 module "alb" {
@@ -131,11 +142,12 @@ module "alb" {
 }
 
 module "iam" {
-  source    = "./modules/iam"
-  name      = var.name
-  topic_arn = module.messaging.topic_arn
-  queue_arn = module.messaging.queue_arn
-  dlq_arn   = module.messaging.dlq_arn
+  source            = "./modules/iam"
+  name              = var.name
+  topic_arn         = module.messaging.topic_arn
+  queue_arn         = module.messaging.queue_arn
+  dlq_arn           = module.messaging.dlq_arn
+  existing_role_arn = var.existing_role_arn
 }
 
 module "monitoring" {
@@ -144,6 +156,10 @@ module "monitoring" {
   queue_name                           = module.messaging.queue_name
   dlq_name                             = module.messaging.dlq_name
   oldest_message_age_threshold_seconds = var.oldest_message_age_alarm_seconds
+  dlq_retention_seconds                = module.messaging.dlq_retention_seconds
+  alb_arn_suffix                       = module.alb.arn_suffix
+  purchase_log_group                   = module.purchase.log_group_name
+  worker_log_group                     = module.worker.log_group_name
   alarm_email                          = var.alarm_email
   kms_key_arn                          = module.kms.key_arn
 }
@@ -202,11 +218,13 @@ module "purchase" {
   secrets            = { REDIS_URL = module.redis.redis_url_secret_arn }
   container_port     = local.app_port
   target_group_arn   = module.alb.target_group_arns["purchase"]
+  health_check_path  = "/purchase/health"
   dependencies       = module.alb.listener_arns
   min_count          = 3
   max_count          = 6
   cpu_target         = 60
   stop_timeout       = 30
+  execution_role_arn = local.execution_role_arn
   kms_key_arn        = module.kms.key_arn
   log_retention_days = var.log_retention_days
   cluster_arn        = local.tasks_network.cluster_arn
@@ -228,11 +246,13 @@ module "query" {
   secrets            = { DATABASE_READ_URL = module.aurora.database_read_url_secret_arn }
   container_port     = local.app_port
   target_group_arn   = module.alb.target_group_arns["query"]
+  health_check_path  = "/query/health"
   dependencies       = module.alb.listener_arns
   min_count          = 1
   max_count          = 3
   cpu_target         = 70
   stop_timeout       = 30
+  execution_role_arn = local.execution_role_arn
   kms_key_arn        = module.kms.key_arn
   log_retention_days = var.log_retention_days
   cluster_arn        = local.tasks_network.cluster_arn
@@ -254,9 +274,11 @@ module "events" {
   secrets            = { MONITOR_BROKER_URL = module.monitor_redis.redis_url_secret_arn }
   container_port     = local.app_port
   target_group_arn   = module.alb.target_group_arns["events"]
+  health_check_path  = "/events/health"
   dependencies       = module.alb.listener_arns
   desired_count      = 1
   stop_timeout       = 30
+  execution_role_arn = local.execution_role_arn
   kms_key_arn        = module.kms.key_arn
   log_retention_days = var.log_retention_days
   cluster_arn        = local.tasks_network.cluster_arn
@@ -285,6 +307,7 @@ module "worker" {
   backlog_per_task_target = var.worker_backlog_per_task_target
   # Warm shutdown: running tasks finish; unacked messages return after the visibility timeout.
   stop_timeout       = 120
+  execution_role_arn = local.execution_role_arn
   kms_key_arn        = module.kms.key_arn
   log_retention_days = var.log_retention_days
   cluster_arn        = local.tasks_network.cluster_arn
@@ -312,6 +335,7 @@ module "flower" {
   dependencies       = module.alb.listener_arns
   desired_count      = 1
   stop_timeout       = 10
+  execution_role_arn = local.execution_role_arn
   kms_key_arn        = module.kms.key_arn
   log_retention_days = var.log_retention_days
   cluster_arn        = local.tasks_network.cluster_arn
@@ -322,7 +346,8 @@ module "flower" {
 
 # A one-off task, no service: build-and-push.sh runs it (`aws ecs run-task`) and waits for it
 # before the services roll. REDIS_URL (the seat cluster) too, so the same definition runs
-# `flask --app web catalog load` and the other operator commands (README).
+# `flask --app web catalog load` (ops/scripts/ops-task.sh --task release -- flask --app web
+# catalog load), which needs MySQL and Redis and no AWS API.
 module "release" {
   source         = "./modules/ecs_service"
   name           = "release"
@@ -334,6 +359,34 @@ module "release" {
   memory         = var.task_sizes["release"].memory
   task_role_arn  = module.iam.task_role_arns["release"]
   environment    = merge(local.common_environment, local.seat_state_environment)
+  secrets = {
+    DATABASE_URL = module.aurora.database_url_secret_arn
+    REDIS_URL    = module.redis.redis_url_secret_arn
+  }
+  stop_timeout       = 30
+  execution_role_arn = local.execution_role_arn
+  kms_key_arn        = module.kms.key_arn
+  log_retention_days = var.log_retention_days
+}
+
+# The operators' way into the VPC: a one-off task definition, no service, for the commands that
+# need the database, the seat cluster and the queues: `seats rebuild|reconcile`, `dlq
+# list|redrive`. ops/scripts/ops-task.sh runs one (`aws ecs run-task` with the command as an
+# override), waits for it and prints its exit status and its log. Its role (modules/iam: ops)
+# reads the queues' depths and moves dead letters back, nothing else. The default command only
+# lists the commands.
+module "ops" {
+  source             = "./modules/ecs_service"
+  name               = "ops"
+  prefix             = var.name
+  command            = "flask --app web --help"
+  create_service     = false
+  image              = local.image
+  cpu                = var.task_sizes["ops"].cpu
+  memory             = var.task_sizes["ops"].memory
+  task_role_arn      = module.iam.task_role_arns["ops"]
+  execution_role_arn = local.execution_role_arn
+  environment        = merge(local.common_environment, local.seat_state_environment)
   secrets = {
     DATABASE_URL = module.aurora.database_url_secret_arn
     REDIS_URL    = module.redis.redis_url_secret_arn

@@ -54,6 +54,16 @@ output "release_log_group" {
   value       = module.release.log_group_name
 }
 
+output "ops_task_definition" {
+  description = "Family of the one-off ops task (ops/scripts/ops-task.sh runs the operators' commands in it)."
+  value       = module.ops.task_definition_family
+}
+
+output "ops_log_group" {
+  description = "Log group of the ops task."
+  value       = module.ops.log_group_name
+}
+
 output "private_subnet_ids" {
   description = "Subnets for one-off tasks (run-task)."
   value       = module.network.private_subnet_ids

@@ -71,6 +71,7 @@ variable "task_sizes" {
     worker   = { cpu = 512, memory = 1024 }
     flower   = { cpu = 256, memory = 512 }
     release  = { cpu = 256, memory = 512 }
+    ops      = { cpu = 256, memory = 512 }
   }
 }
 
@@ -168,4 +169,22 @@ variable "alarm_email" {
   description = "E-mail address subscribed to the alarms (confirm the e-mail AWS sends). Empty: none."
   type        = string
   default     = ""
+}
+
+variable "existing_role_arn" {
+  description = <<-EOT
+    Accounts where no IAM role may be created (AWS Academy Learner Lab: the account's LabRole,
+    arn:aws:iam::<account>:role/LabRole). Set: every task runs with this role as task and
+    execution role, and nothing IAM is created; also left out are what needs a role or a key of
+    its own: VPC flow logs (a delivery role), RDS Enhanced Monitoring (a monitoring role) and the
+    customer-managed KMS key (AWS managed keys encrypt instead; the alarm topic is then
+    unencrypted, as CloudWatch cannot publish to a topic under the AWS managed SNS key).
+    Empty (default): least privilege, one role per process type.
+  EOT
+  type        = string
+  default     = ""
+  validation {
+    condition     = var.existing_role_arn == "" || can(regex("^arn:aws[a-z-]*:iam::[0-9]{12}:role/", var.existing_role_arn))
+    error_message = "existing_role_arn must be an IAM role ARN (arn:aws:iam::<account>:role/<name>) or empty."
+  }
 }

@@ -1,5 +1,8 @@
 # One public ALB. Path rules send /purchase*, /query*, /events* to their own target group (each
-# health-checked on its service's health endpoint); anything else gets a problem+json 404.
+# health-checked on its service's shallow health endpoint: the process answers, no dependency
+# is called, so a slow SNS or a dead worker never makes ECS replace healthy tasks); anything
+# else gets a problem+json 404, and so do the operators' endpoints (`…/health/deep`,
+# `…/metrics`), which are not for the internet.
 # Flower has a listener of its own on flower_port, reachable only from var.flower_allowed_cidrs
 # (security group) and protected by Flower's basic auth (FLOWER_BASIC_AUTH from Secrets Manager).
 # With certificate_arn set, 443 serves HTTPS, 80 redirects, and Flower's listener is HTTPS too.
@@ -12,6 +15,11 @@ locals {
     query    = { path_pattern = "/query*", health_path = "/query/health", priority = 20 }
     events   = { path_pattern = "/events*", health_path = "/events/health", priority = 30 }
   }
+
+  # Operators' endpoints, answered 404 at the ALB (they are reached from inside the VPC: the
+  # ops task, the metrics emitter); checked before the routes.
+  internal_paths    = ["/*/health/deep", "/*/metrics"]
+  internal_priority = 1
 
   tls_policy = "ELBSecurityPolicy-TLS13-1-2-2021-06"
 }
@@ -28,7 +36,7 @@ resource "aws_lb" "this" {
   security_groups            = [var.security_group_id]
   drop_invalid_header_fields = true
   enable_deletion_protection = var.deletion_protection
-  idle_timeout               = 30
+  idle_timeout               = var.idle_timeout # gunicorn's keep-alive must be longer
 }
 
 resource "aws_lb_target_group" "web" {
@@ -39,7 +47,7 @@ resource "aws_lb_target_group" "web" {
   protocol             = "HTTP"
   target_type          = "ip"
   vpc_id               = var.vpc_id
-  deregistration_delay = 30 # above gunicorn's keep-alive, below its graceful timeout
+  deregistration_delay = 30 # gunicorn's request timeout: the slowest request finishes
 
   health_check {
     path                = each.value.health_path
@@ -143,6 +151,26 @@ resource "aws_lb_listener_rule" "web" {
   condition {
     path_pattern {
       values = [each.value.path_pattern]
+    }
+  }
+}
+
+resource "aws_lb_listener_rule" "internal" {
+  listener_arn = local.api_listener_arn
+  priority     = local.internal_priority
+
+  action {
+    type = "fixed-response"
+    fixed_response {
+      content_type = local.not_found.content_type
+      message_body = local.not_found.message_body
+      status_code  = local.not_found.status_code
+    }
+  }
+
+  condition {
+    path_pattern {
+      values = local.internal_paths
     }
   }
 }

@@ -37,3 +37,9 @@ variable "deletion_protection" {
   description = "Refuse to delete the load balancer."
   type        = bool
 }
+
+variable "idle_timeout" {
+  description = "Seconds an idle connection stays open; gunicorn's keep-alive (gunicorn.conf.py) must be longer, so that the ALB, not the backend, closes idle connections."
+  type        = number
+  default     = 30
+}

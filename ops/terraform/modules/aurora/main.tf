@@ -15,7 +15,7 @@ resource "aws_db_subnet_group" "this" {
 resource "aws_rds_cluster_parameter_group" "this" {
   name        = "${var.name}-aurora-mysql8"
   family      = "aurora-mysql8.0"
-  description = "${var.name}: TLS only, UTC, slow query log"
+  description = "${var.name}: TLS only, UTC, slow query log" # changing it replaces the group
 
   parameter {
     name  = "require_secure_transport"
@@ -35,6 +35,24 @@ resource "aws_rds_cluster_parameter_group" "this" {
   parameter {
     name  = "long_query_time"
     value = "1"
+  }
+
+  # The slow query log reaches CloudWatch Logs only when written to a file (not a table).
+  parameter {
+    name  = "log_output"
+    value = "FILE"
+  }
+
+  # The audit log: connections, schema changes and grants. Not every query (QUERY_DML would
+  # write each purchase's insert twice over, with the buyers' data).
+  parameter {
+    name  = "server_audit_logging"
+    value = "1"
+  }
+
+  parameter {
+    name  = "server_audit_events"
+    value = "CONNECT,QUERY_DDL,QUERY_DCL"
   }
 }
 
@@ -60,7 +78,10 @@ resource "aws_rds_cluster" "this" {
   skip_final_snapshot                 = false
   final_snapshot_identifier           = "${var.name}-final"
   iam_database_authentication_enabled = false
-  enabled_cloudwatch_logs_exports     = ["audit", "error", "general", "slowquery"]
+  # Only logs the parameter group makes MySQL write: the error log (always), the slow query
+  # log and the audit log (connections, DDL, grants). No general log: every statement with its
+  # values, heavy and full of buyers' data.
+  enabled_cloudwatch_logs_exports = ["audit", "error", "slowquery"]
 }
 
 data "aws_iam_policy_document" "monitoring_assume" {
@@ -74,12 +95,14 @@ data "aws_iam_policy_document" "monitoring_assume" {
 }
 
 resource "aws_iam_role" "monitoring" {
+  count              = var.enhanced_monitoring ? 1 : 0
   name               = "${var.name}-rds-monitoring"
   assume_role_policy = data.aws_iam_policy_document.monitoring_assume.json
 }
 
 resource "aws_iam_role_policy_attachment" "monitoring" {
-  role       = aws_iam_role.monitoring.name
+  count      = var.enhanced_monitoring ? 1 : 0
+  role       = aws_iam_role.monitoring[0].name
   policy_arn = "arn:aws:iam::aws:policy/service-role/AmazonRDSEnhancedMonitoringRole"
 }
 
@@ -95,8 +118,8 @@ resource "aws_rds_cluster_instance" "this" {
   publicly_accessible                   = false
   auto_minor_version_upgrade            = true
   promotion_tier                        = count.index
-  monitoring_interval                   = 60
-  monitoring_role_arn                   = aws_iam_role.monitoring.arn
+  monitoring_interval                   = var.enhanced_monitoring ? 60 : 0
+  monitoring_role_arn                   = var.enhanced_monitoring ? aws_iam_role.monitoring[0].arn : null
   performance_insights_enabled          = true
   performance_insights_kms_key_id       = var.kms_key_arn
   performance_insights_retention_period = 7

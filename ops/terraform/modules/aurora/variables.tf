@@ -47,3 +47,9 @@ variable "kms_key_arn" {
   description = "KMS key for storage, Performance Insights and the URL secrets."
   type        = string
 }
+
+variable "enhanced_monitoring" {
+  description = "RDS Enhanced Monitoring (OS metrics every 60 s; needs a monitoring role created here); false where no role may be created."
+  type        = bool
+  default     = true
+}

@@ -10,7 +10,7 @@ resource "aws_ecr_repository" "this" {
   }
 
   encryption_configuration {
-    encryption_type = "KMS"
+    encryption_type = var.kms_key_arn == null ? "AES256" : "KMS"
     kms_key         = var.kms_key_arn
   }
 }

@@ -15,6 +15,21 @@ locals {
   log_group = "/${var.prefix}/ecs/${var.name}"
   ports     = var.container_port == null ? [] : [var.container_port]
   scaled    = var.create_service && var.min_count != null
+  # an existing role (Learner Lab's LabRole) instead of one created here
+  create_role = var.execution_role_arn == null
+
+  # The container's own probe: the shallow health endpoint (the process answers), the same
+  # path as the ALB's. No curl in the slim image; python is there.
+  health_check = var.health_check_path == null ? null : {
+    command = [
+      "CMD", "python", "-c",
+      "import urllib.request; urllib.request.urlopen('http://127.0.0.1:${coalesce(var.container_port, 0)}${var.health_check_path}', timeout=4)",
+    ]
+    interval    = 15
+    timeout     = 5
+    retries     = 3
+    startPeriod = 30
+  }
 }
 
 resource "aws_cloudwatch_log_group" "this" {
@@ -37,18 +52,20 @@ data "aws_iam_policy_document" "assume" {
 }
 
 resource "aws_iam_role" "execution" {
+  count              = local.create_role ? 1 : 0
   name               = "${local.family}-execution"
   assume_role_policy = data.aws_iam_policy_document.assume.json
 }
 
 # ECR pull (ecr:GetAuthorizationToken has no resource scope) and CloudWatch Logs.
 resource "aws_iam_role_policy_attachment" "execution" {
-  role       = aws_iam_role.execution.name
+  count      = local.create_role ? 1 : 0
+  role       = aws_iam_role.execution[0].name
   policy_arn = "arn:aws:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy"
 }
 
 data "aws_iam_policy_document" "secrets" {
-  count = length(var.secrets) > 0 ? 1 : 0
+  count = local.create_role && length(var.secrets) > 0 ? 1 : 0
 
   statement {
     sid       = "OwnSecretsOnly"
@@ -56,17 +73,20 @@ data "aws_iam_policy_document" "secrets" {
     resources = distinct(values(var.secrets))
   }
 
-  statement {
-    sid       = "DecryptSecretsAndImage"
-    actions   = ["kms:Decrypt"]
-    resources = [var.kms_key_arn]
+  dynamic "statement" {
+    for_each = var.kms_key_arn == null ? [] : [var.kms_key_arn]
+    content {
+      sid       = "DecryptSecretsAndImage"
+      actions   = ["kms:Decrypt"]
+      resources = [statement.value]
+    }
   }
 }
 
 resource "aws_iam_role_policy" "secrets" {
-  count  = length(var.secrets) > 0 ? 1 : 0
+  count  = local.create_role && length(var.secrets) > 0 ? 1 : 0
   name   = "${local.family}-secrets"
-  role   = aws_iam_role.execution.id
+  role   = aws_iam_role.execution[0].id
   policy = data.aws_iam_policy_document.secrets[0].json
 }
 
@@ -78,7 +98,7 @@ resource "aws_ecs_task_definition" "this" {
   network_mode             = "awsvpc"
   cpu                      = var.cpu
   memory                   = var.memory
-  execution_role_arn       = aws_iam_role.execution.arn
+  execution_role_arn       = local.create_role ? aws_iam_role.execution[0].arn : var.execution_role_arn
   task_role_arn            = var.task_role_arn
 
   runtime_platform {
@@ -102,6 +122,7 @@ resource "aws_ecs_task_definition" "this" {
     linuxParameters        = { initProcessEnabled = true }
     portMappings           = [for port in local.ports : { containerPort = port, protocol = "tcp" }]
     mountPoints            = [{ sourceVolume = "tmp", containerPath = "/tmp", readOnly = false }]
+    healthCheck            = local.health_check
     environment            = [for key in sort(keys(var.environment)) : { name = key, value = var.environment[key] }]
     secrets                = [for key in sort(keys(var.secrets)) : { name = key, valueFrom = var.secrets[key] }]
     logConfiguration = {

@@ -144,3 +144,15 @@ variable "dependencies" {
   type        = list(string)
   default     = []
 }
+
+variable "health_check_path" {
+  description = "Shallow health path the container probes itself on (container_port); null: no container health check."
+  type        = string
+  default     = null
+}
+
+variable "execution_role_arn" {
+  description = "An existing execution role (AWS Academy Learner Lab: LabRole); null: one is created with only this task's secrets."
+  type        = string
+  default     = null
+}

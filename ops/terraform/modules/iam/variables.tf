@@ -17,3 +17,9 @@ variable "dlq_arn" {
   description = "The dead-letter queue the events API reads the depth of."
   type        = string
 }
+
+variable "existing_role_arn" {
+  description = "An existing role every task uses (AWS Academy Learner Lab: LabRole); empty: one least-privilege role per process type is created."
+  type        = string
+  default     = ""
+}

@@ -58,6 +58,7 @@ data "aws_iam_policy_document" "key" {
 }
 
 resource "aws_kms_key" "this" {
+  count                   = var.create_key ? 1 : 0
   description             = "${var.name}: logs, secrets, ECR, Aurora, Redis, alarm topic"
   enable_key_rotation     = true
   deletion_window_in_days = 30
@@ -65,6 +66,7 @@ resource "aws_kms_key" "this" {
 }
 
 resource "aws_kms_alias" "this" {
+  count         = var.create_key ? 1 : 0
   name          = "alias/${var.name}"
-  target_key_id = aws_kms_key.this.key_id
+  target_key_id = aws_kms_key.this[0].key_id
 }

@@ -32,3 +32,8 @@ output "dlq_name" {
   description = "Name of the dead-letter queue (CloudWatch dimension)."
   value       = aws_sqs_queue.dlq.name
 }
+
+output "dlq_retention_seconds" {
+  description = "How long SQS keeps a dead letter before deleting it."
+  value       = local.dlq_message_retention_seconds
+}

@@ -44,3 +44,148 @@ resource "aws_cloudwatch_metric_alarm" "oldest_message_age" {
   alarm_actions       = [aws_sns_topic.alarms.arn]
   ok_actions          = [aws_sns_topic.alarms.arn]
 }
+
+resource "aws_cloudwatch_metric_alarm" "dlq_oldest_message_age" {
+  alarm_name          = "${var.name}-dlq-oldest-message-age"
+  alarm_description   = "A dead letter is three days from being deleted by SQS: redrive it now (`dlq redrive` in the ops task)."
+  namespace           = "AWS/SQS"
+  metric_name         = "ApproximateAgeOfOldestMessage"
+  dimensions          = { QueueName = var.dlq_name }
+  statistic           = "Maximum"
+  period              = 300
+  evaluation_periods  = 1
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = var.dlq_retention_seconds - 3 * 86400
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = [aws_sns_topic.alarms.arn]
+  ok_actions          = [aws_sns_topic.alarms.arn]
+}
+
+# --- the load balancer: 5xx and 503 rates (metric math over RequestCount)
+
+locals {
+  alb_dimensions = { LoadBalancer = var.alb_arn_suffix }
+  namespace      = "Ticketing/${var.name}" # the metrics turned out of the services' JSON logs
+}
+
+resource "aws_cloudwatch_metric_alarm" "alb_5xx_rate" {
+  alarm_name          = "${var.name}-alb-5xx-rate"
+  alarm_description   = "More than ${var.error_rate_threshold_percent}% of requests answered 5xx (by the ALB or the tasks) for 5 minutes."
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = var.error_rate_threshold_percent
+  evaluation_periods  = 5
+  datapoints_to_alarm = 5
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = [aws_sns_topic.alarms.arn]
+  ok_actions          = [aws_sns_topic.alarms.arn]
+
+  metric_query {
+    id          = "rate"
+    expression  = "100 * (FILL(elb, 0) + FILL(target, 0)) / IF(requests > 0, requests, 1)"
+    label       = "5xx per 100 requests"
+    return_data = true
+  }
+
+  dynamic "metric_query" {
+    for_each = {
+      requests = "RequestCount"
+      elb      = "HTTPCode_ELB_5XX_Count"
+      target   = "HTTPCode_Target_5XX_Count"
+    }
+    content {
+      id = metric_query.key
+      metric {
+        namespace   = "AWS/ApplicationELB"
+        metric_name = metric_query.value
+        dimensions  = local.alb_dimensions
+        stat        = "Sum"
+        period      = 60
+      }
+    }
+  }
+}
+
+# 503: the ALB's own (no healthy task) and the purchase service's SERVICE_UNAVAILABLE /
+# OUTCOME_UNKNOWN answers (Redis, SNS or a replica too slow), counted from its JSON log.
+resource "aws_cloudwatch_log_metric_filter" "purchases_unavailable" {
+  name           = "${var.name}-purchases-unavailable"
+  log_group_name = var.purchase_log_group
+  pattern        = "{ ($.outcome = \"SERVICE_UNAVAILABLE\") || ($.outcome = \"OUTCOME_UNKNOWN\") }"
+  metric_transformation {
+    name          = "PurchasesUnavailable"
+    namespace     = local.namespace
+    value         = "1"
+    default_value = "0"
+  }
+}
+
+resource "aws_cloudwatch_metric_alarm" "alb_503_rate" {
+  alarm_name          = "${var.name}-503-rate"
+  alarm_description   = "More than ${var.error_rate_threshold_percent}% of requests answered 503 for 5 minutes: no healthy task, or purchases refused (see /purchase/health/deep from the ops task)."
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = var.error_rate_threshold_percent
+  evaluation_periods  = 5
+  datapoints_to_alarm = 5
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = [aws_sns_topic.alarms.arn]
+  ok_actions          = [aws_sns_topic.alarms.arn]
+
+  metric_query {
+    id          = "rate"
+    expression  = "100 * (FILL(elb503, 0) + FILL(purchase503, 0)) / IF(requests > 0, requests, 1)"
+    label       = "503 per 100 requests"
+    return_data = true
+  }
+
+  dynamic "metric_query" {
+    for_each = { requests = "RequestCount", elb503 = "HTTPCode_ELB_503_Count" }
+    content {
+      id = metric_query.key
+      metric {
+        namespace   = "AWS/ApplicationELB"
+        metric_name = metric_query.value
+        dimensions  = local.alb_dimensions
+        stat        = "Sum"
+        period      = 60
+      }
+    }
+  }
+
+  metric_query {
+    id = "purchase503"
+    metric {
+      namespace   = local.namespace
+      metric_name = aws_cloudwatch_log_metric_filter.purchases_unavailable.metric_transformation[0].name
+      stat        = "Sum"
+      period      = 60
+    }
+  }
+}
+
+# --- a ticket_conflict row: the only trace of a 201 whose seat MySQL had already given to
+# another ticket. The worker logs each persisted ticket with its outcome; CONFLICT is that row.
+resource "aws_cloudwatch_log_metric_filter" "ticket_conflicts" {
+  name           = "${var.name}-ticket-conflicts"
+  log_group_name = var.worker_log_group
+  pattern        = "{ $.outcome = \"CONFLICT\" }"
+  metric_transformation {
+    name          = "TicketConflicts"
+    namespace     = local.namespace
+    value         = "1"
+    default_value = "0"
+  }
+}
+
+resource "aws_cloudwatch_metric_alarm" "ticket_conflict" {
+  alarm_name          = "${var.name}-ticket-conflict"
+  alarm_description   = "A sold ticket met a seat MySQL had given to another: a buyer holds a 201 for a seat that is not theirs. See the ticket_conflict table."
+  namespace           = local.namespace
+  metric_name         = aws_cloudwatch_log_metric_filter.ticket_conflicts.metric_transformation[0].name
+  statistic           = "Sum"
+  period              = 60
+  evaluation_periods  = 1
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = 0
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = [aws_sns_topic.alarms.arn]
+}

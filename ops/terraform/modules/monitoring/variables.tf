@@ -27,3 +27,29 @@ variable "kms_key_arn" {
   description = "KMS key of the alarm topic (its policy lets CloudWatch use it)."
   type        = string
 }
+
+variable "dlq_retention_seconds" {
+  description = "How long the DLQ keeps a message; the oldest-dead-letter alarm fires three days before SQS would delete it."
+  type        = number
+}
+
+variable "alb_arn_suffix" {
+  description = "ARN suffix of the load balancer (the LoadBalancer dimension of AWS/ApplicationELB)."
+  type        = string
+}
+
+variable "purchase_log_group" {
+  description = "Log group of the purchase service (one JSON line per purchase answer, with its outcome)."
+  type        = string
+}
+
+variable "worker_log_group" {
+  description = "Log group of the worker (one JSON line per persisted ticket, with its outcome)."
+  type        = string
+}
+
+variable "error_rate_threshold_percent" {
+  description = "Alarm when this percentage of requests (5 minutes) end in a 5xx, or purchases in a 503."
+  type        = number
+  default     = 1
+}

@@ -108,9 +108,11 @@ resource "aws_route_table_association" "private" {
   route_table_id = aws_route_table.private[count.index].id
 }
 
-# --- VPC flow logs (rejected and accepted traffic) to CloudWatch
+# --- VPC flow logs (rejected and accepted traffic) to CloudWatch. Delivery needs a role of its
+# own; where no role may be created (flow_logs_enabled = false) there are none.
 
 resource "aws_cloudwatch_log_group" "flow" {
+  count             = var.flow_logs_enabled ? 1 : 0
   name              = "/${var.name}/vpc-flow-logs"
   retention_in_days = var.log_retention_days
   kms_key_id        = var.kms_key_arn
@@ -128,32 +130,36 @@ data "aws_iam_policy_document" "flow_assume" {
 }
 
 resource "aws_iam_role" "flow" {
+  count              = var.flow_logs_enabled ? 1 : 0
   name               = "${var.name}-vpc-flow-logs"
   assume_role_policy = data.aws_iam_policy_document.flow_assume.json
 }
 
 data "aws_iam_policy_document" "flow" {
+  count = var.flow_logs_enabled ? 1 : 0
   statement {
     actions = [
       "logs:CreateLogStream",
       "logs:PutLogEvents",
       "logs:DescribeLogStreams",
     ]
-    resources = ["${aws_cloudwatch_log_group.flow.arn}:*"]
+    resources = ["${aws_cloudwatch_log_group.flow[0].arn}:*"]
   }
 }
 
 resource "aws_iam_role_policy" "flow" {
+  count  = var.flow_logs_enabled ? 1 : 0
   name   = "write-flow-logs"
-  role   = aws_iam_role.flow.id
-  policy = data.aws_iam_policy_document.flow.json
+  role   = aws_iam_role.flow[0].id
+  policy = data.aws_iam_policy_document.flow[0].json
 }
 
 resource "aws_flow_log" "this" {
+  count           = var.flow_logs_enabled ? 1 : 0
   vpc_id          = aws_vpc.this.id
   traffic_type    = "ALL"
-  log_destination = aws_cloudwatch_log_group.flow.arn
-  iam_role_arn    = aws_iam_role.flow.arn
+  log_destination = aws_cloudwatch_log_group.flow[0].arn
+  iam_role_arn    = aws_iam_role.flow[0].arn
 }
 
 # --- Security groups

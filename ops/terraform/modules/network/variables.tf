@@ -52,3 +52,9 @@ variable "kms_key_arn" {
   description = "KMS key encrypting the flow log group."
   type        = string
 }
+
+variable "flow_logs_enabled" {
+  description = "VPC flow logs to CloudWatch (needs a delivery role created here); false where no role may be created."
+  type        = bool
+  default     = true
+}

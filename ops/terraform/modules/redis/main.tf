@@ -100,3 +100,31 @@ resource "aws_secretsmanager_secret_version" "redis_url" {
   secret_id     = aws_secretsmanager_secret.redis_url.id
   secret_string = "rediss://:${random_password.auth.result}@${local.endpoint}:6379/0?ssl_cert_reqs=required"
 }
+
+# --- memory: with noeviction a full node refuses writes (purchases answer 503), so alarm well
+# before. One alarm per node; ElastiCache names them <group>-<shard 4 digits>-<node 3 digits>
+# in cluster mode and <group>-<node 3 digits> without, so the names are known before apply.
+locals {
+  nodes_per_group = var.replicas_per_node_group + 1
+  node_ids = var.cluster_mode_enabled ? [
+    for pair in setproduct(range(1, var.num_node_groups + 1), range(1, local.nodes_per_group + 1)) :
+    format("%s-%04d-%03d", var.name, pair[0], pair[1])
+  ] : [for node in range(1, local.nodes_per_group + 1) : format("%s-%03d", var.name, node)]
+}
+
+resource "aws_cloudwatch_metric_alarm" "memory" {
+  for_each            = toset(local.node_ids)
+  alarm_name          = "${each.key}-memory"
+  alarm_description   = "Redis node ${each.key} uses more than ${var.memory_alarm_percent}% of its memory; at 100% it refuses writes (purchases answer 503). Scale the node type or the shards."
+  namespace           = "AWS/ElastiCache"
+  metric_name         = "DatabaseMemoryUsagePercentage"
+  dimensions          = { CacheClusterId = each.key }
+  statistic           = "Maximum"
+  period              = 60
+  evaluation_periods  = 5
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = var.memory_alarm_percent
+  treat_missing_data  = "missing"
+  alarm_actions       = [var.alarm_topic_arn]
+  ok_actions          = [var.alarm_topic_arn]
+}

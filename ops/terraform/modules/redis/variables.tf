@@ -64,3 +64,14 @@ variable "kms_key_arn" {
   description = "KMS key for data at rest and the URL secret."
   type        = string
 }
+
+variable "alarm_topic_arn" {
+  description = "SNS topic the memory alarms notify."
+  type        = string
+}
+
+variable "memory_alarm_percent" {
+  description = "Alarm when a node's used memory passes this percentage of maxmemory (noeviction: writes are refused at 100)."
+  type        = number
+  default     = 80
+}
