@@ -5,6 +5,8 @@ import os
 import shutil
 import tempfile
 
+from gunicorn import util
+
 # Prometheus multi-process mode: every worker writes its samples here, /metrics adds them up.
 # A fresh directory per gunicorn master, set before any worker imports prometheus_client.
 _metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(
@@ -45,3 +47,23 @@ def child_exit(server, worker):
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)
+
+
+def _write_problem(sock, status_int, reason, mesg):
+    """gunicorn's own error answers as problem+json, like every other answer of the API."""
+    from web.problems import PROBLEM_JSON, server_problem
+
+    body = server_problem(status_int, mesg)
+    head = (
+        f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
+        f"Content-Type: {PROBLEM_JSON}\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    util.write_nonblock(sock, head.encode("latin-1") + body)
+
+
+# gunicorn answers a request line over limit_request_line (414), headers over
+# limit_request_fields / limit_request_field_size (431) and requests it cannot parse (400)
+# before the app sees them. It has no setting for those bodies: every worker class writes them
+# through gunicorn.util.write_error (HTML), looked up at each call, so replacing it here, in
+# the master before the workers fork, reaches them all. tests/test_input_edges.py pins it.
+util.write_error = _write_problem

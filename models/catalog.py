@@ -7,6 +7,7 @@ Redis gets the seat counters and a copy of the catalog from `models.seats.load_c
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -21,6 +22,17 @@ from models.tables import Event, Ticket, Venue, Zone
 
 MAX_ROWS = 18278  # A … ZZZ
 MAX_COLUMNS = 100_000
+
+# Venue and event ids: compared byte for byte everywhere, so only characters that every layer
+# (URLs, Redis hash tags, MySQL, logs) spells one way. The spec states it in its own dialect.
+ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}\Z")
+ID_PATTERN = "^[A-Za-z0-9._-]+$"
+ID_RULE = validate.Regexp(ID_RE, error="1 to 64 characters of A-Z, a-z, 0-9, '.', '_', '-'.")
+
+
+def is_id(value: str) -> bool:
+    """Whether `value` is a well-formed venue or event id."""
+    return ID_RE.match(value) is not None
 
 
 def row_label(index: int) -> str:
@@ -88,7 +100,7 @@ class _VenueSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    venueId = fields.String(required=True, validate=validate.Length(1, 64))
+    venueId = fields.String(required=True, validate=ID_RULE)
     name = fields.String(required=True, validate=validate.Length(1, 200))
     zones = fields.List(fields.Nested(_ZoneSchema), required=True, validate=validate.Length(min=1))
 
@@ -97,8 +109,8 @@ class _EventSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    eventId = fields.String(required=True, validate=validate.Length(1, 64))
-    venueId = fields.String(required=True, validate=validate.Length(1, 64))
+    eventId = fields.String(required=True, validate=ID_RULE)
+    venueId = fields.String(required=True, validate=ID_RULE)
     name = fields.String(required=True, validate=validate.Length(1, 200))
     type = fields.String(required=True, validate=validate.Length(1, 50))
     date = fields.AwareDateTime(required=True)

@@ -95,13 +95,39 @@ def test_availability_per_zone(client):
         (f"{P}/events/Nope/availability", 404, "UNKNOWN_EVENT"),
         (f"{P}/events/Nope/zones/1/seats", 404, "UNKNOWN_EVENT"),
         (f"{P}/events/Event1/zones/51/seats", 404, "UNKNOWN_ZONE"),
-        (f"{P}/events/Event1/zones/0/seats", 404, "UNKNOWN_ZONE"),
+        (f"{P}/events/Event1/zones/0/seats", 404, "NOT_FOUND"),  # zones are 1, 2, …
         (f"{P}/events/Event1/zones/-1/seats", 404, "NOT_FOUND"),
         (f"{P}/events/Event1/zones/{10**30}/seats", 404, "UNKNOWN_ZONE"),
+        # a zone id is spelled 1, 2, … in ASCII digits, as in a JSON body
+        (f"{P}/events/Event1/zones/01/seats", 404, "NOT_FOUND"),
+        (f"{P}/events/Event1/zones/%E0%A5%A7/seats", 404, "NOT_FOUND"),  # Devanagari 1
+        (f"{P}/events/Event1/zones/%EF%BC%91/seats", 404, "NOT_FOUND"),  # full-width 1
+        (f"{P}/events/Event1/zones/%D9%A1/seats", 404, "NOT_FOUND"),  # Arabic-Indic 1
+        (f"{P}/events/Event1/zones/+1/seats", 404, "NOT_FOUND"),
     ],
 )
 def test_availability_not_found(client, path, status, code):
     assert_problem(client.get(path), status, code)
+
+
+BAD_IDS = ["Event1%20", "%C3%89vent1", "Ev%20ent1", "Event1%0A", "Event1%7D", "E" * 65, "%00"]
+
+
+@pytest.mark.parametrize("event_id", BAD_IDS)
+@pytest.mark.parametrize("tail", ["availability", "zones/1/seats"])
+def test_an_id_that_cannot_exist_is_unknown_without_asking_redis(
+    client, monkeypatch, event_id, tail
+):
+    """Redis is unreachable: a well-formed id is a 503 (it was asked), a malformed one a 404."""
+    from models import seats
+    from tests.support.processes import free_port
+    from web import purchase
+
+    dead = seats.client(f"redis://127.0.0.1:{free_port()}/0")
+    monkeypatch.setattr(seats, "client", lambda url=None: dead)
+    purchase.forget_catalog()
+    assert_problem(client.get(f"{P}/events/Event1/{tail}"), 503, "SERVICE_UNAVAILABLE")
+    assert_problem(client.get(f"{P}/events/{event_id}/{tail}"), 404, "UNKNOWN_EVENT")
 
 
 def test_seat_state_not_loaded_is_503(client, redis_client):

@@ -163,3 +163,24 @@ def test_reference_page_is_generated_from_the_code(specs):
     )
     assert (root / "docs" / "reference.md").read_text() == page
     assert all(f"`{code}`" in page for code in STATUSES)
+
+
+def test_specs_state_the_input_rules_the_server_applies(specs):
+    """What the server refuses, the spec refuses too: a client reading it is not surprised."""
+    purchase = specs["purchase"]
+    post = purchase["paths"]["/purchase/api/v1/tickets"]["post"]
+    assert list(post["requestBody"]["content"]) == ["application/json"]
+    assert post["responses"]["415"]["x-problem-codes"] == ["UNSUPPORTED_MEDIA_TYPE"]
+    assert post["responses"]["413"]["x-problem-codes"] == ["PAYLOAD_TOO_LARGE"]
+    body = purchase["components"]["schemas"]["PurchaseRequest"]["properties"]
+    seat_map = purchase["paths"]["/purchase/api/v1/events/{eventId}/zones/{zoneId}/seats"]["get"]
+    params = {p["name"]: p["schema"] for p in seat_map["parameters"]}
+    for id_schema in (body["venueId"], body["eventId"], params["eventId"]):
+        assert id_schema["pattern"] == "^[A-Za-z0-9._-]+$"
+        assert (id_schema["minLength"], id_schema["maxLength"]) == (1, 64)
+    assert params["zoneId"]["minimum"] == 1
+    listing = specs["query"]["paths"]["/query/api/v1/tickets"]["get"]
+    query = {p["name"]: p["schema"] for p in listing["parameters"] if p["in"] == "query"}
+    assert query["cursor"]["minLength"] == 1  # `cursor=` is a 400, and the spec says so
+    assert query["cursor"]["pattern"] == "^[A-Za-z0-9_-]+$"
+    assert query["limit"]["type"] == query["zoneId"]["type"] == "integer"

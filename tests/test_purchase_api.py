@@ -65,6 +65,13 @@ def test_lowercase_row_is_the_same_seat(client):
         b"{",
         b"\xff\xfe",
         b"[" * 5000 + b"]" * 5000,
+        # JSON travels as UTF-8 (RFC 8259): json.loads would detect and read UTF-16 or UTF-32
+        json.dumps(GOOD).encode("utf-16"),
+        json.dumps(GOOD).encode("utf-32-le"),
+        b"\xef\xbb\xbf" + json.dumps(GOOD).encode(),  # a UTF-8 byte order mark
+        # Python's json extensions are not JSON
+        json.dumps({**GOOD, "zoneId": float("nan")}).encode(),
+        json.dumps({**GOOD, "zoneId": float("inf")}).encode(),
     ],
 )
 def test_malformed_json(client, body, redis_client):
@@ -99,6 +106,14 @@ def test_malformed_json(client, body, redis_client):
         ({"column": "x"}, "column"),
         ({"venueId": "V" * 65}, "venueId"),
         ({"extra": "field"}, "extra"),
+        # ids are [A-Za-z0-9._-]{1,64}, refused before any lookup
+        ({"venueId": "Venue 1"}, "venueId"),
+        ({"venueId": "Venue1 "}, "venueId"),
+        ({"eventId": "Évent1"}, "eventId"),
+        ({"eventId": "Event1\n"}, "eventId"),
+        ({"eventId": "Event1}"}, "eventId"),  # would end the Redis hash tag early
+        ({"eventId": "a/b"}, "eventId"),
+        ({"eventId": "Event\u0131"}, "eventId"),  # dotless i: upper() makes it an I
     ],
 )
 def test_validation_failed_names_the_field(client, changes, field):

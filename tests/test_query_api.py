@@ -84,10 +84,49 @@ def test_filters(client, tickets, query, expected):
 
 @pytest.mark.parametrize(
     "query",
-    ["limit=0", "limit=1001", "limit=x", "cursor=!!!", "cursor=e30", "zoneId=-1", "colour=red"],
+    [
+        "limit=0",
+        "limit=1001",
+        "limit=x",
+        "cursor=!!!",
+        "cursor=e30",
+        "zoneId=-1",
+        "colour=red",
+        # integers spelled as in a JSON body: int() would take every one of these
+        "limit=1_0",
+        "limit=%E0%A5%A7%E0%A5%A6",  # Devanagari 10
+        "limit=%EF%BC%91%EF%BC%90",  # full-width 10
+        "limit=%2B5",
+        "limit=+5",  # "+" is a space in a query string
+        "limit=%205",
+        "limit=5%20",
+        "limit=05",
+        "limit=5%0A",
+        "limit=",
+        "zoneId=1_0",
+        "zoneId=%2B1",
+        "zoneId=%D9%A1",  # Arabic-Indic 1
+        "zoneId=01",
+        # the spec says a cursor is the one of a Link header, never empty
+        "cursor=",
+    ],
 )
 def test_bad_list_parameters(client, query):
     assert_problem(client.get(f"{BASE}?{query}"), 400, "VALIDATION_FAILED")
+
+
+def test_a_cursor_is_taken_exactly_as_the_link_gave_it(client, tickets):
+    """base64 decoding skips characters outside its alphabet; the cursor may not have any."""
+    link = client.get(f"{BASE}?limit=3").headers["Link"]
+    cursor = re.search(r"cursor=([^&>]+)", link).group(1)
+    assert client.get(f"{BASE}?limit=3&cursor={cursor}").status_code == 200
+    for spoiled in (
+        f"{cursor}%21",
+        f"%20{cursor}",
+        f"{cursor}%3D%3D",
+        f"{cursor[:4]}.{cursor[4:]}",
+    ):
+        assert_problem(client.get(f"{BASE}?cursor={spoiled}"), 400, "VALIDATION_FAILED")
 
 
 def test_get_one_and_not_found(client, tickets):

@@ -11,7 +11,6 @@ from flask import Flask, Response, g, request
 from plumbing import logs, metrics, settings
 
 SERVICES = ("purchase", "query", "events")
-MAX_BODY_BYTES = 16 * 1024
 
 
 def create_app(services: str = ",".join(SERVICES)) -> Flask:
@@ -22,10 +21,10 @@ def create_app(services: str = ",".join(SERVICES)) -> Flask:
         raise ValueError(f"services must be some of {SERVICES}, got {services!r}")
     settings.get()  # fail fast on a bad environment
     app = Flask(__name__)
-    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.json.sort_keys = False
     logs.configure("web:" + "+".join(chosen))
     register_request_ids(app)
+    register_input_rules(app)
     register_blueprints(app, chosen)
     register_error_handlers(app)
     register_commands(app)
@@ -53,6 +52,15 @@ def register_request_ids(app: Flask) -> None:
         token = g.pop("request_id_token", None)
         if token is not None:
             logs.request_id.reset(token)
+
+
+def register_input_rules(app: Flask) -> None:
+    """Bodies (JSON only, 16 KiB) and path integers (ASCII digits) as strict as the schemas."""
+    from web.bodies import register_body_rules
+    from web.schemas import PositiveIntConverter
+
+    register_body_rules(app)
+    app.url_map.converters["positive"] = PositiveIntConverter  # before any route uses it
 
 
 def register_blueprints(app: Flask, services: list[str]) -> None:

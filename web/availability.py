@@ -12,7 +12,7 @@ import redis
 from flask import Response, jsonify
 
 from models import seats
-from models.catalog import row_label
+from models.catalog import Catalog, EventSpec, is_id, row_label
 from web.openapi import documented
 from web.problems import Problem, unavailable
 from web.purchase import _catalog as catalog
@@ -23,14 +23,22 @@ from web.schemas import AvailabilitySchema, SeatMapSchema
 _CATALOG_PROBLEMS = ("UNKNOWN_EVENT", "SERVICE_UNAVAILABLE")
 
 
+def _event(event_id: str) -> tuple[Catalog, EventSpec]:
+    """The catalog and the event, or 404 UNKNOWN_EVENT."""
+    event = None
+    if is_id(event_id):  # an id that cannot exist is answered without reading the catalog
+        current = catalog()
+        event = current.events.get(event_id)
+    if event is None:
+        raise Problem(404, "UNKNOWN_EVENT", f"No event {event_id!r}.")
+    return current, event
+
+
 @bp.get("/api/v1/events/<event_id>/availability")
 @documented({200: AvailabilitySchema}, problems=_CATALOG_PROBLEMS)
 def availability(event_id: str) -> Response:
     """Seats left in each zone of an event, read from Redis in one call."""
-    current = catalog()
-    event = current.events.get(event_id)
-    if event is None:
-        raise Problem(404, "UNKNOWN_EVENT", f"No event {event_id!r}.")
+    current, event = _event(event_id)
     zones = current.venues[event.venue_id].zones
     try:
         left = seats.scripts_for(seats.client()).availability(event_id, list(zones))
@@ -51,14 +59,11 @@ def availability(event_id: str) -> Response:
     )
 
 
-@bp.get("/api/v1/events/<event_id>/zones/<int:zone_id>/seats")
+@bp.get("/api/v1/events/<event_id>/zones/<positive:zone_id>/seats")
 @documented({200: SeatMapSchema}, problems=(*_CATALOG_PROBLEMS, "UNKNOWN_ZONE"))
 def seat_map(event_id: str, zone_id: int) -> Response:
     """A zone's seats (one string per row, 1 = sold) and seats left per row and zone."""
-    current = catalog()
-    event = current.events.get(event_id)
-    if event is None:
-        raise Problem(404, "UNKNOWN_EVENT", f"No event {event_id!r}.")
+    current, event = _event(event_id)
     zone = current.venues[event.venue_id].zones.get(zone_id)
     if zone is None:
         raise Problem(404, "UNKNOWN_ZONE", f"{event.venue_id} has no zone {zone_id}.")

@@ -19,6 +19,7 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, send_from_di
 from marshmallow import Schema, fields
 from werkzeug.routing import IntegerConverter, Rule
 
+from models.catalog import ID_PATTERN
 from web.problems import PROBLEM_JSON, STATUSES, TITLES
 from web.schemas import Cursor, ProblemSchema
 
@@ -35,6 +36,9 @@ _EXAMPLES = {
     "zoneId": 1,
     "ticketId": "5b15a8a4-1f84-44dd-8f3d-9ae9de6e6d1b",
 }
+_IDS = {"eventId", "venueId"}  # the contract's id pattern
+# Every operation with a body can answer these (web.bodies checks them before the view).
+_BODY_PROBLEMS = ("MALFORMED_JSON", "PAYLOAD_TOO_LARGE", "UNSUPPORTED_MEDIA_TYPE")
 
 
 @dataclass(frozen=True)
@@ -88,6 +92,8 @@ def _path(rule: Rule) -> tuple[str, list[dict[str, Any]]]:
     for name in re.findall(r"<(?:[^:<>]+:)?([^<>]+)>", rule.rule):
         if isinstance(rule._converters[name], IntegerConverter):
             schema: dict[str, Any] = {"type": "integer", "minimum": 1, "maximum": 2**31 - 1}
+        elif _camel(name) in _IDS:
+            schema = {"type": "string", "minLength": 1, "maxLength": 64, "pattern": ID_PATTERN}
         else:
             schema = {"type": "string", "minLength": 1, "maxLength": 64, "pattern": "^[^/]+$"}
         param = {"in": "path", "name": _camel(name), "required": True, "schema": schema}
@@ -114,6 +120,8 @@ def _operation(view: Callable[..., Any], op: Operation, path_params: list) -> di
     problems = list(op.problems)
     if path_params and "NOT_FOUND" not in problems:
         problems.append("NOT_FOUND")  # a path value that routes nowhere
+    if op.body is not None:
+        problems += [code for code in _BODY_PROBLEMS if code not in problems]
     parameters = list(path_params)
     if op.query is not None:
         parameters.append({"in": "query", "schema": op.query})

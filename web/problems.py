@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
-from flask import Flask, Response, g, has_request_context, json
+from flask import Flask, Response, g, has_request_context
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,10 @@ TITLES = {
     "METHOD_NOT_ALLOWED": "Method not allowed",
     "PAYLOAD_TOO_LARGE": "Request body too large",
     "UNSUPPORTED_MEDIA_TYPE": "Unsupported media type",
+    "URI_TOO_LONG": "Request line too long",
+    "HEADERS_TOO_LARGE": "Request header fields too large",
+    "EXPECTATION_FAILED": "Expectation failed",
+    "NOT_IMPLEMENTED": "Not implemented",
     "BAD_REQUEST": "Bad request",
     "INTERNAL_ERROR": "Internal error",
 }
@@ -54,6 +59,10 @@ STATUSES = {
     "IDEMPOTENCY_KEY_IN_PROGRESS": 409,
     "PAYLOAD_TOO_LARGE": 413,
     "UNSUPPORTED_MEDIA_TYPE": 415,
+    "EXPECTATION_FAILED": 417,
+    "URI_TOO_LONG": 414,
+    "HEADERS_TOO_LARGE": 431,
+    "NOT_IMPLEMENTED": 501,
     "EVENT_NOT_AT_VENUE": 422,
     "SEAT_OUT_OF_RANGE": 422,
     "IDEMPOTENCY_KEY_REUSED": 422,
@@ -90,8 +99,8 @@ class Problem(Exception):
         self.headers = headers or {}
 
 
-def problem_response(problem: Problem) -> Response:
-    """The problem+json response of a Problem."""
+def problem_document(problem: Problem) -> dict[str, Any]:
+    """The RFC 9457 body of a Problem."""
     body: dict[str, Any] = {
         "type": f"urn:problem-type:ticketing:{problem.code.lower().replace('_', '-')}",
         "title": TITLES.get(problem.code, problem.code),
@@ -101,11 +110,35 @@ def problem_response(problem: Problem) -> Response:
     }
     if problem.errors is not None:
         body["errors"] = problem.errors
+    return body
+
+
+def problem_response(problem: Problem) -> Response:
+    """The problem+json response of a Problem."""
     if has_request_context():
         g.problem_code = problem.code  # for the purchase metrics
-    response = Response(json.dumps(body), status=problem.status, mimetype=PROBLEM_JSON)
+    body = json.dumps(problem_document(problem))
+    response = Response(body, status=problem.status, mimetype=PROBLEM_JSON)
     response.headers.update(problem.headers)
     return response
+
+
+# What gunicorn answers by itself, before any app code runs (see gunicorn.conf.py).
+_SERVER_CODES = {
+    400: "BAD_REQUEST",
+    414: "URI_TOO_LONG",
+    417: "EXPECTATION_FAILED",
+    431: "HEADERS_TOO_LARGE",
+    501: "NOT_IMPLEMENTED",
+}
+
+
+def server_problem(status: int, detail: str) -> bytes:
+    """The problem+json body of an error the HTTP server answers itself (request line or
+    headers over its limits, a request it cannot parse)."""
+    code = _SERVER_CODES.get(status, "BAD_REQUEST" if status < 500 else "INTERNAL_ERROR")
+    problem = Problem(status, code, detail[:200] or TITLES[code])
+    return json.dumps(problem_document(problem)).encode()
 
 
 def unavailable(detail: str, retry_after: int) -> Problem:

@@ -30,6 +30,7 @@ from models import seats
 from models.catalog import Catalog, ZoneSpec, row_index, row_label
 from models.tickets import SCHEMA_VERSION, TicketRecord
 from plumbing import metrics, settings
+from web.bodies import json_object
 from web.openapi import documented
 from web.problems import Problem, unavailable
 from web.schemas import HealthSchema, LivenessSchema, PurchaseRequestSchema, TicketSchema
@@ -76,13 +77,9 @@ _IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}\Z")
 )
 def purchase_ticket() -> Response:
     """Sell one seat: validate, mark it sold in one Redis call, publish the event, answer 201."""
-    # 1. Parse and validate: nothing below runs for bad input.
-    try:
-        body = json.loads(request.get_data(cache=False))
-    except (ValueError, RecursionError):
-        body = None
-    if not isinstance(body, dict):
-        raise Problem(400, "MALFORMED_JSON", "The body must be a JSON object.")
+    # 1. Parse and validate: nothing below runs for bad input (media type and size were
+    #    checked before the view, see web.bodies).
+    body = json_object(request.get_data())
     try:
         req = _request_schema.load(body)
     except ValidationError as exc:
@@ -284,7 +281,8 @@ def _account_purchase(response: Response) -> Response:
         code = "SOLD" if response.status_code == 201 else g.get("problem_code", "OTHER")
         if g.get("replayed"):
             code = "REPLAYED"
-        seconds = time.perf_counter() - g.started
+        # a body refused before the blueprint's hooks ran (415, 413) has no start time
+        seconds = time.perf_counter() - g.get("started", time.perf_counter())
         metrics.PURCHASES.labels(code).inc()
         metrics.PURCHASE_SECONDS.observe(seconds)
         log.info(

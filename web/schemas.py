@@ -5,12 +5,46 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from datetime import datetime
 from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
+from werkzeug.routing import IntegerConverter
+
+from models.catalog import ID_PATTERN, ID_RULE
 
 _ID = validate.Length(min=1, max=64)
+
+# An integer outside a JSON body (query string, path) is spelled as JSON spells one: ASCII
+# digits, no leading zeros, no "+", spaces or "_". Python's int() and werkzeug's \d would also
+# take "1_0", " 1", "+5" and Devanagari or full-width digits.
+_INTEGER = re.compile(r"-?(0|[1-9][0-9]*)\Z")
+
+
+class QueryInteger(fields.Integer):
+    """An integer parameter of a query string, spelled as in a JSON body."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        if not isinstance(value, str) or not _INTEGER.match(value):
+            raise self.make_error("invalid")
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
+class PositiveIntConverter(IntegerConverter):
+    """`<positive:name>` in a route: 1, 2, … in ASCII digits without leading zeros; any other
+    spelling matches no route (404)."""
+
+    regex = r"[1-9][0-9]*"
+
+
+def id_field(*, example: str, **kwargs: Any) -> fields.String:
+    """A venue or event id (the contract's `[A-Za-z0-9._-]{1,64}`)."""
+    return fields.String(
+        validate=[_ID, ID_RULE],
+        metadata={"pattern": ID_PATTERN, "example": example},  # the spec's regex dialect
+        **kwargs,
+    )
 
 
 class PurchaseRequestSchema(Schema):
@@ -19,8 +53,8 @@ class PurchaseRequestSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    venueId = fields.String(required=True, validate=_ID, metadata={"example": "Venue1"})
-    eventId = fields.String(required=True, validate=_ID, metadata={"example": "Event1"})
+    venueId = id_field(required=True, example="Venue1")
+    eventId = id_field(required=True, example="Event1")
     zoneId = fields.Integer(
         strict=True, required=True, validate=validate.Range(min=1), metadata={"example": 1}
     )
@@ -44,8 +78,17 @@ class PurchaseRequestSchema(Schema):
     )
 
 
+_CURSOR = re.compile(r"[A-Za-z0-9_-]+\Z")
+_CURSOR_PATTERN = "^[A-Za-z0-9_-]+$"
+
+
 class Cursor(fields.Field):
-    """Opaque page cursor: base64url of the last (createdOn, ticketId) of the previous page."""
+    """Opaque page cursor: base64url of the last (createdOn, ticketId) of the previous page.
+
+    Only the server makes cursors (in `Link`): an empty one or one with characters outside
+    base64url is a client bug, answered 400 rather than read as "first page" (a client loop
+    that lost its cursor would page through page 1 forever).
+    """
 
     def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> str | None:
         if value is None:
@@ -55,6 +98,8 @@ class Cursor(fields.Field):
         return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        if not isinstance(value, str) or not _CURSOR.match(value):
+            raise ValidationError("Not a valid cursor: the cursor of a Link header, not empty.")
         try:
             padded = str(value) + "=" * (-len(str(value)) % 4)
             created, ticket_id = json.loads(base64.urlsafe_b64decode(padded.encode()))
@@ -71,9 +116,9 @@ class TicketListQuerySchema(Schema):
 
     eventId = fields.String(validate=_ID)
     venueId = fields.String(validate=_ID)
-    zoneId = fields.Integer(validate=validate.Range(min=1, max=2**31 - 1))
-    limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
-    cursor = Cursor()
+    zoneId = QueryInteger(validate=validate.Range(min=1, max=2**31 - 1))
+    limit = QueryInteger(load_default=100, validate=validate.Range(min=1, max=1000))
+    cursor = Cursor(metadata={"minLength": 1, "pattern": _CURSOR_PATTERN})
 
 
 # Response bodies: documentation of what the views answer (the OpenAPI spec is built from
