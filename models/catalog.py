@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -216,6 +217,62 @@ class Catalog:
                 for e in self.events.values()
             ],
         }
+
+
+@dataclass(frozen=True)
+class GridChange:
+    """A change to what fixes an event's seats: where each bit is, how many may be sold."""
+
+    event_id: str
+    field: str
+    old: Any
+    new: Any
+
+    def __str__(self) -> str:
+        return f"{self.event_id}: {self.field} {self.old} -> {self.new}"
+
+
+# A seat's bit is rowIndex × columns + colIndex, and the counters start from the capacities:
+# changing any of these under sold seats would move them (sold seats look free and sell again)
+# or make the counters disagree with the bitmap. Name, type, date and price stay free: a sale
+# copies the price into its ticket, so a new price applies to later sales only.
+_FROZEN_ZONE_FIELDS = (
+    ("rows", "rows"),
+    ("columns", "columns"),
+    ("capacity", "capacity"),
+    ("rowCapacity", "row_capacity"),
+)
+
+
+def grid_changes(old: Catalog, new: Catalog, events: Iterable[str]) -> list[GridChange]:
+    """What `new` changes in the grid of each of `events` as `old` has it: the event's venue
+    and capacity, its venue's set of zones, and each zone's rows, columns and capacities."""
+    changes: list[GridChange] = []
+    for event_id in sorted(events):
+        before = old.events.get(event_id)
+        if before is None:
+            continue
+        after = new.events.get(event_id)
+        if after is not None and after.venue_id != before.venue_id:
+            changes.append(GridChange(event_id, "venueId", before.venue_id, after.venue_id))
+            continue
+        if after is not None and after.capacity != before.capacity:
+            changes.append(GridChange(event_id, "capacity", before.capacity, after.capacity))
+        # an event left out of the file stays in MySQL with its venue: that venue's zones
+        # still hold its seats
+        if before.venue_id not in new.venues:
+            continue  # neither in the file: left as it is (loading never deletes)
+        zones_before = old.venues[before.venue_id].zones
+        zones_after = new.venues[before.venue_id].zones
+        if zones_before.keys() != zones_after.keys():
+            changes.append(GridChange(event_id, "zones", sorted(zones_before), sorted(zones_after)))
+        for zone_id in sorted(zones_before.keys() & zones_after.keys()):
+            for name, attr in _FROZEN_ZONE_FIELDS:
+                was = getattr(zones_before[zone_id], attr)
+                now = getattr(zones_after[zone_id], attr)
+                if was != now:
+                    changes.append(GridChange(event_id, f"zone {zone_id} {name}", was, now))
+    return changes
 
 
 def upsert(conn: Connection, catalog: Catalog) -> None:

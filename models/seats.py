@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from functools import cache
 
 import redis
@@ -283,6 +284,15 @@ class SeatScripts:
 def event_loaded(r: Client, event_id: str) -> bool:
     """Whether the event's seat state exists (an event without it is not sold: NOT_LOADED)."""
     return bool(r.exists(event_key(event_id)))
+
+
+def has_seat_state(r: Client, event_id: str, zone_ids: Iterable[int]) -> bool:
+    """Whether Redis holds any seat state of the event: its counter hash, or a zone's bitmap
+    or counters (a rebuild that is under way, or that stopped, leaves zones without the hash)."""
+    keys = [event_key(event_id)]
+    for zone_id in zone_ids:
+        keys += zone_keys(event_id, zone_id)[:2]
+    return bool(r.exists(*keys))  # one slot: every key carries the event's hash tag
 
 
 def disable_event(r: Client, event_id: str) -> None:
