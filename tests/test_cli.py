@@ -138,17 +138,18 @@ def test_the_cli_needs_no_monitoring_plane(never_loaded):
     assert "MONITOR_BROKER_URL must be set" in served.stderr
 
 
-def test_catalog_load_refuses_while_tickets_may_be_in_flight(
-    redis_client, clean_tickets, session_settings
-):
-    """The session queue holds published tickets nobody consumed: loading must not guess."""
+def test_catalog_load_refuses_while_tickets_may_be_in_flight(redis_client, clean_tickets):
+    """The queue holds a message nobody consumed: loading must not guess. A queue of its own:
+    in the session queue, the session worker would meet that message for minutes (it is no
+    task: redelivered until the DLQ), and later tests wait for that queue to be idle."""
     import boto3
 
-    boto3.client("sqs").send_message(QueueUrl=session_settings.queue_url, MessageBody="x")
+    messaging = create_messaging(f"c{uuid.uuid4().hex[:8]}")
+    boto3.client("sqs").send_message(QueueUrl=messaging.queue_url, MessageBody="x")
     with models.writer().begin() as conn:
         persist_ticket(conn, TicketRecord.from_json(ticket_message(row="C", column="3")))
     redis_client.flushdb()
-    done = flask("seats", "rebuild", "--drain-timeout", "2")
+    done = flask("seats", "rebuild", "--drain-timeout", "2", env=messaging.env())
     assert done.returncode != 0
     assert "queue not drained" in done.stderr
     assert not seats.event_loaded(redis_client, "Event1")  # still closed: purchases answer 503
