@@ -446,11 +446,19 @@ def test_remote_control_over_redis_answers_and_refuses_mutations(worker):
     assert stats[worker.hostname]["pool"]["max-concurrency"] == concurrency
 
 
-def test_events_health_reports_a_stalled_projection(app, worker):
-    """Messages waiting and nothing persisted for longer than PROJECTION_STALL_SECONDS: 503."""
+def test_events_health_reports_a_stalled_projection(app, worker, monkeypatch):
+    """Messages waiting and nothing persisted for longer than PROJECTION_STALL_SECONDS: 503.
+    The backlog sits in a queue of its own, which no worker of the session consumes."""
+    import dataclasses
+
     from plumbing.heartbeats import PROGRESS_KEY, monitor_redis
 
-    boto3.client("sqs").send_message(QueueUrl=settings.get().queue_url, MessageBody="waiting")
+    idle = create_messaging(f"stall{uuid.uuid4().hex[:8]}")
+    watched = dataclasses.replace(
+        settings.get(), queue_url=idle.queue_url, dead_letter_queue_url=idle.dead_letter_queue_url
+    )
+    monkeypatch.setattr(settings, "get", lambda: watched)
+    boto3.client("sqs").send_message(QueueUrl=idle.queue_url, MessageBody="waiting")
     client = app.test_client()
     r = monitor_redis()  # the monitoring plane's Redis, where the worker records its progress
     wait_until(lambda: client.get("/events/health/deep").get_json()["queueDepth"], 10, "a backlog")
