@@ -2,6 +2,7 @@
 
 import logging
 import os
+import re
 import shutil
 import tempfile
 
@@ -40,6 +41,29 @@ def post_worker_init(worker):
         publisher.warm_up()
     except Exception as exc:  # the health endpoint reports it; requests answer 503
         logging.getLogger("gunicorn.error").warning("publisher warm-up failed: %s", exc)
+
+
+def _process_type(app_uri):
+    """The Procfile type this master serves: `purchase`, `query`, `events`, or `web` (several)."""
+    match = re.fullmatch(r"""web:create_app\((['"])(purchase|query|events)\1\)""", app_uri or "")
+    return match.group(2) if match else "web"
+
+
+def when_ready(server):
+    """Report every worker's samples, added up once, as CloudWatch metrics (METRICS_EMF_SECONDS).
+
+    The master outlives its workers and reads the multi-process directory they all write to.
+    """
+    from plumbing import emf
+
+    emf.start(_process_type(getattr(server.app, "app_uri", None)))
+
+
+def on_exit(server):
+    """The metrics of the last interval, once every worker has stopped."""
+    from plumbing import emf
+
+    emf.stop()
 
 
 def child_exit(server, worker):

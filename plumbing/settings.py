@@ -6,6 +6,7 @@ a message naming the variable when one is missing or malformed; `.env.example` l
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from functools import cache
@@ -76,6 +77,17 @@ def _monitor_url(redis_url: str, redis_cluster: bool) -> str:
             "plane needs a Redis without cluster mode"
         )
     return url
+
+
+def _seconds_or_off(name: str, default: float) -> float:
+    """A period in seconds, or 0 for off."""
+    raw = os.environ.get(name)
+    if raw in (None, ""):
+        return default
+    with contextlib.suppress(ValueError):  # _float names the variable in its message
+        if float(raw) == 0:
+            return 0.0
+    return _float(name, default)
 
 
 def _int(name: str, default: int) -> int:
@@ -150,6 +162,8 @@ class Settings:
     persist_batch_max: int
     persist_batch_window: float
     persist_batch_timeout: float
+    metrics_emf_seconds: float
+    metrics_namespace: str
 
     def monitor_url(self) -> str:
         """The monitoring plane's Redis (events, remote control, heartbeats); never the cluster.
@@ -236,6 +250,8 @@ def load() -> Settings:
         persist_batch_max=_int("PERSIST_BATCH_MAX", 10),
         persist_batch_window=_float("PERSIST_BATCH_WINDOW_MS", 10.0) / 1000,
         persist_batch_timeout=_float("PERSIST_BATCH_TIMEOUT", 10.0),
+        metrics_emf_seconds=_seconds_or_off("METRICS_EMF_SECONDS", 0.0),
+        metrics_namespace=_str("METRICS_NAMESPACE", "Ticketing/ticketing"),
     )
     return settings
 

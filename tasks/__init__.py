@@ -5,7 +5,7 @@ import os
 
 from celery import Celery, signals
 
-from plumbing import logs, metrics
+from plumbing import emf, logs, metrics
 
 celery_app = Celery("ticketing")
 celery_app.config_from_object("celeryconfig")
@@ -39,6 +39,17 @@ def _serve_metrics(**_: object) -> None:
             start_http_server(port, registry=metrics.registry())
         except OSError as exc:  # the worker works without its metrics endpoint
             logging.getLogger(__name__).warning("metrics port %s unavailable: %s", port, exc)
+
+
+@signals.worker_init.connect
+def _report_metrics(**_: object) -> None:
+    """The worker's metrics (every pool thread added up) as CloudWatch EMF lines on stdout."""
+    emf.start("worker")
+
+
+@signals.worker_shutdown.connect
+def _report_last_metrics(**_: object) -> None:
+    emf.stop()
 
 
 @signals.worker_process_shutdown.connect

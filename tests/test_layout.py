@@ -90,7 +90,7 @@ def test_default_catalog_is_the_seeds():
 
 def test_every_setting_is_in_env_example():
     source = (ROOT / "plumbing" / "settings.py").read_text()
-    names = set(re.findall(r'_(?:str|float|int|bool|optional)\("([A-Z_]+)"', source))
+    names = set(re.findall(r'_(?:str|float|int|bool|optional|seconds_or_off)\("([A-Z_]+)"', source))
     example = (ROOT / ".env.example").read_text()
     documented = set(re.findall(r"^#?\s*([A-Z_]+)=", example, re.MULTILINE))
     assert names - documented == set()

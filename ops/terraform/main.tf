@@ -14,14 +14,18 @@ locals {
   flower_port = 5555 # the Procfile's flower line: --port=5555
   image       = "${module.ecr.repository_url}:${var.image_tag}"
 
-  # Every process: where the messaging is, JSON logs.
+  # Every process: where the messaging is, JSON logs, and the services' own metrics as
+  # embedded-metric-format lines on stdout (written by the gunicorn masters and the worker; the
+  # other processes ignore it), which the awslogs driver ships and CloudWatch turns into metrics.
   common_environment = {
-    APP_ENV            = "production" # settings.py refuses development defaults
-    AWS_DEFAULT_REGION = var.aws_region
-    TICKET_TOPIC_ARN   = module.messaging.topic_arn
-    TICKET_QUEUE_URL   = module.messaging.queue_url
-    TICKET_DLQ_URL     = module.messaging.dlq_url
-    LOG_FORMAT         = "json"
+    APP_ENV             = "production" # settings.py refuses development defaults
+    AWS_DEFAULT_REGION  = var.aws_region
+    TICKET_TOPIC_ARN    = module.messaging.topic_arn
+    TICKET_QUEUE_URL    = module.messaging.queue_url
+    TICKET_DLQ_URL      = module.messaging.dlq_url
+    LOG_FORMAT          = "json"
+    METRICS_EMF_SECONDS = var.metrics_emf_seconds
+    METRICS_NAMESPACE   = module.monitoring.metrics_namespace
   }
 
   # gunicorn.conf.py reads these; two workers of eight threads per 0.5 vCPU task.
@@ -162,6 +166,7 @@ module "monitoring" {
   worker_log_group                     = module.worker.log_group_name
   alarm_email                          = var.alarm_email
   kms_key_arn                          = module.kms.key_arn
+  purchase_p99_alarm_seconds           = var.purchase_p99_alarm_seconds
 }
 
 # --- Flower's basic auth, generated: `aws secretsmanager get-secret-value` shows it

@@ -165,6 +165,22 @@ variable "oldest_message_age_alarm_seconds" {
   default     = 300
 }
 
+variable "purchase_p99_alarm_seconds" {
+  description = "Alarm when the slowest purchase task's p99 answer time is above this many seconds in 3 of 5 minutes."
+  type        = number
+  default     = 1
+}
+
+variable "metrics_emf_seconds" {
+  description = "Seconds between the services' embedded-metric-format lines (their Prometheus numbers as CloudWatch metrics); 0 turns them off."
+  type        = number
+  default     = 60
+  validation {
+    condition     = var.metrics_emf_seconds >= 0
+    error_message = "metrics_emf_seconds must be 0 (off) or a positive number of seconds."
+  }
+}
+
 variable "alarm_email" {
   description = "E-mail address subscribed to the alarms (confirm the e-mail AWS sends). Empty: none."
   type        = string

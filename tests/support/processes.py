@@ -127,11 +127,16 @@ class Worker:
 
 
 @contextlib.contextmanager
-def gunicorn(env: dict[str, str]) -> Iterator[str]:
+def gunicorn(
+    env: dict[str, str], app: str = "web:create_app()", log: Path | None = None
+) -> Iterator[str]:
     """The web processes as `make run` serves them (purchase, query, events on one base URL),
-    in gunicorn on a free port with `env` on top of this process's; yields the base URL."""
+    in gunicorn on a free port with `env` on top of this process's; yields the base URL.
+    `app` names another Procfile app (`web:create_app('purchase')`); `log` keeps the output."""
     port = free_port()
-    with tempfile.NamedTemporaryFile(prefix="gunicorn-", suffix=".log", delete=False) as log:
+    if log is None:
+        log = Path(tempfile.mkstemp(prefix="gunicorn-", suffix=".log")[1])
+    with open(log, "wb") as output:
         web = subprocess.Popen(
             [
                 str(BIN / "gunicorn"),
@@ -139,11 +144,11 @@ def gunicorn(env: dict[str, str]) -> Iterator[str]:
                 "gunicorn.conf.py",
                 "--bind",
                 f"127.0.0.1:{port}",
-                "web:create_app()",
+                app,
             ],
             cwd=ROOT,
             env={**os.environ, **env, "GUNICORN_ACCESSLOG": ""},
-            stdout=log,
+            stdout=output,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )

@@ -189,3 +189,36 @@ resource "aws_cloudwatch_metric_alarm" "ticket_conflict" {
   treat_missing_data  = "notBreaching"
   alarm_actions       = [aws_sns_topic.alarms.arn]
 }
+
+# --- the services' own Prometheus numbers: plumbing/emf.py writes them as embedded-metric-format
+# lines on stdout (METRICS_EMF_SECONDS), the awslogs driver ships them and CloudWatch Logs turns
+# them into metrics of the same namespace, dimension Service (the Procfile type), names as in
+# /metrics (reference.md): counters as increases per interval (use Sum), histograms as _count,
+# _sum, _p50, _p99 per task and interval (use Maximum: the slowest task).
+
+resource "aws_cloudwatch_metric_alarm" "purchase_latency_p99" {
+  alarm_name          = "${var.name}-purchase-latency-p99"
+  alarm_description   = "The slowest purchase task's p99 answer time was above ${var.purchase_p99_alarm_seconds} s in 3 of 5 minutes: Redis, SNS or CPU (see the ${var.name} dashboard)."
+  namespace           = local.namespace
+  metric_name         = "ticketing_purchase_seconds_p99"
+  dimensions          = { Service = "purchase" }
+  statistic           = "Maximum"
+  period              = 60
+  evaluation_periods  = 5
+  datapoints_to_alarm = 3 # the lines arrive every minute but not on the minute: M of N
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = var.purchase_p99_alarm_seconds
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = [aws_sns_topic.alarms.arn]
+  ok_actions          = [aws_sns_topic.alarms.arn]
+}
+
+data "aws_region" "current" {}
+
+resource "aws_cloudwatch_dashboard" "service" {
+  dashboard_name = var.name
+  dashboard_body = templatefile("${path.module}/dashboard.json.tftpl", {
+    namespace = local.namespace
+    region    = data.aws_region.current.name
+  })
+}

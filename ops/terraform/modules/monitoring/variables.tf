@@ -53,3 +53,9 @@ variable "error_rate_threshold_percent" {
   type        = number
   default     = 1
 }
+
+variable "purchase_p99_alarm_seconds" {
+  description = "Alarm when the slowest purchase task's p99 answer time (its EMF metric) is above this many seconds in 3 of 5 minutes."
+  type        = number
+  default     = 1
+}
