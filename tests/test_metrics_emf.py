@@ -9,6 +9,7 @@ import json
 import logging
 import math
 import os
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -30,7 +31,7 @@ from tests.support.aws import direct_sender
 from tests.support.factories import ticket_message
 from tests.support.processes import Worker, gunicorn, wait_until
 from tests.test_deploy_alarms import matches
-from tests.test_terraform import config
+from tests.test_terraform import MODULES, config
 
 NAMESPACE = "Ticketing/test"
 
@@ -300,6 +301,50 @@ def test_the_namespace_is_terraforms():
     assert environment["METRICS_NAMESPACE"] == "${module.monitoring.metrics_namespace}"
     assert environment["METRICS_EMF_SECONDS"] == "${var.metrics_emf_seconds}"
     assert config().variables["metrics_emf_seconds"]["default"] == 60
+
+
+def emitted_names() -> set[str]:
+    """The EMF metric names that the code's metrics (plumbing.metrics) turn into."""
+    from prometheus_client.metrics import MetricWrapperBase
+
+    from plumbing import metrics
+
+    names = set()
+    for metric in vars(metrics).values():
+        if isinstance(metric, MetricWrapperBase) and metric._type == "counter":
+            names.add(f"{metric._name}_total")
+        elif isinstance(metric, MetricWrapperBase) and metric._type == "histogram":
+            names |= {f"{metric._name}_{part}" for part in ("count", "sum", *emf.QUANTILES)}
+    return names
+
+
+def test_the_dashboard_and_the_alarm_name_metrics_the_code_sends():
+    monitoring = config("monitoring")
+    body = monitoring.resource("aws_cloudwatch_dashboard", "service")["dashboard_body"]
+    assert 'templatefile("${path.module}/dashboard.json.tftpl"' in body
+    template = (MODULES / "monitoring" / "dashboard.json.tftpl").read_text()
+    dashboard = json.loads(
+        template.replace("${namespace}", NAMESPACE).replace("${region}", "us-east-1")
+    )
+    referenced = set()
+    for widget in dashboard["widgets"]:
+        for row in widget["properties"]["metrics"]:
+            if isinstance(row[0], dict):  # a SEARCH over one dimension's values
+                expression = row[0]["expression"]
+                (dimension,) = re.findall(r"\{" + NAMESPACE + r",(\w+),Service\}", expression)
+                assert dimension in emf.DIMENSIONS.values()
+                referenced |= set(re.findall(r'MetricName="(\w+)"', expression))
+            else:
+                assert row[0] == NAMESPACE and row[2] == "Service", row
+                assert row[3] in ("purchase", "worker"), row
+                referenced.add(row[1])
+    alarm = monitoring.resource("aws_cloudwatch_metric_alarm", "purchase_latency_p99")
+    assert (alarm["namespace"], alarm["dimensions"]) == (
+        "${local.namespace}",
+        {"Service": "purchase"},
+    )
+    referenced.add(alarm["metric_name"])
+    assert referenced <= emitted_names(), referenced - emitted_names()
 
 
 def test_failures_are_logged_and_swallowed(samples, emitter, caplog):
