@@ -185,7 +185,7 @@ def test_counters_are_deltas_since_the_previous_flush(samples, emitter):
     }
     assert series(emitter.lines())[("ticketing_purchases_total", ("Service", "purchase"))] == 0
     # a counter that went down was reset (a new process group): all of it is new
-    samples.purchases = {("SOLD", "t9"): 1}
+    samples.purchases = {("SOLD", "t1"): 1}
     third = series(emitter.lines())
     assert third[("ticketing_purchases_total", ("Code", "SOLD"), ("Service", "purchase"))] == 1
 
