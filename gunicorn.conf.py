@@ -29,6 +29,9 @@ graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "20"))
 keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "75"))
 accesslog = os.environ.get("GUNICORN_ACCESSLOG", "-") or None  # empty: no access log
 errorlog = "-"
+# gunicorn's control socket (gunicornc) defaults to one path per user, which every gunicorn on a
+# machine would share, and cannot be made on a read-only root filesystem (ECS): nothing uses it
+control_socket_disable = True
 
 
 def post_worker_init(worker):
