@@ -6,7 +6,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from sqlalchemy import (
-    CHAR,
+    VARBINARY,
     DateTime,
     ForeignKey,
     ForeignKeyConstraint,
@@ -18,7 +18,9 @@ from sqlalchemy import (
     func,
 )
 from sqlalchemy.dialects import mysql
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
 
 from models import Base
 
@@ -27,10 +29,36 @@ Money = Numeric(10, 2)
 UtcTimestamp = DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 
 
+class _TextVarbinary(VARBINARY):
+    """VARBINARY that is sent str as it is: the driver quotes it as a string (readable in the
+    process list and the logs, where bytes would be hex), and the server stores its UTF-8 bytes
+    and compares the column with it byte for byte."""
+
+    def bind_processor(self, dialect: Dialect) -> None:
+        return None
+
+
+class Id(TypeDecorator[str]):
+    """An id that compares byte for byte: case, accents and trailing spaces all count.
+
+    VARBINARY, because it is the exact comparison both MariaDB and Aurora MySQL 3 (MySQL 8.0)
+    have: their `utf8mb4_bin` pads (`'a' = 'a '`), and the NO PAD binary collations differ by
+    name (`utf8mb4_nopad_bin` on MariaDB, `utf8mb4_0900_bin` on MySQL), neither on both.
+    Python sees str: the bytes are UTF-8 (ids are ASCII by the contract).
+    """
+
+    impl = _TextVarbinary
+    cache_ok = True
+
+    def process_result_value(self, value: bytes | str | None, dialect: Dialect) -> str | None:
+        """bytes from the driver → str."""
+        return value.decode() if isinstance(value, bytes) else value
+
+
 class Venue(Base):
     __tablename__ = "venue"
 
-    venue_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    venue_id: Mapped[str] = mapped_column(Id(64), primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
 
 
@@ -38,7 +66,7 @@ class Zone(Base):
     __tablename__ = "zone"
 
     venue_id: Mapped[str] = mapped_column(
-        String(64), ForeignKey("venue.venue_id", name="fk_zone_venue"), primary_key=True
+        Id(64), ForeignKey("venue.venue_id", name="fk_zone_venue"), primary_key=True
     )
     zone_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     row_count: Mapped[int] = mapped_column(Integer)
@@ -51,9 +79,9 @@ class Zone(Base):
 class Event(Base):
     __tablename__ = "event"
 
-    event_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    event_id: Mapped[str] = mapped_column(Id(64), primary_key=True)
     venue_id: Mapped[str] = mapped_column(
-        String(64), ForeignKey("venue.venue_id", name="fk_event_venue"), index=True
+        Id(64), ForeignKey("venue.venue_id", name="fk_event_venue"), index=True
     )
     name: Mapped[str] = mapped_column(String(200))
     type: Mapped[str] = mapped_column(String(50))
@@ -79,10 +107,10 @@ class Ticket(Base):
         Index("ix_ticket_venue_event_price", "venue_id", "event_id", "price"),
     )
 
-    ticket_id: Mapped[str] = mapped_column(CHAR(36), primary_key=True)
-    venue_id: Mapped[str] = mapped_column(String(64))
+    ticket_id: Mapped[str] = mapped_column(Id(36), primary_key=True)
+    venue_id: Mapped[str] = mapped_column(Id(64))
     event_id: Mapped[str] = mapped_column(
-        String(64), ForeignKey("event.event_id", name="fk_ticket_event")
+        Id(64), ForeignKey("event.event_id", name="fk_ticket_event")
     )
     zone_id: Mapped[int] = mapped_column(Integer)
     seat_row: Mapped[str] = mapped_column(String(16))
@@ -98,10 +126,10 @@ class TicketConflict(Base):
 
     __tablename__ = "ticket_conflict"
 
-    ticket_id: Mapped[str] = mapped_column(CHAR(36), primary_key=True)
-    owner_ticket_id: Mapped[str] = mapped_column(CHAR(36))
-    venue_id: Mapped[str] = mapped_column(String(64))
-    event_id: Mapped[str] = mapped_column(String(64))
+    ticket_id: Mapped[str] = mapped_column(Id(36), primary_key=True)
+    owner_ticket_id: Mapped[str] = mapped_column(Id(36))
+    venue_id: Mapped[str] = mapped_column(Id(64))
+    event_id: Mapped[str] = mapped_column(Id(64))
     zone_id: Mapped[int] = mapped_column(Integer)
     seat_row: Mapped[str] = mapped_column(String(16))
     seat_column: Mapped[int] = mapped_column(Integer)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,6 +21,11 @@ from models.tables import Ticket, TicketConflict
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1  # of the ticket event; the worker refuses any other
+
+# A ticket id is a uuid4 in its canonical spelling, the only one the purchase side issues: any
+# other spelling names no ticket (ids compare byte for byte), so it is answered without a lookup.
+TICKET_ID_PATTERN = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+_TICKET_ID = re.compile(TICKET_ID_PATTERN.removesuffix("$") + r"\Z")
 
 ER_DUP_ENTRY = 1062
 ER_NO_REFERENCED_ROW = 1452
@@ -81,6 +87,11 @@ class TicketRecord:
             status=str(data["status"]),
             created_on=datetime.fromisoformat(data["createdOn"]).astimezone(UTC),
         )
+
+
+def is_ticket_id(value: str) -> bool:
+    """Whether `value` is spelled as the ticket ids the purchase side issues."""
+    return _TICKET_ID.match(value) is not None
 
 
 def is_transient(exc: BaseException) -> bool:

@@ -20,6 +20,7 @@ from marshmallow import Schema, fields
 from werkzeug.routing import IntegerConverter, Rule
 
 from models.catalog import ID_PATTERN
+from models.tickets import TICKET_ID_PATTERN
 from web.problems import PROBLEM_JSON, STATUSES, TITLES
 from web.schemas import Cursor, ProblemSchema
 
@@ -94,6 +95,8 @@ def _path(rule: Rule) -> tuple[str, list[dict[str, Any]]]:
             schema: dict[str, Any] = {"type": "integer", "minimum": 1, "maximum": 2**31 - 1}
         elif _camel(name) in _IDS:
             schema = {"type": "string", "minLength": 1, "maxLength": 64, "pattern": ID_PATTERN}
+        elif _camel(name) == "ticketId":
+            schema = {"type": "string", "pattern": TICKET_ID_PATTERN}
         else:
             schema = {"type": "string", "minLength": 1, "maxLength": 64, "pattern": "^[^/]+$"}
         param = {"in": "path", "name": _camel(name), "required": True, "schema": schema}

@@ -23,8 +23,9 @@ from sqlalchemy import func, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
 import models
+from models.catalog import is_id
 from models.tables import Event, Venue, Zone
-from models.tickets import count_tickets, get_ticket, list_tickets, revenue
+from models.tickets import count_tickets, get_ticket, is_ticket_id, list_tickets, revenue
 from plumbing import settings
 from web.openapi import documented
 from web.problems import Problem, problem_response, unavailable
@@ -102,8 +103,10 @@ def list_all() -> Response:
 @documented({200: TicketSchema}, problems=("TICKET_NOT_FOUND", _DOWN))
 def get_one(ticket_id: str) -> Response:
     """One ticket by id, or 404 TICKET_NOT_FOUND."""
-    with models.reader().connect() as conn:
-        ticket = get_ticket(conn, ticket_id) if len(ticket_id) == 36 else None
+    ticket = None
+    if is_ticket_id(ticket_id):
+        with models.reader().connect() as conn:
+            ticket = get_ticket(conn, ticket_id)
     if ticket is None:
         raise Problem(404, "TICKET_NOT_FOUND", f"No ticket {ticket_id!r}.")
     return jsonify(ticket.to_json())
@@ -113,9 +116,11 @@ def get_one(ticket_id: str) -> Response:
 @documented({200: CountSchema}, problems=("UNKNOWN_EVENT", _DOWN))
 def count(event_id: str) -> Response:
     """Tickets sold for an event."""
+    if not is_id(event_id):
+        raise _unknown_event(event_id)
     with models.reader().connect() as conn:
         if conn.scalar(select(Event.event_id).where(Event.event_id == event_id)) is None:
-            raise Problem(404, "UNKNOWN_EVENT", f"No event {event_id!r}.")
+            raise _unknown_event(event_id)
         n = count_tickets(conn, event_id)
     return jsonify({"eventId": event_id, "count": n})
 
@@ -127,12 +132,16 @@ def count(event_id: str) -> Response:
 )
 def revenue_of(venue_id: str, event_id: str) -> Response:
     """Ticket count and revenue of an event at a venue, the amount as a decimal string."""
+    if not is_id(venue_id):
+        raise _unknown_venue(venue_id)
+    if not is_id(event_id):
+        raise _unknown_event(event_id)
     with models.reader().connect() as conn:
         if conn.scalar(select(Venue.venue_id).where(Venue.venue_id == venue_id)) is None:
-            raise Problem(404, "UNKNOWN_VENUE", f"No venue {venue_id!r}.")
+            raise _unknown_venue(venue_id)
         held_at = conn.scalar(select(Event.venue_id).where(Event.event_id == event_id))
         if held_at is None:
-            raise Problem(404, "UNKNOWN_EVENT", f"No event {event_id!r}.")
+            raise _unknown_event(event_id)
         if held_at != venue_id:
             raise Problem(
                 422, "EVENT_NOT_AT_VENUE", f"{event_id} is held at {held_at}, not {venue_id}."
@@ -186,10 +195,12 @@ def list_venues() -> Response:
 @documented({200: VenueSchema}, problems=("UNKNOWN_VENUE", _DOWN))
 def get_venue(venue_id: str) -> Response:
     """One venue and its zones: grid, capacity and price (a decimal string)."""
+    if not is_id(venue_id):
+        raise _unknown_venue(venue_id)
     with models.reader().connect() as conn:
         name = conn.scalar(select(Venue.name).where(Venue.venue_id == venue_id))
         if name is None:
-            raise Problem(404, "UNKNOWN_VENUE", f"No venue {venue_id!r}.")
+            raise _unknown_venue(venue_id)
         zones = conn.execute(
             select(Zone).where(Zone.venue_id == venue_id).order_by(Zone.zone_id)
         ).all()
@@ -226,11 +237,21 @@ def list_events() -> Response:
 @documented({200: EventSchema}, problems=("UNKNOWN_EVENT", _DOWN))
 def get_event(event_id: str) -> Response:
     """One event: its venue, name, type, date (UTC) and capacity."""
+    if not is_id(event_id):
+        raise _unknown_event(event_id)
     with models.reader().connect() as conn:
         event = conn.execute(select(Event).where(Event.event_id == event_id)).first()
     if event is None:
-        raise Problem(404, "UNKNOWN_EVENT", f"No event {event_id!r}.")
+        raise _unknown_event(event_id)
     return jsonify(_event_json(event))
+
+
+def _unknown_event(event_id: str) -> Problem:
+    return Problem(404, "UNKNOWN_EVENT", f"No event {event_id!r}.")
+
+
+def _unknown_venue(venue_id: str) -> Problem:
+    return Problem(404, "UNKNOWN_VENUE", f"No venue {venue_id!r}.")
 
 
 def _event_json(e: Event) -> dict:

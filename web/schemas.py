@@ -114,8 +114,8 @@ class TicketListQuerySchema(Schema):
     class Meta:
         unknown = RAISE
 
-    eventId = fields.String(validate=_ID)
-    venueId = fields.String(validate=_ID)
+    eventId = id_field(example="Event1")
+    venueId = id_field(example="Venue1")
     zoneId = QueryInteger(validate=validate.Range(min=1, max=2**31 - 1))
     limit = QueryInteger(load_default=100, validate=validate.Range(min=1, max=1000))
     cursor = Cursor(metadata={"minLength": 1, "pattern": _CURSOR_PATTERN})
