@@ -102,8 +102,14 @@ class Ticket(Base):
         ForeignKeyConstraint(
             ["venue_id", "zone_id"], ["zone.venue_id", "zone.zone_id"], name="fk_ticket_zone"
         ),
+        # The list's filters, each with the list's order (newest first) after its equalities:
+        # a page reads its rows from one of these in order and sorts nothing.
         Index("ix_ticket_created", "created_on", "ticket_id"),
         Index("ix_ticket_event_created", "event_id", "created_on", "ticket_id"),
+        Index("ix_ticket_event_zone_created", "event_id", "zone_id", "created_on", "ticket_id"),
+        Index("ix_ticket_venue_created", "venue_id", "created_on", "ticket_id"),
+        Index("ix_ticket_venue_zone_created", "venue_id", "zone_id", "created_on", "ticket_id"),
+        Index("ix_ticket_zone_created", "zone_id", "created_on", "ticket_id"),
         Index("ix_ticket_venue_event_price", "venue_id", "event_id", "price"),
     )
 

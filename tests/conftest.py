@@ -99,9 +99,8 @@ def clean_tickets(database: None) -> None:
     """No tickets and no conflicts before the test, and none on their way: once the session
     worker runs, messages an earlier test left in the session queue are persisted (or
     dead-lettered) first, so that it cannot write them in the middle of this test."""
-    from sqlalchemy import text
-
     from tests.support.aws import queue_counts
+    from tests.support.factories import clear_tickets
     from tests.support.processes import wait_until
 
     if _session_worker:
@@ -109,8 +108,7 @@ def clean_tickets(database: None) -> None:
             lambda: queue_counts(settings.get().queue_url) == (0, 0), 120, "an idle session queue"
         )
     with models.writer().begin() as conn:
-        conn.execute(text("DELETE FROM ticket_conflict"))
-        conn.execute(text("DELETE FROM ticket"))
+        clear_tickets(conn)
 
 
 @pytest.fixture

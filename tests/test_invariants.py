@@ -15,13 +15,14 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 
 import models
 from models import seats
 from models.catalog import Catalog, row_label
 from models.tables import Ticket, TicketConflict
 from models.tickets import Outcome, TicketRecord, persist_ticket, sold_seats
+from tests.support.factories import clear_tickets
 from web import purchase
 
 EVENTS = ("TinyEvent", "TinyCapped")
@@ -44,8 +45,7 @@ class SaleMachine(RuleBasedStateMachine):
         self.client = self.app.test_client()
         self.redis = seats.client()
         with models.writer().begin() as conn:
-            conn.execute(text("DELETE FROM ticket_conflict"))
-            conn.execute(text("DELETE FROM ticket"))
+            clear_tickets(conn)
         self._rebuild()
         self.owner: dict[tuple, str] = {}  # (event, zone, row, column) → ticket id
         self.in_flight: list[dict] = []

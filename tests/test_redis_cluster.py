@@ -36,7 +36,7 @@ from models.catalog import Catalog
 from models.tickets import TicketRecord, persist_ticket
 from plumbing import settings
 from tests.conftest import TEST_CATALOG
-from tests.support.factories import ticket_message
+from tests.support.factories import clear_tickets, ticket_message
 from tests.support.processes import BIN, ROOT, gunicorn, wait_for_port, wait_until
 
 REDIS_SERVER = shutil.which("redis-server")
@@ -227,8 +227,7 @@ def loaded_cluster(cluster, cluster_env, database) -> dict[str, str]:
     from sqlalchemy import text
 
     with models.writer().begin() as conn:
-        conn.execute(text("DELETE FROM ticket_conflict"))
-        conn.execute(text("DELETE FROM ticket"))
+        clear_tickets(conn)
         conn.execute(text("UPDATE event SET seat_state_created_on = NULL"))
     quiet = create_messaging(f"rc{uuid.uuid4().hex[:8]}")  # an empty queue: nothing in flight
     env = {

@@ -62,3 +62,11 @@ def ticket_message(**overrides: Any) -> dict[str, Any]:
     }
     ticket.update(overrides)
     return ticket
+
+
+def clear_tickets(conn: Any) -> None:
+    """Empty the ticket projection: tickets, recorded conflicts (one transaction, the caller's)."""
+    from sqlalchemy import text
+
+    conn.execute(text("DELETE FROM ticket_conflict"))
+    conn.execute(text("DELETE FROM ticket"))
