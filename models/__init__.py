@@ -47,6 +47,16 @@ def reader() -> Engine:
     return _cached_engine(settings.get().database_read_url, os.getpid())
 
 
-from models.tables import Event, Ticket, TicketConflict, Venue, Zone  # noqa: E402
+from models.tables import Event, EventTotals, Ticket, TicketConflict, Venue, Zone  # noqa: E402
 
-__all__ = ["Base", "Event", "Ticket", "TicketConflict", "Venue", "Zone", "reader", "writer"]
+__all__ = [
+    "Base",
+    "Event",
+    "EventTotals",
+    "Ticket",
+    "TicketConflict",
+    "Venue",
+    "Zone",
+    "reader",
+    "writer",
+]

@@ -7,6 +7,7 @@ from decimal import Decimal
 
 from sqlalchemy import (
     VARBINARY,
+    BigInteger,
     DateTime,
     ForeignKey,
     ForeignKeyConstraint,
@@ -25,6 +26,7 @@ from sqlalchemy.types import TypeDecorator
 from models import Base
 
 Money = Numeric(10, 2)
+Total = Numeric(20, 2)  # a sum of many prices
 # Naive UTC with microseconds: the list is ordered by it, and lag is measured with it.
 UtcTimestamp = DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 
@@ -110,7 +112,6 @@ class Ticket(Base):
         Index("ix_ticket_venue_created", "venue_id", "created_on", "ticket_id"),
         Index("ix_ticket_venue_zone_created", "venue_id", "zone_id", "created_on", "ticket_id"),
         Index("ix_ticket_zone_created", "zone_id", "created_on", "ticket_id"),
-        Index("ix_ticket_venue_event_price", "venue_id", "event_id", "price"),
     )
 
     ticket_id: Mapped[str] = mapped_column(Id(36), primary_key=True)
@@ -142,3 +143,16 @@ class TicketConflict(Base):
     price: Mapped[Decimal] = mapped_column(Money)
     created_on: Mapped[datetime] = mapped_column(UtcTimestamp)
     detected_on: Mapped[datetime] = mapped_column(UtcTimestamp, server_default=func.now(6))
+
+
+class EventTotals(Base):
+    """What count and revenue answer, kept by the projection in the transaction that inserts the
+    tickets: one primary-key read instead of an aggregate that grows with the event."""
+
+    __tablename__ = "event_totals"
+
+    event_id: Mapped[str] = mapped_column(
+        Id(64), ForeignKey("event.event_id", name="fk_event_totals_event"), primary_key=True
+    )
+    ticket_count: Mapped[int] = mapped_column(BigInteger)
+    revenue: Mapped[Decimal] = mapped_column(Total)

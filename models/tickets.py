@@ -12,10 +12,11 @@ from decimal import Decimal
 from typing import Any
 
 from pymysql.err import InterfaceError as PyMySQLInterfaceError
-from sqlalchemy import Connection, Select, func, insert, or_, select
+from sqlalchemy import Connection, Select, insert, or_, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from models import totals
 from models.tables import Event, Ticket, TicketConflict
 
 log = logging.getLogger(__name__)
@@ -130,14 +131,23 @@ def _ticket_values(t: TicketRecord) -> dict[str, Any]:
 
 
 def persist_ticket(conn: Connection, ticket: TicketRecord) -> Outcome:
-    """Insert the ticket once; the caller owns the transaction (`persist_tickets`: per batch).
+    """Insert the ticket once and count it in its event's totals; the caller owns the
+    transaction (`persist_tickets`: per batch).
 
     Idempotent: ticket_id is the primary key, so a second delivery of the same message fails the
     insert with a duplicate key and is reported as DUPLICATE, a successful no-op. The seat key
     (event, zone, row, column) is UNIQUE, so a *different* ticket for a sold seat cannot overwrite
     the owner: it is recorded in ticket_conflict for an operator, and the first owner keeps it.
+    Only an INSERTED ticket counts in the totals.
     Transient errors (lost connection, deadlock, lock wait) propagate for the task to retry.
     """
+    outcome = _insert(conn, ticket)
+    if outcome is Outcome.INSERTED:
+        totals.add(conn, [ticket])
+    return outcome
+
+
+def _insert(conn: Connection, ticket: TicketRecord) -> Outcome:
     try:
         # No savepoint needed: InnoDB rolls back only the failed statement on a duplicate key.
         conn.execute(insert(Ticket).values(_ticket_values(ticket)))
@@ -183,7 +193,8 @@ def persist_ticket(conn: Connection, ticket: TicketRecord) -> Outcome:
 
 
 def persist_tickets(conn: Connection, tickets: Sequence[TicketRecord]) -> list[Outcome | Exception]:
-    """Insert a batch with one multi-row INSERT; one outcome per ticket, in order.
+    """Insert a batch with one multi-row INSERT, then add the inserted ones to their events'
+    totals with one more statement; one outcome per ticket, in order.
 
     The caller owns the transaction (one per batch). The common case is one statement. If it
     fails for a reason that belongs to some rows (a redelivered ticket, a second owner of a seat,
@@ -193,6 +204,12 @@ def persist_tickets(conn: Connection, tickets: Sequence[TicketRecord]) -> list[O
     its own effects rolled back, while the others stay in the transaction. A transient error
     (lost connection, deadlock, lock wait) raises: the transaction is lost for every ticket.
     """
+    outcomes = _insert_batch(conn, tickets)
+    totals.add(conn, [t for t, o in zip(tickets, outcomes, strict=True) if o is Outcome.INSERTED])
+    return outcomes
+
+
+def _insert_batch(conn: Connection, tickets: Sequence[TicketRecord]) -> list[Outcome | Exception]:
     if len(tickets) > 1:
         try:
             # executemany of one cached statement: PyMySQL sends it as ONE multi-row INSERT
@@ -207,13 +224,13 @@ def persist_tickets(conn: Connection, tickets: Sequence[TicketRecord]) -> list[O
                 len(tickets),
                 _error_code(exc),
             )
-    return [_persist_in_savepoint(conn, ticket) for ticket in tickets]
+    return [_insert_in_savepoint(conn, ticket) for ticket in tickets]
 
 
-def _persist_in_savepoint(conn: Connection, ticket: TicketRecord) -> Outcome | Exception:
+def _insert_in_savepoint(conn: Connection, ticket: TicketRecord) -> Outcome | Exception:
     savepoint = conn.begin_nested()
     try:
-        outcome = persist_ticket(conn, ticket)
+        outcome = _insert(conn, ticket)
     except Exception as exc:
         if is_transient(exc):  # the whole transaction is gone; the caller's rollback ends it
             raise
@@ -323,21 +340,6 @@ def ticket_page_query(
             or_(Ticket.created_on < created, Ticket.ticket_id < ticket_id),
         )
     return query
-
-
-def count_tickets(conn: Connection, event_id: str) -> int:
-    """Tickets sold for an event: one indexed COUNT."""
-    return conn.scalar(select(func.count()).where(Ticket.event_id == event_id)) or 0
-
-
-def revenue(conn: Connection, venue_id: str, event_id: str) -> tuple[int, Decimal]:
-    """Ticket count and revenue of an event at a venue: one indexed aggregate."""
-    count, total = conn.execute(
-        select(func.count(), func.coalesce(func.sum(Ticket.price), 0)).where(
-            Ticket.venue_id == venue_id, Ticket.event_id == event_id
-        )
-    ).one()
-    return int(count), Decimal(total).quantize(Decimal("0.01"))
 
 
 def sold_seats(conn: Connection, event_id: str) -> dict[int, list[tuple[str, int]]]:

@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import create_engine, select
 
 import models
+from models import totals
 from models.tables import Event, Ticket, Venue, Zone
 from models.tickets import TicketRecord, get_ticket, persist_ticket
 from tests.support.factories import ticket_message
@@ -36,6 +37,7 @@ def test_the_database_compares_event_ids_exactly(sold, spelling):
     with models.reader().connect() as conn:
         assert conn.scalar(select(Event.event_id).where(Event.event_id == spelling)) is None
         assert conn.scalar(select(Ticket.ticket_id).where(Ticket.event_id == spelling)) is None
+        assert totals.of_event(conn, spelling) is None
         assert conn.scalar(select(Event.event_id).where(Event.event_id == "Event1")) == "Event1"
 
 

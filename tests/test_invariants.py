@@ -1,9 +1,11 @@
 """A stateful property test (Hypothesis) over purchases, deliveries, duplicate deliveries and
 Redis loss + rebuild, on real Redis and MariaDB through the purchase API. Invariants: sold ≤
 capacity per row, zone and event, and Redis's counters agree with its bitmap; one owner per
-seat; every 201 ends as exactly one row."""
+seat; every 201 ends as exactly one row, counted once in its event's totals."""
 
 from __future__ import annotations
+
+from decimal import Decimal
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -18,7 +20,7 @@ from hypothesis.stateful import (
 from sqlalchemy import func, select
 
 import models
-from models import seats
+from models import seats, totals
 from models.catalog import Catalog, row_label
 from models.tables import Ticket, TicketConflict
 from models.tickets import Outcome, TicketRecord, persist_ticket, sold_seats
@@ -153,6 +155,17 @@ class SaleMachine(RuleBasedStateMachine):
                 event_sold += zone_sold
             counts = self.redis.hgetall(event_key)
             assert int(counts["sold"]) == event_sold <= self.catalog.events[event_id].capacity
+
+    @invariant()
+    def totals_count_the_delivered_tickets(self) -> None:
+        with models.reader().connect() as conn:
+            for event_id in EVENTS:
+                sold = totals.of_event(conn, event_id)
+                delivered = [t for t in self.delivered if t["eventId"] == event_id]
+                assert sold.tickets == len({t["ticketId"] for t in delivered})
+                assert sold.revenue == sum(
+                    {t["ticketId"]: Decimal(t["price"]) for t in delivered}.values(), Decimal(0)
+                )
 
     def teardown(self) -> None:
         while self.in_flight:

@@ -137,13 +137,14 @@ def statements(engine: Engine) -> Iterator[list[str]]:
         event.remove(engine, "after_cursor_execute", record)
 
 
-def test_a_batch_of_new_tickets_is_one_insert_statement(clean_tickets):
+def test_a_batch_of_new_tickets_is_one_insert_statement_and_one_for_the_totals(clean_tickets):
     batch = [seat(n) for n in range(10)]
     with models.writer().connect():
         pass  # a first connection's set-up statements are not the batch's
     with statements(models.writer()) as sent:
         assert write_batch(records(*batch)) == [Outcome.INSERTED] * 10
-    assert len(sent) == 1 and sent[0].startswith("INSERT INTO ticket ")
+    assert len(sent) == 2 and sent[0].startswith("INSERT INTO ticket ")
+    assert sent[1].startswith("INSERT INTO event_totals ")  # the batch's count, one statement
     assert all(t["ticketId"] in sent[0] for t in batch)  # one statement, all 10 rows
     assert count(Ticket) == 10
 

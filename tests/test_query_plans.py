@@ -119,7 +119,7 @@ def assert_shaped_for_reading(plan: dict, max_rows: int) -> None:
     for table in tables(plan):
         assert table["access_type"] not in ("ALL", "index_merge"), f"full scan:\n{shown}"
         assert table.get("key"), f"no index:\n{shown}"
-        read = table.get("r_rows", 0) * table.get("r_loops", 1)
+        read = (table.get("r_rows") or 0) * (table.get("r_loops") or 1)
         assert read <= max_rows, f"{read} rows read for at most {max_rows}:\n{shown}"
 
 
@@ -184,3 +184,29 @@ def test_the_page_is_the_same_as_a_sort_of_everything(app, seeded):
         seen += [t["ticketId"] for t in answer.get_json()]
         url = re.match(r"<([^>]+)>", answer.headers["Link"]).group(1)
     assert seen == expected
+
+
+@pytest.mark.parametrize(
+    "path", ["/query/api/v1/tickets/count/Event1", "/query/api/v1/tickets/revenue/Venue1/Event1"]
+)
+def test_count_and_revenue_are_one_primary_key_read(app, seeded, path):
+    """The event's row and its totals row: one statement, each table read by its key, one row;
+    the answer is what the tickets add up to."""
+    with statements_sent() as sent:
+        answer = app.test_client().get(path)
+    assert answer.status_code == 200
+    selects = [(s, p) for s, p in sent if s.lstrip().upper().startswith("SELECT")]
+    assert len(selects) == 1, selects
+    plan = analyze(*selects[0])
+    for table in tables(plan):
+        assert table["access_type"] in ("const", "eq_ref", "system"), json.dumps(plan, indent=1)
+        assert table.get("key") == "PRIMARY", json.dumps(plan, indent=1)
+    assert_shaped_for_reading(plan, max_rows=1)
+    with models.reader().connect() as conn:
+        n, total = conn.execute(
+            text("SELECT COUNT(*), SUM(price) FROM ticket WHERE event_id = 'Event1'")
+        ).one()
+    body = answer.get_json()
+    assert body.get("count", body.get("ticketCount")) == n == SEEDED // 7 + 1
+    if "revenue" in body:
+        assert Decimal(body["revenue"]) == total

@@ -23,9 +23,10 @@ from sqlalchemy import func, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
 import models
+from models import totals
 from models.catalog import is_id
 from models.tables import Event, Venue, Zone
-from models.tickets import count_tickets, get_ticket, is_ticket_id, list_tickets, revenue
+from models.tickets import get_ticket, is_ticket_id, list_tickets
 from plumbing import settings
 from web.openapi import documented
 from web.problems import Problem, problem_response, unavailable
@@ -115,14 +116,14 @@ def get_one(ticket_id: str) -> Response:
 @bp.get("/api/v1/tickets/count/<event_id>")
 @documented({200: CountSchema}, problems=("UNKNOWN_EVENT", _DOWN))
 def count(event_id: str) -> Response:
-    """Tickets sold for an event."""
+    """PAID tickets of an event: the projection's totals, one primary-key read."""
     if not is_id(event_id):
         raise _unknown_event(event_id)
     with models.reader().connect() as conn:
-        if conn.scalar(select(Event.event_id).where(Event.event_id == event_id)) is None:
-            raise _unknown_event(event_id)
-        n = count_tickets(conn, event_id)
-    return jsonify({"eventId": event_id, "count": n})
+        sold = totals.of_event(conn, event_id)
+    if sold is None:
+        raise _unknown_event(event_id)
+    return jsonify({"eventId": event_id, "count": sold.tickets})
 
 
 @bp.get("/api/v1/tickets/revenue/<venue_id>/<event_id>")
@@ -131,28 +132,28 @@ def count(event_id: str) -> Response:
     problems=("UNKNOWN_VENUE", "UNKNOWN_EVENT", "EVENT_NOT_AT_VENUE", _DOWN),
 )
 def revenue_of(venue_id: str, event_id: str) -> Response:
-    """Ticket count and revenue of an event at a venue, the amount as a decimal string."""
+    """PAID tickets and revenue of an event at a venue (the projection's totals), the amount
+    as a decimal string."""
     if not is_id(venue_id):
         raise _unknown_venue(venue_id)
     if not is_id(event_id):
         raise _unknown_event(event_id)
     with models.reader().connect() as conn:
-        if conn.scalar(select(Venue.venue_id).where(Venue.venue_id == venue_id)) is None:
-            raise _unknown_venue(venue_id)
-        held_at = conn.scalar(select(Event.venue_id).where(Event.event_id == event_id))
-        if held_at is None:
-            raise _unknown_event(event_id)
-        if held_at != venue_id:
+        sold = totals.of_event(conn, event_id)
+        if sold is None or sold.venue_id != venue_id:  # which problem: the venue's is first
+            if conn.scalar(select(Venue.venue_id).where(Venue.venue_id == venue_id)) is None:
+                raise _unknown_venue(venue_id)
+            if sold is None:
+                raise _unknown_event(event_id)
             raise Problem(
-                422, "EVENT_NOT_AT_VENUE", f"{event_id} is held at {held_at}, not {venue_id}."
+                422, "EVENT_NOT_AT_VENUE", f"{event_id} is held at {sold.venue_id}, not {venue_id}."
             )
-        n, total = revenue(conn, venue_id, event_id)
     return jsonify(
         {
             "venueId": venue_id,
             "eventId": event_id,
-            "ticketCount": n,
-            "revenue": f"{total:.2f}",
+            "ticketCount": sold.tickets,
+            "revenue": f"{sold.revenue:.2f}",
             "currency": "USD",
         }
     )

@@ -65,8 +65,10 @@ def ticket_message(**overrides: Any) -> dict[str, Any]:
 
 
 def clear_tickets(conn: Any) -> None:
-    """Empty the ticket projection: tickets, recorded conflicts (one transaction, the caller's)."""
+    """Empty the ticket projection: tickets, recorded conflicts and the per-event totals that
+    count the tickets (one transaction, the caller's)."""
     from sqlalchemy import text
 
     conn.execute(text("DELETE FROM ticket_conflict"))
     conn.execute(text("DELETE FROM ticket"))
+    conn.execute(text("DELETE FROM event_totals"))
