@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import shutil
 import sys
+import threading
+import time
 import uuid
 from decimal import Decimal
 
 import boto3
 import pytest
 from botocore.exceptions import ClientError
+from sqlalchemy import select
 
 from tests.support.processes import ROOT
 
@@ -23,8 +26,11 @@ import seating
 import sns_standin
 import wrk_load
 
+import models
 from models import seats
 from models.catalog import ZoneSpec, row_label
+from models.tables import Ticket
+from models.tickets import is_ticket_id
 from plumbing import settings
 
 
@@ -207,3 +213,75 @@ def test_sold_prefix_is_the_state_the_purchase_script_reads(redis_client):
     assert seating.sold_count(redis_client, s) == (33, 31, 33)
     with pytest.raises(ValueError):
         seating.set_sold_prefix(redis_client, s, 20)  # not whole rows
+
+
+def test_the_read_phase_generates_valid_distinct_tickets_and_the_recount_counts_them(
+    clean_tickets, app
+):
+    """The read phase's tickets are made by SQL in MariaDB, not by the projection: they must be
+    tickets the API reads back (distinct seats of the zone, uuid-shaped ids, newest first), and
+    the recount must give the totals that count and revenue answer."""
+    import reads
+    from projection import connect
+
+    from models import totals
+
+    s = seating.Seats("Venue1", "Event1", 1, rows=30, columns=40)
+    db = connect(settings.get().database_url)
+    db.autocommit(False)
+    reads.insert_tickets(db, s, 1_000, tag=7, chunk=300)
+    db.close()
+    with models.writer().connect() as conn:
+        rows = conn.execute(select(Ticket)).all()
+        assert totals.recount(conn, "Event1").tickets == 1_000
+    assert {(t.seat_row, str(t.seat_column)) for t in rows} == {s.seat(i) for i in range(1_000)}
+    assert len({t.ticket_id for t in rows}) == 1_000 and all(
+        is_ticket_id(t.ticket_id) for t in rows
+    )
+    client = app.test_client()
+    page = client.get("/query/api/v1/tickets?eventId=Event1&limit=2").get_json()
+    assert [(t["row"], t["column"]) for t in page] == [s.seat(999), s.seat(998)]
+    assert client.get("/query/api/v1/tickets/count/Event1").get_json()["count"] == 1_000
+    revenue = client.get("/query/api/v1/tickets/revenue/Venue1/Event1").get_json()["revenue"]
+    assert revenue == "50000.00"
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
+def test_wrk_rotate_mode_times_each_path_on_its_own():
+    """The read phase's verdict compares the latency of paths asked in turn on one connection:
+    every path gets its share of the requests, each timed apart (a slower path, a higher p50)."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    asked: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive: one connection, as wrk holds it
+        disable_nagle_algorithm = True  # no 40 ms wait for the body after the headers
+
+        def do_GET(self) -> None:
+            asked.append(self.path)
+            time.sleep({"/a": 0.001, "/b": 0.008, "/c": 0.003}[self.path])
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        args = wrk_load.rotate("/a", "/b", "/c")
+        result = wrk_load.run(shutil.which("wrk"), url, args, connections=1, seconds=2)
+    finally:
+        server.shutdown()
+        server.server_close()
+    a, b, c = result.paths
+    assert result.failures == 0
+    assert abs(a.answers - b.answers) <= 1 and abs(b.answers - c.answers) <= 1
+    assert a.answers + b.answers + c.answers == result.requests
+    assert asked[:6] == ["/a", "/b", "/c", "/a", "/b", "/c"]
+    assert a.p50_ms < c.p50_ms < b.p50_ms
+    assert 8 <= b.p50_ms < 30

@@ -2,6 +2,7 @@
 
     python ops/bench/bench.py                     # every phase, a table, then the result line
     python ops/bench/bench.py --compare-classes   # ceiling and purchase per gunicorn worker class
+    python ops/bench/bench.py --reads-only        # count, revenue, a list page at 0/100k/1M
 
 Everything runs on data of its own: a Redis server on a free port, the MariaDB database
 `ticketing_bench` (fresh each run, `alembic upgrade head`), moto on a free port, the bench catalog
@@ -33,6 +34,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "ops" / "local"), str(ROOT / "ops" / "benc
 import load_phases  # noqa: E402
 import machine  # noqa: E402
 import projection  # noqa: E402
+import reads  # noqa: E402
 import redis  # noqa: E402
 import seating  # noqa: E402
 import services  # noqa: E402
@@ -44,6 +46,7 @@ from services import BENCH_RUN, Service, say  # noqa: E402
 STARTED = time.monotonic()
 SERVERS: list[subprocess.Popen] = []  # stopped last
 PURCHASE_APP = services.procfile_command("purchase")[-1]  # "web:create_app('purchase')"
+QUERY_APP = services.procfile_command("query")[-1]  # "web:create_app('query')"
 MOTO_APP = "web:create_app('purchase,query')"  # purchase to moto, and reads for the lag check
 
 
@@ -183,6 +186,7 @@ def run_bench(args: argparse.Namespace, setup: Setup, wrk: str) -> int:
         f"lag: {args.lag_rate:g} purchases/s for {args.lag_seconds:g} s through moto and the worker"
     )
     lag = projection.measure_lag(buyer, db, seating.LAG, args.lag_rate, args.lag_seconds)
+    read = run_reads(args, setup, wrk)
     mariadb = services.find_listening(3306)
     rss += [
         ("gunicorn purchase (moto)", services.rss_mib(moto_web.processes())),
@@ -201,6 +205,7 @@ def run_bench(args: argparse.Namespace, setup: Setup, wrk: str) -> int:
         flat,
         drain,
         lag,
+        read,
         rss,
         setup.standin.url,
         STARTED,
@@ -208,6 +213,38 @@ def run_bench(args: argparse.Namespace, setup: Setup, wrk: str) -> int:
     )
     (BENCH_RUN / "results.json").write_text(json.dumps(figures, indent=1, default=str))
     return 0 if flash.exact and flash.oversold == 0 else 1
+
+
+def run_reads(args: argparse.Namespace, setup: Setup, wrk: str) -> reads.Reads:
+    """The read phase: the tickets generated in MariaDB, then count, revenue and a list page
+    through the query API at each size."""
+    took = reads.seed(setup.database_url, setup.env)
+    query = services.start_gunicorn("query", QUERY_APP, setup.env)
+    wait_until_serving(query, "/query/health")
+    say(
+        f"reads: count, revenue and a list page at 0, 100,000 and 1,000,000 tickets, "
+        f"{args.read_rounds} rotations at 1 client, 2 rounds at {reads.CLIENTS}"
+    )
+    result = reads.measure_all(wrk, query, args.read_rounds, 2, args.read_seconds)
+    result.seed_seconds = took
+    query.stop()
+    return result
+
+
+def reads_only(args: argparse.Namespace, setup: Setup, wrk: str) -> int:
+    """Only the read phase: its side-by-side table and verdicts."""
+    from report import Table
+
+    result = run_reads(args, setup, wrk)
+    t = Table()
+    for row in reads.verdicts(result):
+        t.add(*row)
+    print()
+    print(reads.render(result))
+    print()
+    print(t.render())
+    (BENCH_RUN / "reads.json").write_text(json.dumps(reads.figures(result), indent=1))
+    return 0
 
 
 def _listener(url: str) -> list:
@@ -300,6 +337,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--drain-tickets", type=int, default=200, help="messages for the worker")
     parser.add_argument("--lag-rate", type=float, default=50, help="purchases/s in the lag phase")
     parser.add_argument("--lag-seconds", type=float, default=15)
+    parser.add_argument("--read-rounds", type=int, default=4, help="1-client runs of the reads")
+    parser.add_argument("--read-seconds", type=float, default=1, help="seconds per read run")
+    parser.add_argument("--reads-only", action="store_true", help="the read phase alone")
     return parser.parse_args()
 
 
@@ -313,6 +353,8 @@ def main() -> int:
         setup = set_up()
         if args.compare_classes:
             return compare_classes(args, setup, wrk)
+        if args.reads_only:
+            return reads_only(args, setup, wrk)
         return run_bench(args, setup, wrk)
     except KeyboardInterrupt:
         say("interrupted: stopping what the bench started")

@@ -3,6 +3,10 @@
 --   wrk ... -s load.lua URL -- MODE BODY_OR_SEATS...
 --
 -- MODE fixed   PATH BODY                                  the same POST each time (the ceiling)
+-- MODE get     PATH                                       the same GET each time (the reads)
+-- MODE rotate  PATH1 PATH2 ...                            GETs of each path in turn, on ONE
+--              connection (-c1 -t1), so requests to different paths are next to each other in
+--              time; done() adds each path's answers and latency percentiles ("paths")
 -- MODE seats   PATH VENUE EVENT ZONE COLUMNS FIRST LAST   distinct seats FIRST, FIRST+1, ... (a
 --              seat index is row * COLUMNS + column - 1); past LAST it wraps to FIRST
 -- MODE flash   PATH VENUE EVENT ZONE COLUMNS SEATS QUOTA PER_SEAT
@@ -23,6 +27,20 @@ local venue, event, zone, columns, first, last, seats, quota, per_seat
 local issued, answered, reserved, checked = 0, 0, 0, false
 statuses, codes, sold, sent = {}, {}, {}, 0
 local threads = {}
+-- rotate mode: the paths' requests, the one in flight and when it was sent; the latencies of
+-- path i in the global took_<i>, a flat list (wrk's thread:get copies no nested table)
+local gets, next_get, in_flight, sent_at, took = {}, 1, nil, 0, {}
+
+local ffi = require("ffi") -- LuaJIT's: a monotonic clock in µs for rotate's latencies
+ffi.cdef [[
+typedef struct { long tv_sec; long tv_nsec; } bench_timespec;
+int clock_gettime(int clock, bench_timespec *tp);
+]]
+local timespec = ffi.new("bench_timespec")
+local function now_us()
+  ffi.C.clock_gettime(1, timespec) -- CLOCK_MONOTONIC
+  return tonumber(timespec.tv_sec) * 1e6 + tonumber(timespec.tv_nsec) / 1e3
+end
 
 function setup(thread)
   table.insert(threads, thread)
@@ -52,6 +70,15 @@ function init(args)
   mode, path = args[1], args[2]
   if mode == "fixed" then
     body = wrk.format("POST", path, headers, args[3])
+  elseif mode == "get" then
+    body = wrk.format("GET", path)
+  elseif mode == "rotate" then
+    for i = 2, #args do
+      gets[i - 1] = wrk.format("GET", args[i])
+      took[i - 1] = {}
+      _G["took_" .. (i - 1)] = took[i - 1]
+    end
+    body = gets[1]
   else
     venue, event, zone, columns = args[3], args[4], tonumber(args[5]), tonumber(args[6])
   end
@@ -60,8 +87,16 @@ function init(args)
   elseif mode == "flash" then
     seats, quota, per_seat = tonumber(args[7]), tonumber(args[8]), tonumber(args[9])
   end
-  if mode ~= "flash" then
+  if mode == "rotate" then
+    response = function(status)
+      local list = took[in_flight]
+      list[#list + 1] = now_us() - sent_at
+      if status >= 400 then statuses[status] = (statuses[status] or 0) + 1 end
+    end
+  elseif mode ~= "flash" then
     response = nil -- wrk then skips parsing headers and bodies
+  end
+  if mode ~= "flash" then
     delay = nil
   end
 end
@@ -69,12 +104,16 @@ end
 function request()
   if not checked then -- wrk's check of the script: never sent
     checked = true
-    return mode == "fixed" and body or seat_request(0)
+    return (mode == "fixed" or mode == "get" or mode == "rotate") and body or seat_request(0)
   end
   issued = issued + 1
   sent = issued
-  if mode == "fixed" then
+  if mode == "fixed" or mode == "get" then
     return body
+  elseif mode == "rotate" then
+    in_flight, sent_at = next_get, now_us()
+    next_get = next_get % #gets + 1
+    return gets[in_flight]
   elseif mode == "seats" then
     return seat_request(first + (issued - 1) % (last - first + 1))
   end
@@ -112,6 +151,21 @@ function response(status, hdrs, resp_body)
   end
 end
 
+local function percentile(sorted, p)
+  if #sorted == 0 then return 0 end
+  return sorted[math.max(1, math.ceil(#sorted * p / 100))]
+end
+
+local function paths_json(lists)
+  local parts = {}
+  for _, list in ipairs(lists) do
+    table.sort(list)
+    table.insert(parts, string.format('{"n":%d,"p50_us":%.1f,"p90_us":%.1f,"p99_us":%.1f}',
+      #list, percentile(list, 50), percentile(list, 90), percentile(list, 99)))
+  end
+  return "[" .. table.concat(parts, ",") .. "]"
+end
+
 local function json_map(map)
   local parts = {}
   for key, value in pairs(map) do
@@ -122,7 +176,14 @@ end
 
 function done(summary, latency, requests)
   local all_statuses, all_codes, all_sold, all_sent = {}, {}, {}, 0
+  local by_path = {}
   for _, thread in ipairs(threads) do
+    local i = 1
+    while thread:get("took_" .. i) do
+      by_path[i] = by_path[i] or {}
+      for _, us in ipairs(thread:get("took_" .. i)) do table.insert(by_path[i], us) end
+      i = i + 1
+    end
     for k, v in pairs(thread:get("statuses") or {}) do all_statuses[k] = (all_statuses[k] or 0) + v end
     for k, v in pairs(thread:get("codes") or {}) do all_codes[k] = (all_codes[k] or 0) + v end
     for k, v in pairs(thread:get("sold") or {}) do all_sold[k] = (all_sold[k] or 0) + v end
@@ -138,10 +199,11 @@ function done(summary, latency, requests)
     'BENCH_RESULT {"requests":%d,"duration_us":%d,"sent":%d,' ..
     '"p50_us":%d,"p90_us":%d,"p99_us":%d,"p999_us":%d,"max_us":%d,"mean_us":%.1f,' ..
     '"errors":{"connect":%d,"read":%d,"write":%d,"status":%d,"timeout":%d},' ..
-    '"statuses":%s,"codes":%s,"seats_sold":%d,"double_sales":%d}\n',
+    '"statuses":%s,"codes":%s,"seats_sold":%d,"double_sales":%d,"paths":%s}\n',
     summary.requests, summary.duration, all_sent,
     latency:percentile(50), latency:percentile(90), latency:percentile(99),
     latency:percentile(99.9), latency.max, latency.mean,
     e.connect, e.read, e.write, e.status, e.timeout,
-    json_map(all_statuses), json_map(all_codes), seats_sold, double_sales))
+    json_map(all_statuses), json_map(all_codes), seats_sold, double_sales,
+    paths_json(by_path)))
 end

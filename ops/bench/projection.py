@@ -243,8 +243,9 @@ def measure_lag(
         cur.execute(
             "SELECT ticket_id, persisted_on FROM ticket WHERE event_id = %s", (seats.event,)
         )
-        persisted = {
-            tid: at.replace(tzinfo=UTC).timestamp() - offset_s for tid, at in cur.fetchall()
+        persisted = {  # ids are VARBINARY: the driver gives bytes
+            tid.decode(): at.replace(tzinfo=UTC).timestamp() - offset_s
+            for tid, at in cur.fetchall()
         }
     # a ticket still not readable counts with the time waited so far: a lower bound of its lag
     lags = sorted((persisted.get(t, checked_at) - p.sent) * 1e3 for t, p in sold.items())

@@ -9,6 +9,7 @@ from typing import Any
 
 from load_phases import AcceptReject, FlashSale, Flatness, Throughput
 from projection import Drain, Lag
+from reads import Reads, figures, render, verdicts
 from report import Table, at_least, at_most, fmt, result_line, rss_table
 
 
@@ -23,6 +24,7 @@ def print_results(
     flat: Flatness,
     drain: Drain,
     lag: Lag,
+    reads: Reads,
     rss: list[tuple[str, list[float]]],
     standin_url: str,
     started: float,
@@ -114,6 +116,8 @@ def print_results(
         "p99 ≤ 1000 ms at 50/s",
         at_most(lag.p99_ms, 1000),
     )
+    for row in verdicts(reads):
+        t.add(*row)
     light_rate = sum(x.rate for x in ar.accept) / max(1, len(ar.accept))
     t.note(
         f"purchase path: every publish went to the stand-in SNS endpoint {standin_url}, not "
@@ -182,6 +186,8 @@ def print_results(
     print()
     print(t.render())
     print()
+    print(render(reads))
+    print()
     print(rss_table(rss))
     print()
     line = result_line(
@@ -215,6 +221,7 @@ def print_results(
         "worker_ms_per_ticket": drain.net_ms_per_ticket,
         "worker_gross_ms_per_ticket": drain.steady_ms_per_ticket,
         "lag_p99_ms": lag.p99_ms,
+        "reads": figures(reads),
         "oversold": flash.oversold,
     }
 

@@ -61,11 +61,16 @@ FLAT = Seats(ARENA, "BenchFlat", 1, ARENA_ROWS, ARENA_COLUMNS)  # 0 vs 1,000,000
 DRAIN = Seats(ARENA, "BenchDrain", 1, ARENA_ROWS, ARENA_COLUMNS)  # worker CPU per ticket
 LAG = Seats(ARENA, "BenchLag", 1, ARENA_ROWS, ARENA_COLUMNS)  # purchase → readable
 FLASH = Seats(CLUB, "BenchFlash", 1, CLUB_ROWS, CLUB_COLUMNS)  # 10,000 attempts, 1,000 seats
+# reads: an event per number of tickets in MySQL (ops/bench/reads.py)
+READS = {
+    n: Seats(ARENA, name, 1, ARENA_ROWS, ARENA_COLUMNS)
+    for n, name in [(0, "BenchRead0"), (100_000, "BenchRead100k"), (1_000_000, "BenchRead1M")]
+}
 
 
 def catalog_document() -> dict:
     """The bench catalog (CATALOG_FILE): two venues, one event per phase."""
-    events = [RUN, LIGHT, FLAT, DRAIN, LAG, FLASH]
+    events = [RUN, LIGHT, FLAT, DRAIN, LAG, FLASH, *READS.values()]
     return {
         "venues": [
             {

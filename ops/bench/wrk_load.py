@@ -22,6 +22,16 @@ PURCHASE_PATH = "/purchase/api/v1/tickets"
 
 
 @dataclass(frozen=True)
+class PathLatency:
+    """One path's answers and latency percentiles (ms) in a rotate run."""
+
+    answers: int
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+
+
+@dataclass(frozen=True)
 class LoadResult:
     """One wrk run: counts, latency percentiles (ms) and what load.lua counted."""
 
@@ -38,6 +48,7 @@ class LoadResult:
     codes: dict[str, int] = field(default_factory=dict)
     seats_sold: int = 0
     double_sales: int = 0
+    paths: tuple[PathLatency, ...] = ()  # rotate mode: per path, in the order given
 
     @property
     def rate(self) -> float:
@@ -72,6 +83,10 @@ def parse_result(output: str) -> LoadResult:
         codes=data["codes"],
         seats_sold=data["seats_sold"],
         double_sales=data["double_sales"],
+        paths=tuple(
+            PathLatency(p["n"], p["p50_us"] / 1e3, p["p90_us"] / 1e3, p["p99_us"] / 1e3)
+            for p in data.get("paths", [])
+        ),
     )
 
 
@@ -144,6 +159,16 @@ def run(
 def fixed(path: str, body: str) -> list[str]:
     """The same POST each time."""
     return ["fixed", path, body]
+
+
+def get(path: str) -> list[str]:
+    """The same GET each time."""
+    return ["get", path]
+
+
+def rotate(*paths: str) -> list[str]:
+    """GETs of each path in turn on one connection (run with connections=1)."""
+    return ["rotate", *paths]
 
 
 def seats(venue: str, event: str, zone: int, columns: int, first: int, last: int) -> list[str]:
