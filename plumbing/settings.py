@@ -90,6 +90,14 @@ def _seconds_or_off(name: str, default: float) -> float:
     return _float(name, default)
 
 
+def _currency() -> str:
+    """CURRENCY: the ISO 4217 code of every price and amount (one currency per deployment)."""
+    code = _str("CURRENCY", "USD")
+    if len(code) != 3 or not code.isascii() or not code.isalpha() or not code.isupper():
+        raise SettingsError(f"CURRENCY={code!r} is not an ISO 4217 code such as USD")
+    return code
+
+
 def _int(name: str, default: int) -> int:
     value = _float(name, default)
     if value != int(value):
@@ -148,6 +156,7 @@ class Settings:
     broker_read_timeout: float
     catalog_file: Path
     catalog_cache_seconds: float
+    currency: str
     retry_after_seconds: int
     worker_heartbeat_seconds: float
     worker_alive_seconds: float
@@ -236,6 +245,7 @@ def load() -> Settings:
         broker_read_timeout=_float("BROKER_READ_TIMEOUT", 3.0),
         catalog_file=catalog,
         catalog_cache_seconds=_float("CATALOG_CACHE_SECONDS", 30.0),
+        currency=_currency(),
         retry_after_seconds=_int("RETRY_AFTER_SECONDS", 1),
         worker_heartbeat_seconds=_float("WORKER_HEARTBEAT_SECONDS", 5.0),
         worker_alive_seconds=_float("WORKER_ALIVE_SECONDS", 30.0),

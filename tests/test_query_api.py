@@ -159,6 +159,25 @@ def test_revenue_is_a_decimal_string(client, tickets):
     assert_problem(client.get(f"{BASE}/revenue/Venue2/Event1"), 422, "EVENT_NOT_AT_VENUE")
 
 
+def test_revenue_is_in_the_configured_currency(client, tickets, monkeypatch):
+    import dataclasses
+
+    from plumbing import settings
+
+    euros = dataclasses.replace(settings.get(), currency="EUR")
+    monkeypatch.setattr(settings, "get", lambda: euros)
+    assert client.get(f"{BASE}/revenue/Venue1/Event1").get_json()["currency"] == "EUR"
+
+
+@pytest.mark.parametrize("code", ["usd", "EURO", "€", "U1D"])
+def test_a_currency_that_is_not_an_iso_code_is_refused(monkeypatch, code):
+    from plumbing import settings
+
+    monkeypatch.setenv("CURRENCY", code)
+    with pytest.raises(settings.SettingsError, match="CURRENCY"):
+        settings.load()
+
+
 def test_health(client):
     assert client.get("/query/health").get_json() == {"status": "UP"}
     assert client.get("/query/health/deep").get_json() == {

@@ -154,7 +154,7 @@ def revenue_of(venue_id: str, event_id: str) -> Response:
             "eventId": event_id,
             "ticketCount": sold.tickets,
             "revenue": f"{sold.revenue:.2f}",
-            "currency": "USD",
+            "currency": settings.get().currency,
         }
     )
 
