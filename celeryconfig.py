@@ -11,11 +11,17 @@ policy, and the raw-delivery subscription. The processes only use them:
   exchange mapped to the topic ARN, so a task message goes out as one `sns:Publish`.
 
 The endpoint comes from botocore's standard `AWS_ENDPOINT_URL` (moto locally, unset on AWS).
+
+Flower and `celery inspect` run this app against the monitoring plane's Redis
+(`celery --app tasks --broker redis://… flower`): there the transport options are the monitoring
+plane's (`monitor_transport_options()`), never the SQS ones.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
+from urllib.parse import urlsplit
 
 from kombu import Exchange, Queue
 from kombu.transport import TRANSPORT_ALIASES
@@ -55,7 +61,7 @@ TRANSPORT_ALIASES.setdefault("sqs-tickets", "tasks.transport:Transport")
 TRANSPORT_ALIASES.setdefault("sqs-publisher", "tasks.publish_batching:PublishingTransport")
 broker_url = "sqs-tickets://"
 broker_connection_retry_on_startup = True
-broker_transport_options: dict[str, Any] = {
+_sqs_transport_options: dict[str, Any] = {
     "region": _s.aws_region,
     # kombu never lists or creates queues when they are predefined.
     "predefined_queues": {QueueNames.TICKETS: {"url": _s.queue_url}},
@@ -67,6 +73,27 @@ broker_transport_options: dict[str, Any] = {
     "sqs_ack_batch": {"window": 0.002},
     "client-config": _client_config(),
 }
+
+
+def monitor_transport_options() -> dict[str, Any]:
+    """kombu's Redis transport options for the monitoring plane (events, remote control): the
+    worker's connections to it and Flower's."""
+    return {}
+
+
+def _broker_is_redis() -> bool:
+    # `celery --broker URL` puts URL into CELERY_BROKER_URL, which Celery prefers to broker_url
+    broker = os.environ.get("CELERY_BROKER_URL") or broker_url
+    return urlsplit(broker).scheme in ("redis", "rediss")
+
+
+# The SQS options must not follow the app onto Redis: kombu's Redis transport takes
+# `polling_interval` as its BRPOP timeout, where 0 means "block forever". Each of Flower's pooled
+# connections would then read one remote-control reply and never another: later inspects time
+# out, and Flower's worker pages stay empty.
+broker_transport_options = (
+    monitor_transport_options() if _broker_is_redis() else _sqs_transport_options
+)
 
 tickets_exchange = Exchange(_s.topic_name, type="direct")
 task_queues = [Queue(QueueNames.TICKETS, tickets_exchange, routing_key=QueueNames.TICKETS)]
@@ -104,7 +131,7 @@ broker_heartbeat = 0
 def publisher_overrides() -> dict[str, Any]:
     """What the purchase API changes: publish to the topic as a fanout exchange."""
     topic = Exchange(_s.topic_name, type="fanout")
-    options = dict(broker_transport_options)
+    options = dict(_sqs_transport_options)
     options["supports_fanout"] = True
     options["predefined_exchanges"] = {_s.topic_name: {"arn": _s.topic_arn}}
     if _s.publish_batch_max > 1:

@@ -20,6 +20,7 @@ from celery.worker.consumer import Consumer
 from kombu import Connection
 from kombu.utils.encoding import safe_repr
 
+from celeryconfig import monitor_transport_options
 from plumbing import metrics, settings
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,9 @@ log = logging.getLogger(__name__)
 def monitor_connection(**kwargs: Any) -> Connection:
     """A kombu connection to the monitoring plane's Redis (never the task broker, never a
     Redis Cluster: kombu's Redis transport does not speak cluster mode)."""
-    return Connection(settings.get().monitor_url(), **kwargs)
+    return Connection(
+        settings.get().monitor_url(), transport_options=monitor_transport_options(), **kwargs
+    )
 
 
 class WorkerConsumer(Consumer):

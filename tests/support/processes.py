@@ -158,3 +158,60 @@ def gunicorn(
     finally:
         os.killpg(web.pid, signal.SIGTERM)
         web.wait(timeout=30)
+
+
+class Flower:
+    """The Procfile's `flower` command on a free loopback port, against `broker`."""
+
+    def __init__(self, proc: subprocess.Popen, log_path: Path, url: str) -> None:
+        self.proc = proc
+        self.log_path = log_path
+        self.url = url
+
+    @classmethod
+    @contextlib.contextmanager
+    def start(
+        cls, broker: str, *extra_args: str, env: dict[str, str] | None = None
+    ) -> Iterator[Flower]:
+        """Its options as the Procfile gives them (`extra_args` after them win); the broker
+        in place of the Procfile's `${MONITOR_BROKER_URL:-…}`."""
+        import requests
+
+        port = free_port()
+        program, *args = procfile_command("flower")
+        args = [broker if a.startswith("${MONITOR_BROKER_URL") else a for a in args]
+        args = [a for a in args if not a.startswith("--port")]
+        cmd = [str(BIN / program), *args, f"--port={port}", "--address=127.0.0.1", *extra_args]
+        log_path = Path(tempfile.mkstemp(prefix="flower-", suffix=".log")[1])
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(
+                cmd,
+                cwd=ROOT,
+                env={**os.environ, "FLOWER_UNAUTHENTICATED_API": "true", **(env or {})},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        flower = cls(proc, log_path, f"http://127.0.0.1:{port}")
+        try:
+            wait_for_port(port, 60)
+            wait_until(
+                lambda: requests.get(f"{flower.url}/healthcheck", timeout=10).ok, 30, "Flower"
+            )
+            yield flower
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def rss_bytes(self) -> int:
+        """Flower's resident memory."""
+        import psutil
+
+        return psutil.Process(self.proc.pid).memory_info().rss
