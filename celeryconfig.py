@@ -77,8 +77,19 @@ _sqs_transport_options: dict[str, Any] = {
 
 def monitor_transport_options() -> dict[str, Any]:
     """kombu's Redis transport options for the monitoring plane (events, remote control): the
-    worker's connections to it and Flower's."""
-    return {}
+    worker's connections to it and Flower's.
+
+    A Redis that accepts and never answers must fail a call, not hang it: socket and connect
+    timeouts. A subscription (remote control, Flower's events) reads nothing while all is quiet,
+    so a connection that died silently is found by a PING on it every
+    MONITOR_HEALTH_CHECK_SECONDS of silence (kombu drops it after two unanswered ones).
+    """
+    return {
+        "socket_timeout": _s.redis_socket_timeout,
+        "socket_connect_timeout": _s.redis_socket_timeout,
+        "socket_keepalive": True,
+        "health_check_interval": _s.monitor_health_check_seconds,
+    }
 
 
 def _broker_is_redis() -> bool:

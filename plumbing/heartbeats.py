@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from functools import cache
 from typing import Any
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from plumbing import settings
 
@@ -30,10 +33,14 @@ log = logging.getLogger(__name__)
 
 
 def new_monitor_redis() -> redis.Redis:
-    """A new client of the monitoring plane's Redis (MONITOR_BROKER_URL)."""
+    """A new client of the monitoring plane's Redis (MONITOR_BROKER_URL): timeouts, and one
+    immediate retry where redis-py's default makes three more attempts with growing pauses."""
     timeout = settings.get().redis_socket_timeout
     return redis.Redis.from_url(
-        settings.get().monitor_url(), socket_timeout=timeout, socket_connect_timeout=timeout
+        settings.get().monitor_url(),
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=Retry(NoBackoff(), 1),
     )
 
 
@@ -56,14 +63,46 @@ def beat(r: redis.Redis, hostname: str, now: float | None = None) -> None:
     pipe.execute()
 
 
+class _LatestWriter:
+    """Writes the latest note handed to it from a daemon thread of this process: the caller
+    never waits for Redis, a burst of notes costs one write, and a silent Redis holds one note."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._note: dict[str, float] | None = None
+        self._pid: int | None = None
+
+    def put(self, note: dict[str, float]) -> None:
+        with self._lock:
+            self._note = note
+            if self._pid != os.getpid():  # none yet, or the thread stayed behind in a fork
+                self._pid = os.getpid()
+                threading.Thread(target=self._run, name="progress-writer", daemon=True).start()
+        self._wake.set()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            with self._lock:
+                note, self._note = self._note, None
+            if note is None:
+                continue
+            try:
+                monitor_redis().hset(PROGRESS_KEY, mapping=note)
+            except redis.RedisError as exc:
+                log.warning("progress to Redis failed: %s", exc)
+                time.sleep(1)  # then the latest note, if another came
+
+
+_progress = _LatestWriter()
+
+
 def record_progress(lag_seconds: float) -> None:
-    """Note that a ticket was just persisted, `lag_seconds` after its sale (for health)."""
-    try:
-        monitor_redis().hset(
-            PROGRESS_KEY, mapping={"at": time.time(), "lagSeconds": round(lag_seconds, 3)}
-        )
-    except redis.RedisError as exc:
-        log.warning("progress to Redis failed: %s", exc)
+    """Note that a ticket was just persisted, `lag_seconds` after its sale (for health).
+    Returns at once: the note is written to Redis by a thread of its own."""
+    _progress.put({"at": time.time(), "lagSeconds": round(lag_seconds, 3)})
 
 
 def progress(r: redis.Redis) -> tuple[float | None, float | None]:

@@ -59,6 +59,10 @@ DEAD_LETTER_REJECTS = Counter(
     "Messages rejected toward the DLQ (SQS moves them after maxReceiveCount receives)",
     ["reason"],
 )
+MONITOR_EVENTS_DROPPED = Counter(
+    "ticketing_monitor_events_dropped_total",
+    "Celery events the worker dropped: its monitoring Redis was silent or gone, or its buffer full",
+)
 PROJECTION_LAG = Histogram(
     "ticketing_projection_lag_seconds",
     "Time from sale (createdOn) to the persisted row",

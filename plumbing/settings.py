@@ -163,6 +163,7 @@ class Settings:
     task_max_retries: int
     task_retry_backoff_cap: int
     monitor_broker_url: str
+    monitor_health_check_seconds: float
     worker_metrics_port: int
     projection_stall_seconds: float
     publish_batch_max: int
@@ -254,6 +255,7 @@ def load() -> Settings:
         projection_stall_seconds=_float("PROJECTION_STALL_SECONDS", 120.0),
         worker_metrics_port=int(os.environ.get("WORKER_METRICS_PORT", "9808") or 0),
         monitor_broker_url=monitor_broker_url,
+        monitor_health_check_seconds=_float("MONITOR_HEALTH_CHECK_SECONDS", 10.0),
         publish_batch_max=publish_batch_max,
         publish_batch_window=_float("PUBLISH_BATCH_WINDOW_MS", 2.0) / 1000,
         publish_batch_senders=_int("PUBLISH_BATCH_SENDERS", 1),

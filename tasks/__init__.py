@@ -7,7 +7,8 @@ from celery import Celery, signals
 
 from plumbing import emf, logs, metrics
 
-celery_app = Celery("ticketing")
+# events leave the worker through a sender thread with a bounded buffer (tasks/events.py)
+celery_app = Celery("ticketing", events="tasks.events:MonitorEvents")
 celery_app.config_from_object("celeryconfig")
 celery_app.conf.imports = ["tasks.tickets"]
 

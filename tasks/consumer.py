@@ -8,7 +8,8 @@ Two changes to Celery's Consumer:
   and after maxReceiveCount receives it is dead-lettered (`flask --app web dlq list`);
 * `connection_for_write()` returns a Redis connection (MONITOR_BROKER_URL). Celery's event step
   is its only caller, so task and worker events (`-E`) reach Flower through Redis while every task
-  message still travels through SNS/SQS. Remote control is `tasks.monitoring.RedisRemoteControl`.
+  message still travels through SNS/SQS; a thread of their own sends them (`tasks.events`).
+  Remote control is `tasks.monitoring.RedisRemoteControl`.
 """
 
 from __future__ import annotations
@@ -48,4 +49,6 @@ class WorkerConsumer(Consumer):
         message.reject(requeue=False)
 
     def connection_for_write(self, url: str | None = None, **kwargs: Any) -> Connection:
-        return self.ensure_connected(monitor_connection(heartbeat=kwargs.get("heartbeat", 0)))
+        # Not connected here: the events' sender thread connects (tasks/events.py), so the
+        # consumer starts, and restarts, without waiting for the monitoring Redis.
+        return monitor_connection(heartbeat=kwargs.get("heartbeat", 0))

@@ -15,6 +15,7 @@ deployment the number of processes is the ECS task count, not a live knob.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from copy import copy
@@ -62,6 +63,27 @@ def _handlers() -> dict[str, Any]:
     return handlers
 
 
+class SilentSubscription(ConnectionError):
+    """The subscription's connection stopped answering PINGs."""
+
+
+def _check_subscription(channel: Any) -> None:
+    """PING the subscription after MONITOR_HEALTH_CHECK_SECONDS of silence; raise when two
+    PINGs went unanswered.
+
+    A subscription that died silently (a half-open connection: the Redis failed over, a
+    network path dropped it) reads nothing, exactly like a quiet one, and would leave the node
+    deaf for good. kombu checks this on its event loop's timer; this thread has none. The
+    caller then makes a new connection.
+    """
+    subscription = channel.subclient  # redis-py's PubSub, with health_check_interval set
+    if subscription.connection is None:
+        return
+    if subscription.health_check_response_counter >= 2:
+        raise SilentSubscription("no answer to two PINGs on the remote control subscription")
+    subscription.check_health()
+
+
 class RedisRemoteControl(bootsteps.StartStopStep):
     """Consumer bootstep: a mailbox node on Redis, served by a daemon thread."""
 
@@ -72,7 +94,9 @@ class RedisRemoteControl(bootsteps.StartStopStep):
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         mailbox = copy(c.app.control.mailbox)
-        mailbox._producer_pool = None  # reply on the node's own Redis channel, never SQS
+        # reply on the node's own Redis channel, never through the app's pool (SQS)
+        mailbox._producer_pool = None
+        mailbox.__dict__.pop("producer_pool", None)  # a pool the original had already made
         self.node = mailbox.Node(
             safe_str(c.hostname),
             handlers=_handlers(),
@@ -111,10 +135,9 @@ class RedisRemoteControl(bootsteps.StartStopStep):
                     consumer.on_decode_error = c.on_decode_error
                     log.info("remote control listening on %s", connection.as_uri())
                     while not self._stop.is_set():
-                        try:
+                        with contextlib.suppress(TimeoutError):
                             connection.drain_events(timeout=1.0)
-                        except TimeoutError:
-                            continue
+                        _check_subscription(self.node.channel)
             except Exception as exc:  # Redis gone: the worker keeps consuming; retry later
-                log.warning("remote control connection lost: %s", exc)
+                log.warning("remote control connection lost: %r", exc)
                 self._stop.wait(2)

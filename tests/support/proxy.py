@@ -12,14 +12,24 @@ from tests.support.processes import free_port
 
 
 class TcpProxy:
-    """Forwards 127.0.0.1:<port> to a target; `block()` cuts every connection and refuses new
-    ones (the database is unreachable), `unblock()` lets them through again."""
+    """Forwards 127.0.0.1:<port> to a target.
+
+    `block()` cuts every connection and refuses new ones (the server is unreachable: clients
+    hear so at once), `unblock()` lets them through again.
+
+    `black_hole()` answers nothing any more, and nobody hears so: every open connection stays
+    open and silent, and new ones are accepted and never answered (a server that hangs, a
+    network path that drops packets). `heal()` forwards new connections again; a connection
+    that lived through the black hole stays silent until its client gives it up, as a
+    half-open TCP connection does after a failover.
+    """
 
     def __init__(self, target_host: str, target_port: int) -> None:
         self.target = (target_host, target_port)
         self.port = free_port()
-        self._blocked = threading.Event()
         self._conns: list[socket.socket] = []
+        self._frozen: set[socket.socket] = set()
+        self._hole = False
         self._lock = threading.Lock()
         self._listener: socket.socket | None = None
         self._stop = False
@@ -44,6 +54,11 @@ class TcpProxy:
                 client, _ = listener.accept()
             except (TimeoutError, OSError):
                 continue
+            with self._lock:
+                if self._hole:  # accepted, never answered
+                    self._conns.append(client)
+                    self._frozen.add(client)
+                    continue
             try:
                 upstream = socket.create_connection(self.target, timeout=5)
             except OSError:
@@ -55,8 +70,16 @@ class TcpProxy:
 
     def _pipe(self, a: socket.socket, b: socket.socket) -> None:
         try:
-            while True:
-                ready, _, _ = select.select([a, b], [], [], 0.5)
+            while not self._stop:
+                with self._lock:
+                    frozen = a in self._frozen
+                if frozen:  # keep both ends open, read and forward nothing
+                    time.sleep(0.2)
+                    continue
+                ready, _, _ = select.select([a, b], [], [], 0.2)
+                with self._lock:
+                    if a in self._frozen:  # went silent while waiting: forward nothing
+                        continue
                 for src in ready:
                     data = src.recv(65536)
                     if not data:
@@ -78,10 +101,20 @@ class TcpProxy:
                     conn.shutdown(socket.SHUT_RDWR)
                 conn.close()
             self._conns.clear()
+            self._frozen.clear()
 
     def unblock(self) -> None:
         if self._listener is None:
             self._open_listener()
+
+    def black_hole(self) -> None:
+        with self._lock:
+            self._hole = True
+            self._frozen.update(self._conns)
+
+    def heal(self) -> None:
+        with self._lock:
+            self._hole = False
 
     def close(self) -> None:
         self._stop = True
