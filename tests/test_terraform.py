@@ -281,6 +281,23 @@ def test_flower_command_keeps_its_shell_expansion():
     assert "${MONITOR_BROKER_URL:-redis://" in hcl_string(flower)
 
 
+# Flower's resident memory: what it has without tasks, and what each task it keeps adds (events
+# as the worker sends them; measured on Flower 2.2, rounded up). See docs/operations.md.
+FLOWER_BASE_MIB = 90
+FLOWER_KIB_PER_TASK = 7
+
+
+def test_flower_keeps_no_more_tasks_than_its_task_memory_holds():
+    """--max_tasks (the Procfile's, run verbatim by ECS) times what a task costs Flower fits
+    in 60 % of the Flower task's memory: the rest is for its pages and API answers, which
+    build copies of the tasks they list."""
+    argv = procfile()["flower"].split()
+    (bound,) = [int(a.split("=", 1)[1]) for a in argv if a.startswith("--max_tasks=")]
+    memory_mib = config().variables["task_sizes"]["default"]["flower"]["memory"]
+    kept_mib = FLOWER_BASE_MIB + bound * FLOWER_KIB_PER_TASK / 1024
+    assert kept_mib <= 0.6 * memory_mib, (bound, memory_mib)
+
+
 def test_release_runs_migrations_as_a_one_off_task_before_services_update():
     script = (ROOT / "ops" / "scripts" / "build-and-push.sh").read_text()
     run_task = script.index("aws ecs run-task")

@@ -321,11 +321,13 @@ module "worker" {
   security_group_ids = local.tasks_network.security_group_ids
 }
 
+# Flower keeps up to --max_tasks tasks in memory, a few KiB each: the bound is sized to the task's
+# memory (task_sizes.flower) with room for its pages; change them together.
 module "flower" {
   source        = "./modules/ecs_service"
   name          = "flower"
   prefix        = var.name
-  command       = "celery --app tasks --broker $${MONITOR_BROKER_URL:-redis://127.0.0.1:6379/0} flower --port=5555"
+  command       = "celery --app tasks --broker $${MONITOR_BROKER_URL:-redis://127.0.0.1:6379/0} flower --port=5555 --max_tasks=30000"
   image         = local.image
   cpu           = var.task_sizes["flower"].cpu
   memory        = var.task_sizes["flower"].memory
