@@ -281,21 +281,24 @@ def test_flower_command_keeps_its_shell_expansion():
     assert "${MONITOR_BROKER_URL:-redis://" in hcl_string(flower)
 
 
-# Flower's resident memory: what it has without tasks, and what each task it keeps adds (events
-# as the worker sends them; measured on Flower 2.2, rounded up). See docs/operations.md.
+# Flower's resident memory (Flower 2.2, measured, rounded up; see docs/operations.md): what it has
+# without tasks, what each task it keeps adds (its events as the worker sends them, and its
+# place in Flower's event heap), and what answering `GET /api/tasks` for all of them adds.
 FLOWER_BASE_MIB = 90
-FLOWER_KIB_PER_TASK = 7
+FLOWER_KIB_PER_TASK = 7.5
+FLOWER_LISTING_KIB_PER_TASK = 2.5
 
 
 def test_flower_keeps_no_more_tasks_than_its_task_memory_holds():
-    """--max_tasks (the Procfile's, run verbatim by ECS) times what a task costs Flower fits
-    in 60 % of the Flower task's memory: the rest is for its pages and API answers, which
-    build copies of the tasks they list."""
+    """What Flower keeps at --max_tasks (the Procfile's, which ECS runs verbatim), plus one
+    listing of them all, fits in 70 % of the Flower task's memory: the rest for more pages at
+    once, failed tasks' tracebacks and the allocator's slack."""
     argv = procfile()["flower"].split()
     (bound,) = [int(a.split("=", 1)[1]) for a in argv if a.startswith("--max_tasks=")]
     memory_mib = config().variables["task_sizes"]["default"]["flower"]["memory"]
-    kept_mib = FLOWER_BASE_MIB + bound * FLOWER_KIB_PER_TASK / 1024
-    assert kept_mib <= 0.6 * memory_mib, (bound, memory_mib)
+    per_task_kib = FLOWER_KIB_PER_TASK + FLOWER_LISTING_KIB_PER_TASK
+    peak_mib = FLOWER_BASE_MIB + bound * per_task_kib / 1024
+    assert peak_mib <= 0.7 * memory_mib, (bound, memory_mib)
 
 
 def test_release_runs_migrations_as_a_one_off_task_before_services_update():

@@ -327,7 +327,7 @@ module "flower" {
   source        = "./modules/ecs_service"
   name          = "flower"
   prefix        = var.name
-  command       = "celery --app tasks --broker $${MONITOR_BROKER_URL:-redis://127.0.0.1:6379/0} flower --port=5555 --max_tasks=30000"
+  command       = "celery --app tasks --broker $${MONITOR_BROKER_URL:-redis://127.0.0.1:6379/0} flower --port=5555 --max_tasks=25000"
   image         = local.image
   cpu           = var.task_sizes["flower"].cpu
   memory        = var.task_sizes["flower"].memory
