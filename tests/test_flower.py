@@ -88,5 +88,5 @@ def test_flower_keeps_at_most_max_tasks_tasks(database):
         kept = task_count(flower)
         print(f"Flower: {sent} tasks sent, {kept} kept, RSS {rss[0] // 2**20} + {grown} MiB")
         assert kept == bound
-        # the last step's tasks replaced older ones (kept, they would cost about 7 KiB each)
+        # the last step's tasks replaced older ones (kept, they would cost 7 KiB or more each)
         assert rss[-1] - rss[-2] < steps[-1] * 7 * 1024 / 4

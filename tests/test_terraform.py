@@ -285,20 +285,22 @@ def test_flower_command_keeps_its_shell_expansion():
 # without tasks, what each task it keeps adds (its events as the worker sends them, and its
 # place in Flower's event heap), and what answering `GET /api/tasks` for all of them adds.
 FLOWER_BASE_MIB = 90
-FLOWER_KIB_PER_TASK = 7.5
+FLOWER_KIB_PER_TASK = 9.5
 FLOWER_LISTING_KIB_PER_TASK = 2.5
 
 
 def test_flower_keeps_no_more_tasks_than_its_task_memory_holds():
     """What Flower keeps at --max_tasks (the Procfile's, which ECS runs verbatim), plus one
-    listing of them all, fits in 70 % of the Flower task's memory: the rest for more pages at
-    once, failed tasks' tracebacks and the allocator's slack."""
+    listing of them all, fits in three quarters of the Flower task's memory: the last quarter
+    for more pages at once, failed tasks' tracebacks and the allocator's slack."""
     argv = procfile()["flower"].split()
-    (bound,) = [int(a.split("=", 1)[1]) for a in argv if a.startswith("--max_tasks=")]
+    bounds = [int(a.split("=", 1)[1]) for a in argv if a.startswith("--max_tasks=")]
+    assert bounds, "no --max_tasks: Flower keeps 100,000 tasks, more than its memory holds"
+    (bound,) = bounds
     memory_mib = config().variables["task_sizes"]["default"]["flower"]["memory"]
     per_task_kib = FLOWER_KIB_PER_TASK + FLOWER_LISTING_KIB_PER_TASK
     peak_mib = FLOWER_BASE_MIB + bound * per_task_kib / 1024
-    assert peak_mib <= 0.7 * memory_mib, (bound, memory_mib)
+    assert peak_mib <= 0.75 * memory_mib, (bound, memory_mib)
 
 
 def test_release_runs_migrations_as_a_one_off_task_before_services_update():
