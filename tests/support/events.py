@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any
 
 TASK = "tasks.tickets.persist_ticket"
 
@@ -75,4 +74,4 @@ def flower_counts(metrics_text: str, hostname: str) -> dict[str, float]:
     return counts
 
 
-__all__: list[Any] = ["flower_counts", "send_task_events"]
+__all__ = ["flower_counts", "send_task_events"]
