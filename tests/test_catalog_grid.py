@@ -15,6 +15,7 @@ import redis
 from sqlalchemy import bindparam, text
 
 import models
+from models.seats import keys
 from models import catalog as catalog_model
 from models import seats
 from models.catalog import Catalog, upsert
@@ -229,7 +230,7 @@ def test_an_event_without_seat_state_may_change_its_grid(load, loaded_seats, cle
     move. The load starts it empty on the new grid."""
     mark_seat_state(["TinyEvent", "TinyCapped"], created=False)
     for event_id in ("TinyEvent", "TinyCapped"):  # TinyVenue's events
-        for key in loaded_seats.scan_iter("seats:{" + event_id + "}:*"):
+        for key in loaded_seats.scan_iter("seats:" + keys.tag(event_id) + ":" + event_id + ":*"):
             loaded_seats.delete(key)
     document = copy.deepcopy(TEST_CATALOG)
     zone(document, "TinyVenue", 3)["columns"] = 4

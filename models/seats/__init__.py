@@ -20,7 +20,10 @@ from redis.cluster import RedisCluster
 from redis.retry import Retry
 
 from models.catalog import Catalog, EventSpec, ZoneSpec, row_index, row_label
+from models.seats.keys import event_key, idempotency_key, owners_key, zone_keys
 from plumbing import settings
+
+__all__ = ["event_key", "idempotency_key", "owners_key", "zone_keys"]
 
 CATALOG_KEY = "ticketing:catalog"
 
@@ -119,26 +122,6 @@ return out
 """
 
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
-
-
-def event_key(event_id: str) -> str:
-    """The event's sold/capacity hash; it exists only while the event is sellable."""
-    return "seats:{" + event_id + "}:event"
-
-
-def zone_keys(event_id: str, zone_id: int) -> tuple[str, str, str]:
-    """The sold bitmap, the seats-left hash and the event counter, all under one hash tag."""
-    tag = "{" + event_id + "}"
-    return (
-        f"seats:{tag}:zone:{zone_id}:sold",
-        f"seats:{tag}:zone:{zone_id}:left",
-        event_key(event_id),
-    )
-
-
-def idempotency_key(event_id: str, key_hash: str) -> str:
-    """A purchase's idempotency record, in the event's slot so the purchase script sets it."""
-    return "seats:{" + event_id + "}:idem:" + key_hash
 
 
 def seat_bit(zone: ZoneSpec, row_index: int, column: int) -> int:

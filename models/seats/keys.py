@@ -1,0 +1,62 @@
+"""Where an event's seat state and its outbox live in Redis: one of BUCKETS hash tags.
+
+Every key of an event carries the tag of its bucket, `{sNN}`, so a script touching one zone,
+the event's counters, the idempotency record and the outbox stream stays in one Redis Cluster
+slot. The outbox is one stream per bucket (not per event): a relay reads a fixed set of BUCKETS
+streams, whatever events the catalog holds, and each XREADGROUP names one slot. Sixteen buckets
+spread the hot keys over up to sixteen slots (and so over the cluster's shards) while keeping the
+relay's set of streams small.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+BUCKETS = 16
+RELAY_GROUP = "relay"
+
+
+def bucket(event_id: str) -> int:
+    """The event's bucket: stable across processes and releases (CRC-32, not Python's hash)."""
+    return zlib.crc32(event_id.encode()) % BUCKETS
+
+
+def tag(event_id: str) -> str:
+    """The hash tag of every key of the event."""
+    return "{s%02d}" % bucket(event_id)
+
+
+def outbox_stream(bucket_no: int) -> str:
+    """The outbox stream of one bucket: the events of every seat change of its events."""
+    return "outbox:{s%02d}" % bucket_no
+
+
+def outbox_streams() -> list[str]:
+    """Every outbox stream, in bucket order."""
+    return [outbox_stream(b) for b in range(BUCKETS)]
+
+
+def parked_stream(bucket_no: int) -> str:
+    """Where the relay parks an entry SNS keeps refusing (same slot as its outbox)."""
+    return "outbox:parked:{s%02d}" % bucket_no
+
+
+def event_key(event_id: str) -> str:
+    """The event's sold/capacity hash; it exists only while the event is sellable."""
+    return f"seats:{tag(event_id)}:{event_id}:event"
+
+
+def zone_keys(event_id: str, zone_id: int) -> tuple[str, str, str]:
+    """The sold bitmap, the seats-left hash and the event counter of one zone."""
+    prefix = f"seats:{tag(event_id)}:{event_id}:zone:{zone_id}"
+    return f"{prefix}:sold", f"{prefix}:left", event_key(event_id)
+
+
+def owners_key(event_id: str, zone_id: int) -> str:
+    """Who holds each taken seat of a zone: bit offset → ticket id."""
+    return f"seats:{tag(event_id)}:{event_id}:zone:{zone_id}:owner"
+
+
+def idempotency_key(event_id: str, key_hash: str) -> str:
+    """A purchase's idempotency record, in the event's slot so the purchase script writes it."""
+    return f"seats:{tag(event_id)}:{event_id}:idem:{key_hash}"
