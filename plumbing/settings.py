@@ -146,6 +146,8 @@ class Settings:
     redis_url: str
     redis_cluster: bool
     redis_socket_timeout: float
+    redis_wait_replicas: int
+    redis_wait_timeout_ms: int
     database_url: str
     database_read_url: str
     aws_region: str
@@ -236,6 +238,8 @@ def load() -> Settings:
         redis_url=redis_url,
         redis_cluster=redis_cluster,
         redis_socket_timeout=_float("REDIS_SOCKET_TIMEOUT", 0.5),
+        redis_wait_replicas=_int("REDIS_WAIT_REPLICAS", 0),
+        redis_wait_timeout_ms=_int("REDIS_WAIT_TIMEOUT_MS", 50),
         database_url=database_url,
         database_read_url=database_read_url,
         aws_region=region,

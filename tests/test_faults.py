@@ -25,6 +25,7 @@ from sqlalchemy.pool import NullPool
 import models
 from models.tables import Ticket, TicketConflict
 from tests.support.aws import queue_counts
+from tests.support.factories import sell
 from tests.support.processes import BIN, ROOT, Worker, gunicorn, wait_until
 
 VISIBILITY = 4
@@ -253,11 +254,11 @@ def test_reconcile_frees_a_seat_left_by_a_crash_before_publish(fresh):
         answers = buy_many(fresh.base, "Event1", 15, 5)  # A1…A5, real tickets
         assert_every_201_persisted_once(fresh, answers)
         scripts = seats.scripts_for(seats.client())
-        assert scripts.purchase("Event1", zone, 1, 7) == "OK"  # B7: the crash
+        assert sell(scripts, "Event1", zone, 1, 7) == "OK"  # B7: the crash
         done = fresh.cli("seats", "reconcile", "--grace", "2")
     assert done.returncode == 0, done.stderr
     assert "suspects (sold in Redis, no ticket): 1" in done.stdout
     assert "freed Event1/15/B7" in done.stdout
-    assert scripts.purchase("Event1", zone, 1, 7) == "OK"  # free again
+    assert sell(scripts, "Event1", zone, 1, 7) == "OK"  # free again
     for column in range(1, 6):
-        assert scripts.purchase("Event1", zone, 0, column) == "SEAT_TAKEN"
+        assert sell(scripts, "Event1", zone, 0, column) == "SEAT_TAKEN"

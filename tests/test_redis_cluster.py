@@ -36,7 +36,7 @@ from models.catalog import Catalog
 from models.tickets import TicketRecord, persist_ticket
 from plumbing import settings
 from tests.conftest import TEST_CATALOG
-from tests.support.factories import clear_tickets, ticket_message
+from tests.support.factories import clear_tickets, sell, ticket_message
 from tests.support.processes import BIN, ROOT, gunicorn, wait_for_port, wait_until
 
 REDIS_SERVER = shutil.which("redis-server")
@@ -369,7 +369,7 @@ def test_a_stalled_master_is_a_timeout_and_the_script_is_not_sent_twice(cluster,
     r = seats.connect(cluster.url, cluster=True, timeout=0.5)
     zone = CATALOG.venues["Venue2"].zones[7]
     scripts = seats.SeatScripts(r)
-    assert scripts.purchase("Event4", zone, 0, 1) == "OK"  # scripts loaded, connection warm
+    assert sell(scripts, "Event4", zone, 0, 1) == "OK"  # scripts loaded, connection warm
     home = cluster.owner(seats.event_key("Event4"))
     calls_before = evalsha_calls(cluster.node(home))
     sleeper = threading.Thread(
@@ -378,11 +378,11 @@ def test_a_stalled_master_is_a_timeout_and_the_script_is_not_sent_twice(cluster,
     sleeper.start()
     wait_until(lambda: stalled(cluster.node(home)), 10, "the node to stall")
     with pytest.raises(redis.TimeoutError):
-        scripts.purchase("Event4", zone, 0, 2)
+        sell(scripts, "Event4", zone, 0, 2)
     sleeper.join()
     # the node ran what it had received once it woke: one call, the seat sold once
     assert evalsha_calls(cluster.node(home)) == calls_before + 1
-    assert scripts.purchase("Event4", zone, 0, 2) == "SEAT_TAKEN"
+    assert sell(scripts, "Event4", zone, 0, 2) == "SEAT_TAKEN"
 
 
 def evalsha_calls(node: redis.Redis) -> int:
