@@ -270,7 +270,7 @@ def run() -> int:
         subprocess.run([*flask, "seats", "rebuild"], cwd=ROOT, env=env, check=True)
     elif loaded.returncode:
         raise SystemExit(f"catalog load failed (exit status {loaded.returncode})")
-    say("serving http://127.0.0.1:8000 (purchase, query, events), relay, Flower :5555; Ctrl-C stops")
+    say("serving http://127.0.0.1:8000 (purchase, query, events), relay, Flower :5555")
     honcho = subprocess.Popen(
         [str(BIN / "honcho"), "--no-colour", "start", "web", "worker", "relay", "flower"],
         cwd=ROOT,
