@@ -1,9 +1,12 @@
-"""Worker liveness and projection progress for `/events/health`, kept in Redis.
+"""Worker and relay liveness and projection progress for `/events/health`, kept in Redis.
 
 Celery's own heartbeats are events, which SQS cannot carry; each worker writes
 `hostname → unix time` into one sorted set every WORKER_HEARTBEAT_SECONDS instead
 (`tasks.heartbeat`), and a note after each persisted batch. The events API reads them here,
 without importing the worker's Celery app.
+
+Each relay does the same in a sorted set of its own (`relay.monitoring`), with how many outbox
+entries it holds (read, not yet published and deleted) beside it.
 
 They live on the monitoring plane's Redis (MONITOR_BROKER_URL), beside Celery's events and
 remote control, not with the seat state: the seat Redis may be a cluster, and the worker then
@@ -27,6 +30,8 @@ from plumbing import settings
 
 HEARTBEAT_KEY = "ticketing:workers:heartbeat"
 PROGRESS_KEY = "ticketing:projection:progress"
+RELAY_HEARTBEAT_KEY = "ticketing:relays:heartbeat"
+RELAY_HELD_KEY = "ticketing:relays:held"
 FORGET_AFTER_SECONDS = 86_400
 
 log = logging.getLogger(__name__)
@@ -118,6 +123,42 @@ def alive_workers(r: redis.Redis, within_seconds: float) -> dict[str, float]:
     now = time.time()
     rows = r.zrangebyscore(HEARTBEAT_KEY, now - within_seconds, "+inf", withscores=True)
     return {_text(name): round(now - score, 3) for name, score in rows}
+
+
+def relay_beat(r: redis.Redis, name: str, held: int, now: float | None = None) -> None:
+    """Record that relay `name` is alive now and holds `held` entries; forget relays silent
+    for a day."""
+    now = time.time() if now is None else now
+    pipe = r.pipeline(transaction=False)
+    pipe.zadd(RELAY_HEARTBEAT_KEY, {name: now})
+    pipe.hset(RELAY_HELD_KEY, name, held)
+    gone = now - FORGET_AFTER_SECONDS
+    pipe.zrangebyscore(RELAY_HEARTBEAT_KEY, "-inf", gone)
+    pipe.zremrangebyscore(RELAY_HEARTBEAT_KEY, "-inf", gone)
+    forgotten = pipe.execute()[2]
+    if forgotten:
+        r.hdel(RELAY_HELD_KEY, *forgotten)
+
+
+def retire_relay(r: redis.Redis, name: str) -> None:
+    """A relay that stopped cleanly: no longer listed."""
+    pipe = r.pipeline(transaction=False)
+    pipe.zrem(RELAY_HEARTBEAT_KEY, name)
+    pipe.hdel(RELAY_HELD_KEY, name)
+    pipe.execute()
+
+
+def alive_relays(r: redis.Redis, within_seconds: float) -> dict[str, dict[str, float]]:
+    """Relays whose last heartbeat is at most `within_seconds` old → its age in seconds and the
+    entries it held then."""
+    now = time.time()
+    rows = r.zrangebyscore(RELAY_HEARTBEAT_KEY, now - within_seconds, "+inf", withscores=True)
+    names = [_text(name) for name, _ in rows]
+    held = r.hmget(RELAY_HELD_KEY, names) if names else []
+    return {
+        name: {"ageSeconds": round(now - score, 3), "held": int(count or 0)}
+        for name, (_, score), count in zip(names, rows, held, strict=True)
+    }
 
 
 def _text(value: Any) -> str:

@@ -1,4 +1,4 @@
-"""Prometheus metrics of the web processes and the worker, in multi-process mode.
+"""Prometheus metrics of the web processes, the worker and the relay, in multi-process mode.
 
 gunicorn and Celery's prefork pool both run several processes; each writes its samples to files
 in PROMETHEUS_MULTIPROC_DIR and whatever serves /metrics adds them up. The directory is set
@@ -17,6 +17,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
     multiprocess,
@@ -67,6 +68,32 @@ PROJECTION_LAG = Histogram(
     "ticketing_projection_lag_seconds",
     "Time from sale (createdOn) to the persisted row",
     buckets=SLOW,
+)
+
+
+RELAY_BATCH_SIZE = Histogram(
+    "ticketing_relay_batch_size",
+    "Outbox entries per SNS PublishBatch sent by the relay",
+    buckets=(1, 2, 3, 4, 5, 6, 7, 8, 9, 10),
+)
+RELAY_PUBLISH_SECONDS = Histogram(
+    "ticketing_relay_publish_seconds", "Latency of one relay PublishBatch call", buckets=FAST
+)
+RELAY_PARKED = Counter(
+    "ticketing_relay_parked_total",
+    "Outbox entries the relay parked: SNS kept refusing them, or they were unreadable",
+    ["reason"],
+)
+# every relay sees the same streams: the freshest reading of any live relay process counts
+OUTBOX_AGE = Gauge(
+    "ticketing_outbox_age_seconds",
+    "Age of the oldest entry in the outbox streams (0 when empty)",
+    multiprocess_mode="livemax",
+)
+OUTBOX_DEPTH = Gauge(
+    "ticketing_outbox_depth",
+    "Entries in the outbox streams (not yet relayed, or relayed and not yet deleted)",
+    multiprocess_mode="livemax",
 )
 
 

@@ -1,7 +1,8 @@
 """Every setting the processes read, from the environment only (12-factor), in one place.
 
-Shared by the web apps, the Celery worker, the migrations and the CLI. `load()` fails fast with
-a message naming the variable when one is missing or malformed; `.env.example` lists them all.
+Shared by the web apps, the relay, the Celery worker, the migrations and the CLI. `load()` fails
+fast with a message naming the variable when one is missing or malformed; `.env.example` lists
+them all.
 """
 
 from __future__ import annotations
@@ -176,6 +177,13 @@ class Settings:
     persist_batch_timeout: float
     metrics_emf_seconds: float
     metrics_namespace: str
+    relay_batch_window: float
+    relay_max_attempts: int
+    relay_claim_idle: float
+    relay_idle_sleep: float
+    relay_heartbeat_seconds: float
+    relay_alive_seconds: float
+    relay_metrics_port: int
 
     def monitor_url(self) -> str:
         """The monitoring plane's Redis (events, remote control, heartbeats); never the cluster.
@@ -268,6 +276,13 @@ def load() -> Settings:
         persist_batch_timeout=_float("PERSIST_BATCH_TIMEOUT", 10.0),
         metrics_emf_seconds=_seconds_or_off("METRICS_EMF_SECONDS", 0.0),
         metrics_namespace=_str("METRICS_NAMESPACE", "Ticketing/ticketing"),
+        relay_batch_window=_float("RELAY_BATCH_WINDOW_MS", 10.0) / 1000,
+        relay_max_attempts=_int("RELAY_MAX_ATTEMPTS", 5),
+        relay_claim_idle=_float("RELAY_CLAIM_IDLE_MS", 30_000.0) / 1000,
+        relay_idle_sleep=_float("RELAY_IDLE_SLEEP_MS", 20.0) / 1000,
+        relay_heartbeat_seconds=_float("RELAY_HEARTBEAT_SECONDS", 5.0),
+        relay_alive_seconds=_float("RELAY_ALIVE_SECONDS", 30.0),
+        relay_metrics_port=int(os.environ.get("RELAY_METRICS_PORT", "0") or 0),
     )
     return settings
 

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "ops" / "local"))
 
 from tests.support.factories import test_catalog_document  # noqa: E402
-from tests.support.processes import Worker, free_port, wait_for_port  # noqa: E402
+from tests.support.processes import Relay, Worker, free_port, wait_for_port  # noqa: E402
 
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
@@ -154,6 +154,13 @@ def pipeline_worker(database: None) -> Iterator[Worker]:
     with Worker.start(env={}) as worker:
         _session_worker.append(worker)
         yield worker
+
+
+@pytest.fixture(scope="session")
+def pipeline_relay() -> Iterator[Relay]:
+    """A real relay taking the outbox of the test Redis to the session topic."""
+    with Relay.start(env={}) as relay:
+        yield relay
 
 
 @pytest.fixture(scope="session")

@@ -44,8 +44,21 @@ def test_models_and_migrations_agree(database):
 
 
 def test_procfile_names_every_process_type():
-    assert {"purchase", "query", "events", "worker", "flower", "release"} <= procfile().keys()
+    assert {"purchase", "query", "events", "worker", "relay", "flower", "release"} <= (
+        procfile().keys()
+    )
     assert procfile()["release"] == "alembic upgrade head"
+    assert "relay" in procfile()["relay"]
+
+
+def test_make_run_serves_every_long_running_process_type():
+    """`make run` (ops/local/stack.py) starts every Procfile type that runs for good, locally
+    `web` for the three gunicorn ones; only the one-off `release` is run before them."""
+    source = (ROOT / "ops" / "local" / "stack.py").read_text()
+    started = set(
+        re.search(r'"honcho".*?"start", ([^\]]*)\]', source).group(1).replace('"', "").split(", ")
+    )
+    assert started == set(procfile()) - {"purchase", "query", "events", "release"}
 
 
 @pytest.mark.worker

@@ -248,7 +248,7 @@ def stop_children(*_: object) -> None:
 
 
 def run() -> int:
-    """Set up, then serve web (8000), worker and Flower (5555) in the foreground."""
+    """Set up, then serve web (8000), worker, relay and Flower (5555) in the foreground."""
     env = dict(os.environ)
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"  # the Procfile's commands
     env["REDIS_URL"] = ensure_redis(0)
@@ -270,9 +270,9 @@ def run() -> int:
         subprocess.run([*flask, "seats", "rebuild"], cwd=ROOT, env=env, check=True)
     elif loaded.returncode:
         raise SystemExit(f"catalog load failed (exit status {loaded.returncode})")
-    say("serving http://127.0.0.1:8000 (purchase, query, events), Flower on :5555; Ctrl-C stops")
+    say("serving http://127.0.0.1:8000 (purchase, query, events), relay, Flower :5555")
     honcho = subprocess.Popen(
-        [str(BIN / "honcho"), "--no-colour", "start", "web", "worker", "flower"],
+        [str(BIN / "honcho"), "--no-colour", "start", "web", "worker", "relay", "flower"],
         cwd=ROOT,
         env=env,
         start_new_session=True,

@@ -1,5 +1,5 @@
-"""Test support: real processes (a Celery worker, gunicorn) started from the Procfile's
-commands, free ports, and polling with a deadline."""
+"""Test support: real processes (a Celery worker, the relay, gunicorn) started from the
+Procfile's commands, free ports, and polling with a deadline."""
 
 from __future__ import annotations
 
@@ -124,6 +124,87 @@ class Worker:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
+
+
+class Relay:
+    """A real relay subprocess (the Procfile's `relay` command) with its own log file."""
+
+    def __init__(self, proc: subprocess.Popen, log_path: Path, metrics_port: int) -> None:
+        self.proc = proc
+        self.log_path = log_path
+        self.metrics_port = metrics_port
+
+    @classmethod
+    def spawn(cls, env: dict[str, str] | None = None) -> Relay:
+        """Start one and return at once (the caller stops it: `stop()` or `kill()`)."""
+        program, *args = procfile_command("relay")
+        metrics_port = free_port()
+        env = {"RELAY_METRICS_PORT": str(metrics_port), **(env or {})}
+        # as in a container: the relay makes its own metrics directory
+        full_env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+        log_path = Path(tempfile.mkstemp(prefix="relay-", suffix=".log")[1])
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(
+                [str(BIN / program) if (BIN / program).exists() else program, *args],
+                cwd=ROOT,
+                env={**full_env, **env},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        return cls(proc, log_path, metrics_port)
+
+    @classmethod
+    @contextlib.contextmanager
+    def start(cls, env: dict[str, str] | None = None) -> Iterator[Relay]:
+        """A relay reading the outbox until the block ends (then SIGTERM)."""
+        relay = cls.spawn(env)
+        try:
+            wait_until(
+                lambda: "reading" in relay.log() or relay.proc.poll() is not None,
+                60,
+                "relay ready",
+            )
+            if relay.proc.poll() is not None:
+                raise RuntimeError(f"relay exited:\n{relay.log()}")
+            yield relay
+        finally:
+            relay.stop()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def count(self, text: str) -> int:
+        return self.log().count(text)
+
+    def metrics(self) -> dict[str, float]:
+        """The relay's Prometheus samples: {'name{labels}': value}."""
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics") as r:
+            text = r.read().decode()
+        return {
+            line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line and not line.startswith("#")
+        }
+
+    def stop(self, timeout: float = 30) -> int:
+        """SIGTERM, and its exit status (SIGKILL if it does not exit within `timeout`)."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        """SIGKILL: a relay that dies without a word."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
 
 
 @contextlib.contextmanager

@@ -1,0 +1,121 @@
+"""Outbox entries → the exact PublishBatch entries of the Celery task messages.
+
+The relay does not imitate Celery's envelope: it sends the task through Celery's and kombu's
+stock publish path (`send_task` → `as_task_v2` → `Producer.publish` → the SQS channel's
+`basic_publish` → `_put_fanout`), on a transport whose SNS fanout keeps the string kombu built
+instead of calling `sns:Publish`. What the relay sends is what `messaging.publisher.publish_ticket`
+would have sent for the same ticket; the worker consumes it unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from celery import Celery
+from kombu import Exchange
+from kombu.transport import TRANSPORT_ALIASES
+from kombu.transport.SQS import Channel as SQSChannel
+from kombu.transport.SQS import Transport as SQSTransport
+from kombu.transport.SQS.SNS import SNS as SnsFanout
+
+from models.seats import outbox
+
+TRANSPORT_ALIASES.setdefault("sqs-relay", "relay.envelopes:CapturingTransport")
+
+
+class Unrelayable(ValueError):
+    """The entry cannot become a task message (unknown kind, unreadable ticket): it is parked."""
+
+
+class CapturingFanout(SnsFanout):
+    """kombu's SNS fanout whose `publish` keeps the PublishBatch entry instead of sending it."""
+
+    def __init__(self, channel: SQSChannel) -> None:
+        super().__init__(channel)
+        self.captured: list[dict[str, Any]] = []
+
+    def publish(
+        self,
+        exchange_name: str,
+        message: str,
+        message_attributes: dict | None = None,
+        request_params: dict | None = None,
+    ) -> None:
+        entry: dict[str, Any] = {"Message": message, **(request_params or {})}
+        if attributes := self.serialise_message_attributes(message_attributes):
+            entry["MessageAttributes"] = attributes
+        self.captured.append(entry)
+
+
+class CapturingChannel(SQSChannel):
+    """An SQS channel whose fanout publishes are captured."""
+
+    @property
+    def fanout(self) -> SnsFanout:
+        if self._fanout is None:
+            self._fanout = CapturingFanout(self)
+        return self._fanout
+
+
+class CapturingTransport(SQSTransport):
+    """The relay's transport: builds messages, sends nothing itself."""
+
+    Channel = CapturingChannel
+
+
+def relay_app() -> Celery:
+    """A producer-only Celery app configured like the purchase API's publisher."""
+    from celeryconfig import publisher_overrides
+
+    app = Celery("ticketing-relay", set_as_current=False)
+    app.config_from_object("celeryconfig")
+    overrides = publisher_overrides()
+    overrides["broker_url"] = "sqs-relay://"
+    options = dict(overrides["broker_transport_options"])
+    options.pop("sns_group_commit", None)
+    overrides["broker_transport_options"] = options
+    app.conf.update(overrides)
+    return app
+
+
+class Envelopes:
+    """Builds the PublishBatch entry (`Message` and attributes) of outbox entries."""
+
+    def __init__(self, app: Celery | None = None) -> None:
+        from celeryconfig import QueueNames, TaskNames
+        from plumbing import settings
+
+        self.app = app or relay_app()
+        self.task_name = TaskNames.PERSIST_TICKET
+        self.routing_key = QueueNames.TICKETS
+        self.topic = Exchange(settings.get().topic_name, type="fanout")
+        self.connection = self.app.connection_for_write()
+        self.producer = self.app.amqp.Producer(self.connection.default_channel)
+        self._fanout: CapturingFanout = self.producer.channel.fanout
+
+    def build(self, fields: dict[str, str]) -> dict[str, Any]:
+        """The PublishBatch entry (without its Id) of one outbox entry; Unrelayable if none."""
+        if fields.get(outbox.KIND) != outbox.KIND_TICKET:
+            raise Unrelayable(f"unknown kind {fields.get(outbox.KIND)!r}")
+        try:
+            ticket = json.loads(fields[outbox.TICKET])
+            ticket_id = ticket["ticketId"]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise Unrelayable(f"unreadable ticket: {exc!r}") from exc
+        if not isinstance(ticket_id, str):
+            raise Unrelayable(f"ticketId is not a string: {ticket_id!r}")
+        kwargs = {"ticket": ticket}
+        self.app.send_task(
+            self.task_name,
+            kwargs=kwargs,
+            # as publish_ticket: the builtin repr of flat JSON data (Celery's saferepr is slow)
+            kwargsrepr=repr(kwargs),
+            exchange=self.topic,
+            routing_key=self.routing_key,
+            declare=[self.topic],
+            task_id=ticket_id,
+            headers={"request_id": fields.get(outbox.REQUEST_ID) or None},
+            producer=self.producer,
+        )
+        return self._fanout.captured.pop()
