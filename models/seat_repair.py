@@ -25,7 +25,7 @@ from models import seats
 from models.catalog import Catalog, row_index, row_label
 from models.seats import keys
 from models.tickets import sold_seats
-from plumbing import settings
+from plumbing import heartbeats, settings
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,23 @@ def wait_until(check: Callable[[], bool], timeout: float, confirmations: int = 2
         time.sleep(1)
 
 
+def relays_emptied_hands_since(started: float) -> Callable[[], bool]:
+    """A check: every live relay has reported, after `started`, that it holds no entry.
+
+    An entry a relay read before Redis lost its data is only in that relay's memory: it will
+    still be published, and its ticket must be in MySQL before the state is written from MySQL
+    (else its seat would sell again). A relay reports what it holds with each heartbeat.
+    """
+    s = settings.get()
+
+    def check() -> bool:
+        relays = heartbeats.alive_relays(heartbeats.monitor_redis(), s.relay_alive_seconds)
+        now = time.time()
+        return all(r["held"] == 0 and now - r["ageSeconds"] >= started for r in relays.values())
+
+    return check
+
+
 def rebuild(
     r: seats.Client,
     catalog: Catalog | None = None,
@@ -90,7 +107,7 @@ def rebuild(
     if not wait_until(outbox_empty, drain_timeout):
         raise QueueNotDrained(f"outbox not relayed within {drain_timeout:g}s; events stay closed")
     if relays_hold_nothing is None:
-        from relay.monitoring import relays_hold_nothing
+        relays_hold_nothing = relays_emptied_hands_since(time.time())
     if not wait_until(relays_hold_nothing, drain_timeout):
         raise QueueNotDrained(f"relays still hold entries after {drain_timeout:g}s")
     if not queues.wait_for_drain(settings.get().queue_url, drain_timeout):

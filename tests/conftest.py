@@ -8,6 +8,7 @@ the process at them. A test run can never reach a real AWS endpoint.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
 import subprocess
@@ -156,11 +157,33 @@ def pipeline_worker(database: None) -> Iterator[Worker]:
         yield worker
 
 
-@pytest.fixture(scope="session")
+# the session relay and what stops it, while it runs
+_session_relay: list[tuple[Relay, contextlib.ExitStack]] = []
+
+
+@pytest.fixture
 def pipeline_relay() -> Iterator[Relay]:
-    """A real relay taking the outbox of the test Redis to the session topic."""
-    with Relay.start(env={}) as relay:
-        yield relay
+    """A real relay taking the outbox of the test Redis to the session topic: started on first
+    use, kept for the session, started again after a test that wanted the outbox to itself."""
+    if not _session_relay:
+        stack = contextlib.ExitStack()
+        _session_relay.append((stack.enter_context(Relay.start(env={})), stack))
+    yield _session_relay[0][0]
+
+
+@pytest.fixture
+def no_session_relay() -> None:
+    """For tests that run relays of their own (on their own topics): the session relay stops
+    first, or it would take their outbox entries to the session topic."""
+    while _session_relay:
+        _session_relay.pop()[1].close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_session_relay() -> Iterator[None]:
+    yield
+    while _session_relay:
+        _session_relay.pop()[1].close()
 
 
 @pytest.fixture(scope="session")
