@@ -158,7 +158,7 @@ def test_the_relays_alarms_parked_entries_outbox_age_and_no_relay_running():
         "${local.namespace}",
         emitted["names"]["ticketing_relay_parked_total"],
     )
-    assert parked["dimensions"] == {"Service": emitted["service"]}
+    assert parked["dimensions"] == emitted["dimension_values"] == {"Service": "relay"}
     assert (parked["statistic"], parked["comparison_operator"], parked["threshold"]) == (
         "Sum",
         "GreaterThanThreshold",
@@ -171,7 +171,7 @@ def test_the_relays_alarms_parked_entries_outbox_age_and_no_relay_running():
         "${local.namespace}",
         emitted["names"]["ticketing_outbox_age_seconds"],
     )
-    assert age["dimensions"] == {"Service": emitted["service"]}
+    assert age["dimensions"] == emitted["dimension_values"]
     assert (age["statistic"], age["comparison_operator"]) == ("Maximum", "GreaterThanThreshold")
     assert age["threshold"] == "${var.outbox_age_alarm_seconds}"
     assert (age["period"], age["evaluation_periods"], age["datapoints_to_alarm"]) == (60, 3, 2)

@@ -638,10 +638,12 @@ def emf_metrics(service: str, metrics: dict[str, str]) -> dict[str, Any]:
     document = json.loads(line)
     (directive,) = document["_aws"]["CloudWatchMetrics"]
     names = [m["Name"] for m in directive["Metrics"]]
+    (dimension_set,) = directive["Dimensions"]
     return {
         "namespace": directive["Namespace"],
         "dimensions": directive["Dimensions"],
         "service": document["Service"],
+        "dimension_values": {name: document[name] for name in dimension_set},
         "names": dict(zip(metrics, names, strict=True)),
     }
 
@@ -680,7 +682,9 @@ def test_the_relay_scales_on_the_outbox_age_it_emits():
             "${var.age_scaling.namespace}",
             "${var.age_scaling.metric_name}",
         )
-        assert alarm["dimensions"] == {"Service": "${var.name}"}  # emf's dimension, all summed
+        # emf's dimension set (the series with every label added up), its value the type
+        assert set(alarm["dimensions"]) == set(emitted["dimension_values"])
+        assert alarm["dimensions"] == {"Service": "${var.name}"}
         assert alarm["statistic"] == "Maximum"  # the oldest entry any relay sees
         assert alarm["alarm_actions"] == [f"${{aws_appautoscaling_policy.age_{direction}[0].arn}}"]
         policy = module.resource("aws_appautoscaling_policy", f"age_{direction}")
