@@ -338,7 +338,7 @@ module "relay" {
     namespace               = module.monitoring.metrics_namespace
     metric_name             = "ticketing_outbox_age_seconds" # the relay's gauge, as EMF names it
     scale_out_above_seconds = var.relay_scale_out_age_seconds
-    far_above_seconds       = 3 * var.relay_scale_out_age_seconds
+    far_above_seconds       = 3 * var.relay_scale_out_age_seconds # above the threshold: 4 × in all
     scale_in_below_seconds  = var.relay_scale_in_age_seconds
   }
 }

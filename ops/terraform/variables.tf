@@ -221,7 +221,7 @@ variable "existing_role_arn" {
 }
 
 variable "relay_scale_out_age_seconds" {
-  description = "Add a relay task while the oldest outbox entry is older than this (two while it is more than three times this above it)."
+  description = "Add a relay task while the oldest outbox entry is older than this; two while it is older than four times this."
   type        = number
   default     = 5
 }
