@@ -15,8 +15,9 @@ locals {
   image       = "${module.ecr.repository_url}:${var.image_tag}"
 
   # Every process: where the messaging is, JSON logs, and the services' own metrics as
-  # embedded-metric-format lines on stdout (written by the gunicorn masters and the worker; the
-  # other processes ignore it), which the awslogs driver ships and CloudWatch turns into metrics.
+  # embedded-metric-format lines on stdout (written by the gunicorn masters, the worker and the
+  # relay; the other processes ignore it), which the awslogs driver ships and CloudWatch turns
+  # into metrics (the relay's scaling and alarms read its own).
   common_environment = {
     APP_ENV             = "production" # settings.py refuses development defaults
     AWS_DEFAULT_REGION  = var.aws_region
@@ -42,8 +43,9 @@ locals {
 
   # The purchase path sends `WAIT <replicas> <timeout ms>` pipelined with its seat script: a 201
   # is answered only once a replica of the shard has the sale and its outbox entry (a failover
-  # can then lose no acknowledged purchase). Every shard has a replica (redis_replicas_per_node_group
-  # ≥ 1, validated); the timeout bounds what a slow replica adds to a purchase.
+  # to it then loses no acknowledged purchase). Every shard has a replica
+  # (redis_replicas_per_node_group ≥ 1, validated); the timeout bounds what a slow replica adds
+  # to a purchase.
   replica_wait_environment = {
     REDIS_WAIT_REPLICAS   = "1"
     REDIS_WAIT_TIMEOUT_MS = tostring(var.redis_wait_timeout_ms)
