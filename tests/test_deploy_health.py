@@ -46,7 +46,7 @@ def test_the_alb_and_the_containers_probe_the_shallow_health_endpoints():
     services = service_modules()
     for name in WEB:
         assert services[name]["health_check_path"] == paths[name]
-    for name in ("worker", "flower", "release"):
+    for name in ("relay", "worker", "flower", "release"):
         assert "health_check_path" not in services[name]
 
     ecs = config("ecs_service")
