@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -269,3 +270,21 @@ def test_after_outcome_unknown_the_same_key_replays_the_sale_once_the_replica_ca
     assert {r.json()["ticketId"] for r in replays} == {ticket_id}
     assert sold.outbox == {ticket_id}  # one sale, one event: the retries sold nothing more
     assert SeatState.read(pair.replica()).owners == sold.owners
+
+
+def test_a_stopped_replica_is_not_a_lagging_one(pair):
+    """Why the test holds the link instead of SIGSTOPping the replica: what the primary sent
+    waits in the stopped replica's socket buffer and is applied after SIGCONT, even though the
+    primary died in between, so a stopped replica loses nothing."""
+    primary = pair.primary()
+    pair.replica_process.send_signal(signal.SIGSTOP)
+    try:
+        primary.set("written-while-the-replica-was-stopped", "1")
+        assert primary.wait(1, 200) == 0  # not acknowledged: WAIT sees it as behind
+    finally:
+        pair.kill_primary()
+        pair.replica_process.send_signal(signal.SIGCONT)
+    wait_until(pair.link.upstream_closed.is_set, 30, "the link to see the primary gone")
+    promoted = pair.promote_replica()
+    assert pair.link.dropped == 0
+    assert promoted.get("written-while-the-replica-was-stopped") == "1"
