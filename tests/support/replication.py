@@ -56,6 +56,8 @@ class Link:
                     self._downstream.sendall(b"".join(held))
 
     def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes the accepting thread (Linux)
         self._listener.close()
 
     def _accept(self) -> None:
@@ -177,7 +179,9 @@ def primary_and_replica() -> Iterator[Pair]:
     """A fresh primary and a replica of it whose link is up; both stop when the block ends."""
     with tempfile.TemporaryDirectory(prefix="redis-failover-") as name:
         directory = Path(name)
-        primary_port, replica_port = free_port(), free_port()
+        primary_port = replica_port = free_port()
+        while replica_port == primary_port:
+            replica_port = free_port()
         primary = _server(directory, primary_port, "--repl-diskless-sync-delay", "0")
         processes = [primary]
         link = Link(primary_port)
