@@ -77,7 +77,7 @@ def purchase_api(url: str, wait_replicas: int) -> Iterator[str]:
         "REDIS_URL": url,
         "REDIS_CLUSTER": "false",
         # empty is unset, no WAIT (settings refuses an explicit 0)
-        "REDIS_WAIT_REPLICAS": str(wait_replicas) if wait_replicas else "",
+        "REDIS_WAIT_REPLICAS": str(wait_replicas),
         "REDIS_WAIT_TIMEOUT_MS": str(WAIT_TIMEOUT_MS),
         "REDIS_SOCKET_TIMEOUT": str(WAIT_TIMEOUT_MS / 1000 + 5),
         "GUNICORN_WORKERS": "1",
