@@ -183,7 +183,7 @@ def reconcile(catalog: Catalog | None = None) -> Reconciliation:
         if not seats.event_loaded(raw, event_id):
             continue
         pending = {
-            (t.get("zoneId"), str(t.get("row")), t.get("column")): t.get("ticketId")
+            (int(t["zoneId"]), str(t["row"]), int(t["column"])): t.get("ticketId")
             for t in outbox_tickets(raw, {event_id})
         }
         with models.writer().connect() as conn:

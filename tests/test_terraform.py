@@ -255,7 +255,6 @@ def test_flower_has_its_own_authenticated_listener_limited_by_cidr():
 
 def test_each_deployed_procfile_type_has_a_service_running_its_procfile_line():
     lines = procfile()
-    lines.setdefault("relay", "python -m relay")  # the Procfile line lands with relay/ itself
     assert set(lines) == DEPLOYED_TYPES | LOCAL_ONLY_TYPES
     services = service_modules()
     assert set(services) == DEPLOYED_TYPES | OPERATOR_TASKS
