@@ -92,6 +92,7 @@ def database() -> None:
 
 
 _session_worker: list[Worker] = []  # the session worker, once `pipeline_worker` started it
+_session_relay: list[Relay] = []  # the session relay, once `pipeline_relay` started it
 
 
 @pytest.fixture
@@ -160,7 +161,20 @@ def pipeline_worker(database: None) -> Iterator[Worker]:
 def pipeline_relay() -> Iterator[Relay]:
     """A real relay taking the outbox of the test Redis to the session topic."""
     with Relay.start(env={}) as relay:
+        _session_relay.append(relay)
         yield relay
+    _session_relay.clear()
+
+
+@pytest.fixture
+def own_outbox() -> Iterator[None]:
+    """No session relay reads the outbox during the test (it is stopped, then started again),
+    so the relays a test starts are the only ones."""
+    if not _session_relay:
+        yield
+        return
+    with _session_relay[0].paused():
+        yield
 
 
 @pytest.fixture(scope="session")
