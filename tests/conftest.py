@@ -177,6 +177,17 @@ def own_outbox() -> Iterator[None]:
         yield
 
 
+@pytest.fixture
+def sns_proxy():
+    """A counting HTTP proxy in front of moto, for the relays a test starts
+    (`AWS_ENDPOINT_URL_SNS` = its url)."""
+    from tests.support.proxy import HttpProxy
+
+    proxy = HttpProxy(os.environ["AWS_ENDPOINT_URL"])
+    yield proxy
+    proxy.close()
+
+
 @pytest.fixture(scope="session")
 def session_settings() -> settings.Settings:
     return settings.get()

@@ -6,75 +6,33 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
-import uuid
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
-from sqlalchemy import bindparam, text
 
-import models
 from messaging import publisher
 from models.seats import keys
-from models.tickets import SCHEMA_VERSION
 from plumbing import logs, settings
 from tests.support.aws import tap_queue
-from tests.support.factories import ticket_message
-from tests.support.outbox import add_ticket, add_tickets, entry_fields, parked, stream_lengths
+from tests.support.outbox import (
+    EVENTS,
+    add_ticket,
+    add_tickets,
+    entry_fields,
+    parked,
+    persisted,
+    stream_lengths,
+    tickets_for,
+    wait_persisted,
+)
 from tests.support.processes import Relay, wait_until
 from tests.support.proxy import HttpProxy
 from tests.test_publish_batch import collect, publisher_app
-
-EVENTS = {  # event → venue, a bucket each
-    "Event1": "Venue1",
-    "Event3": "Venue2",
-    "Event5": "Venue3",
-    "Event6": "Venue4",
-    "Event7": "Venue5",
-}
-
-
-def tickets_for(count: int, event_id: str = "Event1", **changes) -> list[dict]:
-    """`count` tickets on distinct seats of zone 1 of the event (at most 20 a row)."""
-    return [
-        ticket_message(
-            **{
-                "ticketId": str(uuid.uuid4()),
-                "venueId": EVENTS[event_id],
-                "eventId": event_id,
-                "row": "ABCDEFGH"[n // 20],
-                "column": str(n % 20 + 1),
-                "schemaVersion": SCHEMA_VERSION,
-                **changes,
-            }
-        )
-        for n in range(count)
-    ]
-
-
-def persisted(ticket_ids: list[str]) -> int:
-    """How many of the tickets have their row."""
-    query = text("SELECT COUNT(*) FROM ticket WHERE ticket_id IN :ids").bindparams(
-        bindparam("ids", expanding=True)
-    )
-    with models.writer().connect() as conn:
-        return conn.execute(query, {"ids": ticket_ids}).scalar_one()
-
-
-def ids(tickets: list[dict]) -> list[str]:
-    return [t["ticketId"] for t in tickets]
-
-
-def wait_persisted(tickets: list[dict], seconds: float = 60) -> None:
-    wait_until(lambda: persisted(ids(tickets)) == len(tickets), seconds, "the tickets in MySQL")
-
-
-@pytest.fixture
-def sns_proxy() -> Iterator[HttpProxy]:
-    """A counting proxy in front of moto, for the relays a test starts."""
-    proxy = HttpProxy(os.environ["AWS_ENDPOINT_URL"])
-    yield proxy
-    proxy.close()
+from tests.test_redis_cluster import LocalCluster
 
 
 def relay_env(proxy: HttpProxy, **extra: str) -> dict[str, str]:
@@ -229,19 +187,19 @@ def test_a_live_relays_entries_are_not_claimed_while_sns_is_down(
     it holds, so the other never claims them, and once SNS is back each entry is sent once."""
     tickets = [t for event in EVENTS for t in tickets_for(4, event)]
     sns_proxy.set_mode("down")
-    env = relay_env(sns_proxy, RELAY_CLAIM_IDLE_MS="500")
+    env = relay_env(sns_proxy, RELAY_CLAIM_IDLE_MS="2000")
     with Relay.start(env) as first, Relay.start(env) as second:
         for t in tickets:
             add_ticket(redis_client, t)
-        # the entries' holders have tried for over ten times RELAY_CLAIM_IDLE_MS (backoff 0.1 s
-        # doubling), while the other relay looked for stale entries every third of it
+        # the entries' holders have tried for over five times RELAY_CLAIM_IDLE_MS (backoff
+        # 0.1 s doubling, at most 5 s), while the other looked for stale entries every third of it
         wait_until(
-            lambda: sum(r.count("failed (") for r in (first, second)) >= 6, 60, "failed calls"
+            lambda: sum(r.count("failed (") for r in (first, second)) >= 7, 60, "failed calls"
         )
         sns_proxy.set_mode("forward")
         wait_persisted(tickets, 120)
         wait_until(lambda: stream_lengths(redis_client) == 0, 30, "the outbox emptied")
-        assert first.count("claimed") == second.count("claimed") == 0
+        assert first.count("claimed") == second.count("claimed") == 0, first.log() + second.log()
     assert sum(sns_proxy.batches()) == len(tickets)
 
 
@@ -292,3 +250,45 @@ def test_sigterm_finishes_the_batch_in_flight_then_exits_0(
         relay.kill()
     assert stream_lengths(redis_client) == 0  # SNS took them, so they were deleted
     wait_persisted(tickets)
+
+
+@pytest.fixture(scope="module")
+def redis_cluster() -> Iterator[LocalCluster]:
+    """A local 3-master Redis Cluster, as tests/test_redis_cluster.py starts it."""
+    if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
+        pytest.skip("redis-server and redis-cli not installed")
+    with tempfile.TemporaryDirectory(prefix="redis-cluster-") as directory:
+        local = LocalCluster(Path(directory))
+        try:
+            local.start()
+            yield local
+        finally:
+            local.stop()
+
+
+def test_relay_on_redis_cluster(redis_cluster, clean_tickets, pipeline_worker):
+    """On a cluster every read, delete and park names one slot: entries of buckets on several
+    masters arrive, an oversized one is parked in its bucket's parked stream, and no master
+    ever answered CROSSSLOT."""
+    from models import seats
+
+    r = seats.connect(redis_cluster.url, cluster=True)
+    tickets = [t for event in EVENTS for t in tickets_for(5, event)]
+    too_big = tickets_for(1, "Event3", venueId="V" * 300_000, column="35")[0]
+    homes = {redis_cluster.owner(keys.outbox_stream(keys.bucket(e))) for e in EVENTS}
+    assert len(homes) >= 2  # the streams used live on more than one master
+    env = {
+        "REDIS_URL": redis_cluster.url,
+        "REDIS_CLUSTER": "true",
+        "MONITOR_BROKER_URL": settings.get().monitor_url(),
+    }
+    with Relay.start(env):
+        for t in [*tickets, too_big]:
+            add_ticket(r, t)
+        wait_persisted(tickets)
+        wait_until(lambda: parked(r), 60, "the oversized entry parked")
+        wait_until(lambda: stream_lengths(r) == 0, 30, "the outbox emptied")
+    [(_, fields)] = parked(r)
+    assert json.loads(fields["ticket"])["ticketId"] == too_big["ticketId"]
+    refusals = [stats for stats in redis_cluster.errorstats().values() if stats]
+    assert not any("errorstat_CROSSSLOT" in stats for stats in refusals), refusals

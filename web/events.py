@@ -39,9 +39,12 @@ def health() -> tuple[Response, int]:
 @bp.get("/health/deep")
 @documented({200: EventsHealthSchema, 503: EventsHealthSchema})
 def health_deep() -> tuple[Response, int]:
-    """Workers and relays alive, queue, DLQ and outbox depths, projection progress; 503 with the
-    reasons when no worker is alive, SQS or the outbox is unreadable, messages wait while
-    nothing was persisted for PROJECTION_STALL_SECONDS, or an outbox entry waits that long."""
+    """Workers and relays alive, queue, DLQ and outbox depths, projection progress.
+
+    503 with the reasons when no worker is alive, SQS or the outbox is unreadable, messages
+    wait while nothing was persisted for PROJECTION_STALL_SECONDS, or an outbox entry waits
+    that long.
+    """
     s = settings.get()
     body: dict[str, Any] = {
         "status": "UP",
