@@ -180,22 +180,38 @@ def test_two_relays_share_the_work_without_loss_or_double_sends(
     assert sum(sns_proxy.batches()) == len(tickets)
 
 
+def idle_ms(r) -> list[int]:
+    """How long each pending outbox entry has been idle with its relay, in milliseconds."""
+    return [
+        row["time_since_delivered"]
+        for stream in keys.outbox_streams()
+        for row in r.xpending_range(stream, keys.RELAY_GROUP, "-", "+", 100)
+    ]
+
+
 def test_a_live_relays_entries_are_not_claimed_while_sns_is_down(
     redis_client, clean_tickets, pipeline_worker, own_outbox, sns_proxy
 ):
     """SNS unreachable for several RELAY_CLAIM_IDLE_MS: each relay keeps renewing the entries
-    it holds, so the other never claims them, and once SNS is back each entry is sent once."""
+    it holds (their idle time never nears the threshold), so the other never claims them, and
+    once SNS is back each entry is sent once."""
     tickets = [t for event in EVENTS for t in tickets_for(4, event)]
     sns_proxy.set_mode("down")
     env = relay_env(sns_proxy, RELAY_CLAIM_IDLE_MS="2000")
     with Relay.start(env) as first, Relay.start(env) as second:
         for t in tickets:
             add_ticket(redis_client, t)
-        # the entries' holders have tried for over five times RELAY_CLAIM_IDLE_MS (backoff
-        # 0.1 s doubling, at most 5 s), while the other looked for stale entries every third of it
-        wait_until(
-            lambda: sum(r.count("failed (") for r in (first, second)) >= 7, 60, "failed calls"
-        )
+        # the entries' holders try for over five times RELAY_CLAIM_IDLE_MS (backoff 0.1 s
+        # doubling, at most 5 s), while each relay looks for stale entries every third of it;
+        # all along, no held entry gets near the claim threshold
+        idle = []
+
+        def outage_long_enough() -> bool:
+            idle.extend(idle_ms(redis_client))
+            return sum(r.count("failed (") for r in (first, second)) >= 7
+
+        wait_until(outage_long_enough, 60, "failed calls")
+        assert 0 < max(idle) < 2000, max(idle)
         sns_proxy.set_mode("forward")
         wait_persisted(tickets, 120)
         wait_until(lambda: stream_lengths(redis_client) == 0, 30, "the outbox emptied")
