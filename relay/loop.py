@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis
+from botocore.exceptions import ClientError
 
 from models.seats import outbox
 from models.seats.outbox import Entry
@@ -36,6 +37,8 @@ MAX_HELD = 200  # no reads beyond this: while SNS is down the backlog stays in R
 RETRY_FIRST = 0.1  # seconds before a failed entry or call is sent again, doubling …
 RETRY_CAP = 5.0  # … up to this
 GAUGE_SECONDS = 1.0  # how often the depth and age gauges are read
+# error codes of a whole PublishBatch refused for what it carries (nothing published)
+CONTENT_REFUSALS = frozenset({"BatchRequestTooLong", "InvalidParameter", "InvalidParameterValue"})
 
 
 @dataclass
@@ -45,6 +48,7 @@ class Held:
     entry: Entry
     ready_at: float  # monotonic: when it may be sent (read, or its retry pause over)
     attempts: int = 0  # refusals by SNS (whole-call failures do not count)
+    alone: bool = False  # in a call of its own (a whole batch was refused for its size)
     message: dict[str, Any] | None = field(default=None, repr=False)
 
 
@@ -117,7 +121,7 @@ class Relay:
             if now >= self._next_gauges:
                 self._next_gauges = now + GAUGE_SECONDS
                 self.update_gauges()
-            if len(self.held) < MAX_HELD:
+            if self._ready(now) < MAX_ENTRIES and len(self.held) < MAX_HELD:
                 fresh += self.take(outbox.read(self.redis, self.consumer, READ_COUNT), now)
         except redis.ResponseError as exc:
             if "NOGROUP" not in str(exc):
@@ -145,6 +149,9 @@ class Relay:
                 self.held[key] = Held(entry, ready_at=now)
                 taken += 1
         return taken
+
+    def _ready(self, now: float) -> int:
+        return sum(1 for h in self.held.values() if h.ready_at <= now)
 
     def due(self, now: float) -> list[Held]:
         """What to send now: every ready entry once 10 are ready or the oldest has waited the
@@ -185,28 +192,30 @@ class Relay:
                     self.park(held, "UNRELAYABLE", str(exc))
                     continue
             sendable.append(held)
-        for batch in chunks(sendable, lambda h: entry_size(h.message)):
-            self.publish(batch)
+        together = [h for h in sendable if not h.alone]
+        batches = chunks(together, lambda h: entry_size(h.message))
+        batches += [[h] for h in sendable if h.alone]
+        for number, batch in enumerate(batches):
+            if not self.publish(batch):  # SNS unreachable: the rest waits as long
+                for later in batches[number + 1 :]:
+                    for held in later:
+                        held.ready_at = batch[0].ready_at
+                return
 
-    def publish(self, batch: list[Held]) -> None:
-        """One PublishBatch call and what follows from its answer."""
+    def publish(self, batch: list[Held]) -> bool:
+        """One PublishBatch call and what follows from its answer; False if the call failed."""
         metrics.RELAY_BATCH_SIZE.observe(len(batch))
         started = time.perf_counter()
         try:
             outcomes = self.sns.publish_batch([h.message for h in batch])
+        except ClientError as exc:
+            if self.refused_whole(batch, exc):
+                return True
+            self.call_failed(batch, exc)
+            return False
         except Exception as exc:  # botocore and socket errors: the outcome is unknown
-            self._call_failures += 1
-            pause = backoff(self._call_failures)
-            log.warning(
-                "PublishBatch of %d failed (%s); sending them again in %.1fs",
-                len(batch),
-                exc,
-                pause,
-            )
-            ready_at = self.clock() + pause
-            for held in batch:
-                held.ready_at = ready_at
-            return
+            self.call_failed(batch, exc)
+            return False
         finally:
             metrics.RELAY_PUBLISH_SECONDS.observe(time.perf_counter() - started)
         self._call_failures = 0
@@ -215,6 +224,35 @@ class Relay:
         for held, refusal in zip(batch, outcomes, strict=True):
             if refusal is not None:
                 self.refused(held, refusal)
+        return True
+
+    def refused_whole(self, batch: list[Held], exc: ClientError) -> bool:
+        """SNS refused the whole call for what it carries (AWS refuses a batch whose messages
+        exceed 256 KiB together, or a lone message over the limit): nothing was published.
+        Its entries go alone next, so only the culprit is refused. False for any other error
+        (credentials, throttling, a server fault), which is retried as a failed call."""
+        code = exc.response.get("Error", {}).get("Code", "")
+        if code not in CONTENT_REFUSALS:
+            return False
+        self._call_failures = 0
+        if len(batch) > 1:
+            for held in batch:
+                held.alone = True
+            return True
+        message = exc.response.get("Error", {}).get("Message", "")
+        self.refused(batch[0], Refusal(code, message, sender_fault=True))
+        return True
+
+    def call_failed(self, batch: list[Held], exc: Exception) -> None:
+        """The call failed as a whole, outcome unknown: all of it again after a pause."""
+        self._call_failures += 1
+        pause = backoff(self._call_failures)
+        log.warning(
+            "PublishBatch of %d failed (%s); sending them again in %.1fs", len(batch), exc, pause
+        )
+        ready_at = self.clock() + pause
+        for held in batch:
+            held.ready_at = ready_at
 
     def delete(self, published: list[Held]) -> None:
         """Acknowledge and delete published entries. If Redis fails here they stay pending

@@ -82,13 +82,17 @@ class Sns:
 
 
 def chunks(entries: list[Any], size_of: Any) -> list[list[Any]]:
-    """Consecutive batches of at most MAX_ENTRIES items and MAX_REQUEST_BYTES together (an item
-    larger than that alone goes alone: SNS then refuses that entry, not a whole batch)."""
+    """Batches of at most MAX_ENTRIES items and MAX_REQUEST_BYTES together, in order; an item
+    larger than that on its own goes alone, last (SNS refuses it, not its batch-mates)."""
     batches: list[list[Any]] = []
+    alone: list[list[Any]] = []
     current: list[Any] = []
     current_bytes = 0
     for item in entries:
         size = size_of(item)
+        if size > MAX_REQUEST_BYTES:
+            alone.append([item])
+            continue
         if current and (len(current) >= MAX_ENTRIES or current_bytes + size > MAX_REQUEST_BYTES):
             batches.append(current)
             current, current_bytes = [], 0
@@ -96,4 +100,4 @@ def chunks(entries: list[Any], size_of: Any) -> list[list[Any]]:
         current_bytes += size
     if current:
         batches.append(current)
-    return batches
+    return batches + alone

@@ -93,6 +93,7 @@ def database() -> None:
 
 
 _session_worker: list[Worker] = []  # the session worker, once `pipeline_worker` started it
+_session_relay: list[Relay] = []  # the session relay, once `pipeline_relay` started it
 
 
 @pytest.fixture
@@ -184,6 +185,23 @@ def _stop_session_relay() -> Iterator[None]:
     yield
     while _session_relay:
         _session_relay.pop()[1].close()
+
+
+@pytest.fixture
+def own_outbox(no_session_relay) -> None:
+    """No session relay reads the outbox during the test, so the relays a test starts are the
+    only ones (the session relay starts again when a later test asks for it)."""
+
+
+@pytest.fixture
+def sns_proxy():
+    """A counting HTTP proxy in front of moto, for the relays a test starts
+    (`AWS_ENDPOINT_URL_SNS` = its url)."""
+    from tests.support.proxy import HttpProxy
+
+    proxy = HttpProxy(os.environ["AWS_ENDPOINT_URL"])
+    yield proxy
+    proxy.close()
 
 
 @pytest.fixture(scope="session")

@@ -2,9 +2,10 @@
 
 `GET /events/health` says the process answers (the load balancer's probe: the events service
 must stay up exactly when the workers are down, so operators can see it).
-`GET /events/health/deep`: workers alive (from the heartbeats they write to the monitoring
-plane's Redis) and queue depths (SQS attributes); 503 when no worker has beaten within
-WORKER_ALIVE_SECONDS.
+`GET /events/health/deep`: workers and relays alive (from the heartbeats they write to the
+monitoring plane's Redis), queue depths (SQS attributes) and the outbox (its streams in the seat
+Redis); 503 when no worker has beaten within WORKER_ALIVE_SECONDS, or the oldest outbox entry
+waits longer than PROJECTION_STALL_SECONDS.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ import redis
 from flask import Blueprint, Response, jsonify
 
 from messaging import queues
+from models import seats
+from models.seats import outbox
 from plumbing import settings
-from plumbing.heartbeats import alive_workers, monitor_redis, progress
+from plumbing.heartbeats import alive_relays, alive_workers, monitor_redis, progress
 from web.openapi import documented
 from web.schemas import EventsHealthSchema, LivenessSchema
 
@@ -36,9 +39,12 @@ def health() -> tuple[Response, int]:
 @bp.get("/health/deep")
 @documented({200: EventsHealthSchema, 503: EventsHealthSchema})
 def health_deep() -> tuple[Response, int]:
-    """Workers alive, queue and DLQ depths, projection progress; 503 with the reasons when no
-    worker is alive, SQS is unreadable, or messages wait while nothing was persisted for
-    PROJECTION_STALL_SECONDS."""
+    """Workers and relays alive, queue, DLQ and outbox depths, projection progress.
+
+    503 with the reasons when no worker is alive, SQS or the outbox is unreadable, messages
+    wait while nothing was persisted for PROJECTION_STALL_SECONDS, or an outbox entry waits
+    that long.
+    """
     s = settings.get()
     body: dict[str, Any] = {
         "status": "UP",
@@ -46,6 +52,8 @@ def health_deep() -> tuple[Response, int]:
         "queueDepth": None,
         "inFlight": None,
         "deadLetterDepth": None,
+        "relays": 0,
+        "relayHeartbeats": {},
     }
     reasons = []
     try:
@@ -56,8 +64,11 @@ def health_deep() -> tuple[Response, int]:
         if not workers:
             reasons.append(f"no worker heartbeat within {s.worker_alive_seconds:g}s")
         body["lastPersistAgeSeconds"], body["projectionLagSeconds"] = progress(monitor_redis())
+        relays = alive_relays(monitor_redis(), s.relay_alive_seconds)
+        body["relays"], body["relayHeartbeats"] = len(relays), relays
     except redis.RedisError as exc:
         reasons.append(f"heartbeats unreadable: {exc}")
+    reasons += _outbox(body, s.projection_stall_seconds)
     try:
         queue = queues.depths(s.queue_url)
         body["queueDepth"], body["inFlight"] = queue["visible"], queue["inFlight"]
@@ -75,3 +86,19 @@ def health_deep() -> tuple[Response, int]:
         body["status"] = "DOWN"
         body["reasons"] = reasons
     return jsonify(body), 200 if not reasons else 503
+
+
+def _outbox(body: dict[str, Any], stall_seconds: float) -> list[str]:
+    """Outbox depth, oldest entry age and parked entries into `body`; the reasons for DOWN."""
+    body.update(outboxDepth=None, outboxOldestAgeSeconds=None, parkedDepth=None)
+    try:
+        r = seats.client()
+        body["outboxDepth"], body["outboxOldestAgeSeconds"] = outbox.stats(r)
+        body["parkedDepth"] = outbox.parked_depth(r)
+    except redis.RedisError as exc:
+        log.warning("events health: outbox unreadable: %s", exc)
+        return ["outbox unreadable"]
+    age = body["outboxOldestAgeSeconds"]
+    if age is not None and age > stall_seconds:
+        return [f"outbox not draining: oldest entry {age:.0f}s old"]
+    return []

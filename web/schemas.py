@@ -166,8 +166,15 @@ class HealthSchema(Schema):
     reasons = fields.List(fields.String())
 
 
+class RelayHeartbeatSchema(Schema):
+    """One relay's last heartbeat: how long ago, and the outbox entries it held then."""
+
+    ageSeconds = fields.Float(required=True)
+    held = fields.Integer(required=True)
+
+
 class EventsHealthSchema(Schema):
-    """Workers alive and queue depths; `reasons` when DOWN."""
+    """Workers and relays alive, queue and outbox depths; `reasons` when DOWN."""
 
     status = fields.String(required=True, validate=validate.OneOf(["UP", "DOWN"]))
     workers = fields.Integer(required=True)
@@ -178,6 +185,11 @@ class EventsHealthSchema(Schema):
     workerHeartbeatAges = fields.Dict(keys=fields.String(), values=fields.Float())
     lastPersistAgeSeconds = fields.Float(allow_none=True)
     projectionLagSeconds = fields.Float(allow_none=True)
+    outboxDepth = fields.Integer(allow_none=True)
+    outboxOldestAgeSeconds = fields.Float(allow_none=True)
+    parkedDepth = fields.Integer(allow_none=True)
+    relays = fields.Integer()
+    relayHeartbeats = fields.Dict(keys=fields.String(), values=fields.Nested(RelayHeartbeatSchema))
     reasons = fields.List(fields.String())
 
 

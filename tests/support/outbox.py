@@ -1,11 +1,62 @@
-"""Test support: outbox entries written as the purchase script writes them."""
+"""Test support: outbox entries written as the purchase script writes them, tickets for them,
+and whether their rows arrived."""
 
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
 from models.seats import keys
+from tests.support.factories import ticket_message
+from tests.support.processes import wait_until
+
+EVENTS = {  # event → venue, a bucket each
+    "Event1": "Venue1",
+    "Event3": "Venue2",
+    "Event5": "Venue3",
+    "Event6": "Venue4",
+    "Event7": "Venue5",
+}
+
+
+def tickets_for(count: int, event_id: str = "Event1", **changes: Any) -> list[dict[str, Any]]:
+    """`count` tickets on distinct seats of zone 1 of the event (at most 20 a row)."""
+    from models.tickets import SCHEMA_VERSION
+
+    return [
+        ticket_message(
+            **{
+                "ticketId": str(uuid.uuid4()),
+                "venueId": EVENTS[event_id],
+                "eventId": event_id,
+                "row": "ABCDEFGH"[n // 20],
+                "column": str(n % 20 + 1),
+                "schemaVersion": SCHEMA_VERSION,
+                **changes,
+            }
+        )
+        for n in range(count)
+    ]
+
+
+def persisted(ticket_ids: list[str]) -> int:
+    """How many of the tickets have their row."""
+    from sqlalchemy import bindparam, text
+
+    import models
+
+    query = text("SELECT COUNT(*) FROM ticket WHERE ticket_id IN :ids").bindparams(
+        bindparam("ids", expanding=True)
+    )
+    with models.writer().connect() as conn:
+        return conn.execute(query, {"ids": ticket_ids}).scalar_one()
+
+
+def wait_persisted(tickets: list[dict[str, Any]], seconds: float = 60) -> None:
+    """Until every ticket has its row (and fail the test after `seconds`)."""
+    ticket_ids = [t["ticketId"] for t in tickets]
+    wait_until(lambda: persisted(ticket_ids) == len(ticket_ids), seconds, "the tickets in MySQL")
 
 
 def entry_fields(ticket: dict[str, Any], request_id: str = "") -> dict[str, str]:

@@ -129,10 +129,13 @@ class Worker:
 class Relay:
     """A real relay subprocess (the Procfile's `relay` command) with its own log file."""
 
-    def __init__(self, proc: subprocess.Popen, log_path: Path, metrics_port: int) -> None:
+    def __init__(
+        self, proc: subprocess.Popen, log_path: Path, metrics_port: int, env: dict[str, str]
+    ) -> None:
         self.proc = proc
         self.log_path = log_path
         self.metrics_port = metrics_port
+        self.env = env
 
     @classmethod
     def spawn(cls, env: dict[str, str] | None = None) -> Relay:
@@ -152,7 +155,7 @@ class Relay:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        return cls(proc, log_path, metrics_port)
+        return cls(proc, log_path, metrics_port, env)
 
     @classmethod
     @contextlib.contextmanager
@@ -160,16 +163,29 @@ class Relay:
         """A relay reading the outbox until the block ends (then SIGTERM)."""
         relay = cls.spawn(env)
         try:
-            wait_until(
-                lambda: "reading" in relay.log() or relay.proc.poll() is not None,
-                60,
-                "relay ready",
-            )
-            if relay.proc.poll() is not None:
-                raise RuntimeError(f"relay exited:\n{relay.log()}")
+            relay.wait_ready()
             yield relay
         finally:
             relay.stop()
+
+    def wait_ready(self) -> None:
+        wait_until(
+            lambda: "reading" in self.log() or self.proc.poll() is not None, 60, "relay ready"
+        )
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"relay exited:\n{self.log()}")
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Stopped (SIGTERM) for the block, then started again with the same environment:
+        a test can run relays of its own on the same outbox."""
+        assert self.stop() == 0, self.log()
+        try:
+            yield
+        finally:
+            again = Relay.spawn(self.env)
+            self.proc, self.log_path = again.proc, again.log_path
+            self.wait_ready()
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

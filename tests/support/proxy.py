@@ -1,4 +1,5 @@
-"""Test support: a TCP proxy between a client and a real server, to cut the server off."""
+"""Test support: proxies between a client and a real server: a TCP one to cut the server off,
+an HTTP one to count AWS calls and lose their answers."""
 
 from __future__ import annotations
 
@@ -129,3 +130,102 @@ class TcpProxy:
     def close(self) -> None:
         self._stop = True
         self.block()
+
+
+class HttpProxy:
+    """An HTTP proxy in front of one AWS endpoint (moto) that counts the calls passing through
+    it and can fail them the ways a network does.
+
+    Modes: `forward` (pass request and answer), `drop_answer` (the request reaches the server,
+    which acts on it; the answer is thrown away and the connection closed: the client cannot
+    know what happened), `hold_answer` (the server acts on the request; its answer waits until
+    `release()`, then goes to the client if it still listens), `down` (every connection is
+    closed before anything is forwarded: the server is unreachable).
+    """
+
+    MODES = ("forward", "drop_answer", "hold_answer", "down")
+
+    def __init__(self, target_url: str) -> None:
+        import http.client
+        import urllib.parse
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        target = urllib.parse.urlsplit(target_url)
+        proxy = self
+        self.mode = "forward"
+        self.calls: list[tuple[str, int]] = []  # (action, entries) of each forwarded call
+        self.lock = threading.Lock()
+        self._released = threading.Event()
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *_: object) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                mode = proxy.mode
+                if mode == "down":
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                upstream = http.client.HTTPConnection(target.hostname, target.port, timeout=30)
+                headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+                upstream.request("POST", self.path, body=body, headers=headers)
+                answer = upstream.getresponse()
+                data = answer.read()
+                upstream.close()
+                proxy._record(body)
+                if mode == "hold_answer":
+                    proxy._released.wait(300)
+                if mode == "drop_answer":
+                    self.close_connection = True
+                    with contextlib.suppress(OSError):
+                        self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                self.send_response(answer.status)
+                for name, value in answer.getheaders():
+                    if name.lower() not in ("content-length", "transfer-encoding", "connection"):
+                        self.send_header(name, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def _record(self, body: bytes) -> None:
+        from urllib.parse import parse_qs
+
+        params = parse_qs(body.decode(errors="replace"))
+        action = params.get("Action", ["?"])[0]
+        entries = sum(
+            1
+            for key in params
+            if key.startswith("PublishBatchRequestEntries.member.") and key.endswith(".Id")
+        )
+        with self.lock:
+            self.calls.append((action, entries))
+
+    def set_mode(self, mode: str) -> None:
+        assert mode in self.MODES, mode
+        self._released.clear()
+        self.mode = mode
+
+    def release(self) -> None:
+        """Let held answers go (to clients that still listen)."""
+        self._released.set()
+
+    def batches(self) -> list[int]:
+        """Entries of each PublishBatch that reached the server, in order."""
+        with self.lock:
+            return [n for action, n in self.calls if action == "PublishBatch"]
+
+    def close(self) -> None:
+        self.release()
+        self.server.shutdown()
+        self.server.server_close()
