@@ -93,7 +93,6 @@ def database() -> None:
 
 
 _session_worker: list[Worker] = []  # the session worker, once `pipeline_worker` started it
-_session_relay: list[Relay] = []  # the session relay, once `pipeline_relay` started it
 
 
 @pytest.fixture
