@@ -166,6 +166,9 @@ def pipeline_relay() -> Iterator[Relay]:
     """A real relay taking the outbox of the test Redis to the session topic: started on first
     use, kept for the session, started again after a test that wanted the outbox to itself."""
     if not _session_relay:
+        from tests.support.outbox import drop_leftovers
+
+        drop_leftovers(seats.client())
         stack = contextlib.ExitStack()
         _session_relay.append((stack.enter_context(Relay.start(env={})), stack))
     yield _session_relay[0][0]

@@ -24,9 +24,11 @@ from sqlalchemy import Connection, create_engine, func, select, text
 from sqlalchemy.pool import NullPool
 
 import models
+from models import seats
 from models.tables import Ticket, TicketConflict
 from tests.support.aws import queue_counts
 from tests.support.factories import sell
+from tests.support.outbox import drop_leftovers
 from tests.support.processes import BIN, ROOT, Relay, Worker, gunicorn, wait_until
 
 VISIBILITY = 4
@@ -61,6 +63,7 @@ def stack(database) -> Iterator[Stack]:
         "RELAY_HEARTBEAT_SECONDS": "1",
         "BROKER_READ_TIMEOUT": "2",
     }
+    drop_leftovers(seats.client())
     with gunicorn(env) as base, Relay.start(env) as relay:
         yield Stack(base, env, messaging, relay)
 

@@ -13,6 +13,8 @@ import pytest
 import requests
 from aws_resources import create_messaging
 
+from models import seats
+from tests.support.outbox import drop_leftovers
 from tests.support.processes import Relay, Worker, gunicorn, wait_until
 
 SEED = {"venueId": "Venue1", "eventId": "Event1", "zoneId": 1, "row": "A", "column": "1"}
@@ -23,6 +25,7 @@ def stack(database) -> Iterator[tuple[str, Worker, Relay]]:
     """gunicorn + relay + worker on a topic and queue of their own; yields the base URL, the
     worker and the relay."""
     env = {**create_messaging(f"e{uuid.uuid4().hex[:8]}").env(), "WORKER_HEARTBEAT_SECONDS": "1"}
+    drop_leftovers(seats.client())
     with gunicorn(env) as base, Worker.start(env) as worker, Relay.start(env) as relay:
         yield base, worker, relay
 
