@@ -187,6 +187,45 @@ def test_result_line_has_the_issues_form():
     )
 
 
+def test_the_flash_sale_is_exact_only_with_one_entry_and_one_message_per_sale():
+    """The bench's correctness verdict (its exit status): an outbox entry for a rejection, a
+    sale not relayed, a ticket published twice or a message for a seat nobody owns fail it."""
+    import dataclasses
+
+    from load_phases import FlashSale
+
+    result = wrk_load.LoadResult(
+        requests=100, seconds=1.0, sent=100, p50_ms=1, p90_ms=1, p99_ms=1, p999_ms=1, max_ms=1,
+        statuses={201: 10, 409: 90}, seats_sold=10,
+    )  # fmt: skip
+    exact = FlashSale(
+        attempts=100,
+        seats=10,
+        result=result,
+        redis_calls=100,
+        outbox_appends=10,
+        relayed=True,
+        messages=10,
+        published_seats=10,
+        published_tickets=10,
+        owners_published=True,
+        published_tasks_ok=True,
+        bitmap_sold=10,
+        zone_left=0,
+        event_sold=10,
+    )
+    assert exact.exact and exact.oversold == 0
+    for change in (
+        {"outbox_appends": 11},  # a rejection appended an entry
+        {"relayed": False},
+        {"messages": 11, "published_tickets": 10},  # a ticket published twice
+        {"owners_published": False},
+        {"redis_calls": 101},
+    ):
+        assert not dataclasses.replace(exact, **change).exact, change
+    assert dataclasses.replace(exact, messages=11, published_seats=10).oversold == 1
+
+
 def test_verdicts_say_by_how_much_a_target_is_missed():
     assert report.at_least(0.85, 0.8) == "met"
     assert report.at_least(0.6, 0.8) == "MISSED by 25%"
