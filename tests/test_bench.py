@@ -1,5 +1,6 @@
 """The parts of `make bench` that could break without anyone noticing: the stand-in SNS endpoint
-must answer what botocore and kombu send (or the purchase path would measure errors), wrk's
+must answer what botocore sends, the relay's PublishBatch included (or the bench would measure
+errors), and time each message it acknowledged (the relay's latency), wrk's
 script must send exactly the attempts asked for, the 1M-sold state must be the one the purchase
 script reads, and the result line must keep its form."""
 
@@ -10,6 +11,7 @@ import sys
 import threading
 import time
 import uuid
+from datetime import datetime
 from decimal import Decimal
 
 import boto3
@@ -18,7 +20,8 @@ from botocore.exceptions import ClientError
 from sqlalchemy import select
 
 from tests.support.factories import sell
-from tests.support.processes import ROOT
+from tests.support.outbox import stream_lengths
+from tests.support.processes import ROOT, Relay, wait_until
 
 sys.path.insert(0, str(ROOT / "ops" / "bench"))
 
@@ -96,43 +99,57 @@ def test_standin_refuses_what_it_does_not_serve(standin):
     assert state.stats()["messages"] == 0 and state.stats()["errors"] == 3
 
 
-def test_a_celery_task_published_the_purchase_apis_way_reaches_the_standin(standin, monkeypatch):
-    """The publisher's own configuration (celeryconfig + publisher_overrides, group commit
-    included), with only SNS's endpoint moved: the stand-in gets the persist task, decodable,
-    with the ticket inside."""
-    from celery import Celery
-    from kombu import Exchange
-
-    from celeryconfig import QueueNames, TaskNames, publisher_overrides
+def test_the_relay_takes_a_sale_to_the_standin_once(
+    standin, client, redis_client, no_session_relay
+):
+    """What the bench runs beside the purchase API: the real relay (the Procfile's command) with
+    SNS's endpoint on the stand-in. A sale made through the purchase API reaches the stand-in
+    through botocore's PublishBatch: the persist task, decodable, the ticket inside, once, with
+    the moment it was acknowledged after the ticket's createdOn; the outbox is empty after."""
+    from celeryconfig import TaskNames
 
     state, url = standin
     state.reset(record=True)
-    monkeypatch.setenv("AWS_ENDPOINT_URL_SNS", url)
-    app = Celery("bench-test-publisher", set_as_current=False)
-    app.config_from_object("celeryconfig")
-    app.conf.update(publisher_overrides())
-    # a connection pool of its own: kombu shares pools between apps with the same broker
-    # settings, and a pooled connection made here would point the purchase API's later
-    # publishes at this stand-in after it stopped
-    app.conf.broker_transport_options = {**app.conf.broker_transport_options, "standin": url}
-    topic = Exchange(settings.get().topic_name, type="fanout")
-    ticket = {"ticketId": str(uuid.uuid4()), "eventId": "Event1", "row": "A", "column": "1"}
-    app.send_task(
-        TaskNames.PERSIST_TICKET,
-        kwargs={"ticket": ticket},
-        exchange=topic,
-        routing_key=QueueNames.TICKETS,
-        declare=[topic],
-        task_id=ticket["ticketId"],
-    )
-    app.close()
-    # one Publish, or one PublishBatch when the publisher group-commits (PUBLISH_BATCH_MAX > 1)
-    assert sum(state.stats()["calls"].get(a, 0) for a in ("Publish", "PublishBatch")) == 1
-    assert state.stats()["messages"] == 1
+    with Relay.start(env={"AWS_ENDPOINT_URL_SNS": url}):
+        answer = client.post(
+            "/purchase/api/v1/tickets",
+            json={"venueId": "Venue1", "eventId": "Event1", "zoneId": 1, "row": "A", "column": "1"},
+        )
+        assert answer.status_code == 201
+        ticket = answer.get_json()
+        wait_until(
+            lambda: stream_lengths(redis_client) == 0 and state.stats()["messages"] >= 1,
+            30,
+            "the sale relayed to the stand-in",
+        )
+    assert state.stats()["calls"] == {"PublishBatch": 1}
+    assert state.stats()["messages"] == 1 and state.stats()["errors"] == 0
     task = sns_standin.decode_task(state.recorded[0])
     assert task["task"] == TaskNames.PERSIST_TICKET
     assert task["id"] == ticket["ticketId"]
-    assert task["kwargs"] == {"ticket": ticket}
+    assert {k: task["kwargs"]["ticket"][k] for k in ticket} == ticket
+    [[acked_at, ticket_id, created]] = state.tickets()
+    assert ticket_id == ticket["ticketId"]
+    assert created == datetime.fromisoformat(ticket["createdOn"].replace("Z", "+00:00")).timestamp()
+    assert created <= acked_at
+
+
+def test_standin_times_each_acknowledged_message(standin):
+    """The relay's latency is read from these times: one per message, in order, none for a
+    failed entry, and a message that is no ticket task gives no ticket."""
+    state, url = standin
+    state.reset(record=True)
+    state.fail_next = 1
+    before = time.time()
+    entries = [{"Id": f"e{i}", "Message": f"not a task {i}"} for i in range(3)]
+    sns_client(url).publish_batch(
+        TopicArn=settings.get().topic_arn, PublishBatchRequestEntries=entries
+    )
+    after = time.time()
+    assert state.recorded == ["not a task 1", "not a task 2"]
+    times = state.tickets()
+    assert [row[1:] for row in times] == [[None, None], [None, None]]
+    assert all(before <= row[0] <= after for row in times)
 
 
 def test_result_line_has_the_issues_form():
@@ -142,13 +159,15 @@ def test_result_line_has_the_issues_form():
         p50_ms=21.04,
         p99_ms=48.96,
         reject_p50_ms=3.21,
+        relay_p99_ms=87.44,
         worker_ms_per_ticket=0.874,
         lag_p99_ms=412.6,
         oversold=0,
     )
     assert line == (
         "bench: purchase 2240/s = 0.80 × ceiling (2800/s), p50 21.0 ms, p99 49.0 ms; "
-        "reject p50 3.2 ms; worker 0.87 ms CPU/ticket; lag p99 413 ms; oversold 0"
+        "reject p50 3.2 ms; relay p99 87.4 ms; worker 0.87 ms CPU/ticket; lag p99 413 ms; "
+        "oversold 0"
     )
     missing = report.result_line(
         purchase_rps=None,
@@ -156,14 +175,55 @@ def test_result_line_has_the_issues_form():
         p50_ms=None,
         p99_ms=float("nan"),
         reject_p50_ms=None,
+        relay_p99_ms=None,
         worker_ms_per_ticket=None,
         lag_p99_ms=None,
         oversold=None,
     )
     assert missing == (
         "bench: purchase n/a/s = n/a × ceiling (2800/s), p50 n/a ms, p99 n/a ms; "
-        "reject p50 n/a ms; worker n/a ms CPU/ticket; lag p99 n/a ms; oversold n/a"
+        "reject p50 n/a ms; relay p99 n/a ms; worker n/a ms CPU/ticket; lag p99 n/a ms; "
+        "oversold n/a"
     )
+
+
+def test_the_flash_sale_is_exact_only_with_one_entry_and_one_message_per_sale():
+    """The bench's correctness verdict (its exit status): an outbox entry for a rejection, a
+    sale not relayed, a ticket published twice or a message for a seat nobody owns fail it."""
+    import dataclasses
+
+    from load_phases import FlashSale
+
+    result = wrk_load.LoadResult(
+        requests=100, seconds=1.0, sent=100, p50_ms=1, p90_ms=1, p99_ms=1, p999_ms=1, max_ms=1,
+        statuses={201: 10, 409: 90}, seats_sold=10,
+    )  # fmt: skip
+    exact = FlashSale(
+        attempts=100,
+        seats=10,
+        result=result,
+        redis_calls=100,
+        outbox_appends=10,
+        relayed=True,
+        messages=10,
+        published_seats=10,
+        published_tickets=10,
+        owners_published=True,
+        published_tasks_ok=True,
+        bitmap_sold=10,
+        zone_left=0,
+        event_sold=10,
+    )
+    assert exact.exact and exact.oversold == 0
+    for change in (
+        {"outbox_appends": 11},  # a rejection appended an entry
+        {"relayed": False},
+        {"messages": 11, "published_tickets": 10},  # a ticket published twice
+        {"owners_published": False},
+        {"redis_calls": 101},
+    ):
+        assert not dataclasses.replace(exact, **change).exact, change
+    assert dataclasses.replace(exact, messages=11, published_seats=10).oversold == 1
 
 
 def test_verdicts_say_by_how_much_a_target_is_missed():

@@ -24,12 +24,13 @@ def result_line(
     p50_ms: float | None,
     p99_ms: float | None,
     reject_p50_ms: float | None,
+    relay_p99_ms: float | None,
     worker_ms_per_ticket: float | None,
     lag_p99_ms: float | None,
     oversold: int | None,
 ) -> str:
     """bench: purchase R/s = X × ceiling (C/s), p50 A ms, p99 B ms; reject p50 D ms;
-    worker E ms CPU/ticket; lag p99 F ms; oversold N"""
+    relay p99 E ms; worker F ms CPU/ticket; lag p99 G ms; oversold N"""
     ratio = None
     if purchase_rps is not None and ceiling_rps:
         ratio = purchase_rps / ceiling_rps
@@ -37,6 +38,7 @@ def result_line(
         f"bench: purchase {fmt(purchase_rps, '.0f')}/s = {fmt(ratio, '.2f')} × ceiling "
         f"({fmt(ceiling_rps, '.0f')}/s), p50 {fmt(p50_ms, '.1f')} ms, p99 {fmt(p99_ms, '.1f')} ms; "
         f"reject p50 {fmt(reject_p50_ms, '.1f')} ms; "
+        f"relay p99 {fmt(relay_p99_ms, '.1f')} ms; "
         f"worker {fmt(worker_ms_per_ticket, '.2f')} ms CPU/ticket; "
         f"lag p99 {fmt(lag_p99_ms, '.0f')} ms; oversold {fmt(oversold, 'd')}"
     )

@@ -1,5 +1,6 @@
 """The processes the bench runs, each isolated from `make run` and the tests: a Redis server of
-its own, a fresh MariaDB database, moto, the stand-in SNS endpoint, gunicorn and the worker.
+its own, a fresh MariaDB database, moto, the stand-in SNS endpoint, gunicorn, the relay and the
+worker.
 
 Built on `ops/local/stack.py` (finding or installing servers, spawning and stopping children,
 which also happens on Ctrl-C and on failure) and `ops/local/aws_resources.py` (the topic, queue,
@@ -44,6 +45,7 @@ _OWNED = (
     "PROMETHEUS_MULTIPROC_DIR",
     "GUNICORN_BIND",
     "WORKER_METRICS_PORT",
+    "RELAY_METRICS_PORT",
 )
 
 
@@ -233,6 +235,35 @@ def start_worker(env: dict[str, str]) -> Service:
             sys.exit(f"[bench] the worker did not start; see {log}")
         time.sleep(0.02)
     return Service("worker", proc, "", log)
+
+
+def start_relay(env: dict[str, str], name: str, sns_url: str | None = None) -> Service:
+    """The relay as the Procfile runs it (`python -m relay`), reading the bench's outbox and
+    publishing to `sns_url` (the stand-in) or, without it, to SNS on moto; returns once it
+    logged that it reads the outbox. Its URL is the SNS endpoint it publishes to."""
+    log_name = f"bench/relay-{name}.log"
+    log = RUN / log_name
+    argv = procfile_command("relay")
+    argv[0] = str(BIN / argv[0])
+    relay_env = {**env, "RELAY_METRICS_PORT": ""}
+    if sns_url:
+        relay_env["AWS_ENDPOINT_URL_SNS"] = sns_url
+    proc = subprocess.Popen(
+        argv,
+        cwd=ROOT,
+        env=relay_env,
+        stdout=open(log, "ab"),  # noqa: SIM115 - lives as long as the child
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    stack.children.append(proc)
+    deadline = time.monotonic() + 60
+    while b"reading" not in log.read_bytes():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            sys.exit(f"[bench] the relay did not start; see {log}")
+        time.sleep(0.05)
+    endpoint = sns_url or env.get("AWS_ENDPOINT_URL_SNS") or env.get("AWS_ENDPOINT_URL", "")
+    return Service(f"relay {name}", proc, endpoint, log)
 
 
 def find_listening(port: int) -> psutil.Process | None:

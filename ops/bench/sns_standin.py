@@ -1,23 +1,26 @@
 """A stand-in SNS endpoint for the bench: acknowledges publishes fast, so the bench measures the
-purchase path and not moto (which serves about 130 publishes/s on this machine).
+purchase path and the relay, not moto (which serves about 130 publishes/s on this machine).
 
 botocore's SNS model speaks the *query* protocol: each call is a form-encoded POST
 (`Action=Publish&TopicArn=…&Message=…`, batch entries as `PublishBatchRequestEntries.member.N.*`)
-answered with XML. This server speaks just enough of it for the purchase API: `Publish`,
-`PublishBatch` (per-entry `Successful` / `Failed`) and `GetTopicAttributes` (the health check),
-on one topic ARN; anything else is an XML error, so a change in what the code calls shows up as
-errors instead of passing silently. It counts what it acknowledged; a bench phase reads and
-resets the counts through a small JSON control API under `/_standin/`:
+answered with XML. This server speaks just enough of it for the relay and the health checks:
+`PublishBatch` (per-entry `Successful` / `Failed`), `Publish` and `GetTopicAttributes`, on one
+topic ARN; anything else is an XML error, so a change in what the code calls shows up as errors
+instead of passing silently. It counts what it acknowledged, and while recording keeps each
+message with the moment it acknowledged it (the relay's latency is measured from that moment).
+A bench phase reads and resets it through a small JSON control API under `/_standin/`:
 
     GET  /_standin/stats                 calls per action, messages acknowledged, failed entries
-    POST /_standin/reset?record=1        zero the counts; keep each message's text (or not)
+    POST /_standin/reset?record=1        zero the counts; keep each message and its time (or not)
     GET  /_standin/messages              the recorded message texts (JSON list)
+    GET  /_standin/tickets               per recorded message [acknowledged at (unix s), ticket
+                                         id, the ticket's createdOn (unix s)], decoded on request
     POST /_standin/fail?entries=N        fail the next N messages (a batch entry in `Failed`,
                                          a single Publish with HTTP 500)
 
 Run it as `python ops/bench/sns_standin.py --topic-arn ARN [--port N]`; it prints
 `listening on PORT`. One asyncio thread, HTTP/1.1 keep-alive, no parsing beyond what each answer
-needs: the messages stay percent-encoded unless they are recorded.
+needs: a recorded message stays percent-encoded until it is asked for.
 """
 
 from __future__ import annotations
@@ -30,7 +33,9 @@ import json
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qs, unquote_plus, urlsplit
 from xml.sax.saxutils import escape
@@ -64,7 +69,26 @@ class StandIn:
         self.errors = 0
         self.fail_next = 0
         self.record = record
-        self.recorded: list[str] = []
+        self._raw: list[bytes] = []  # percent-encoded, as received
+        self.acked_at: list[float] = []  # unix time each recorded message was acknowledged
+
+    @property
+    def recorded(self) -> list[str]:
+        """The recorded message texts, in the order acknowledged."""
+        return [unquote_plus(raw.decode("ascii")) for raw in self._raw]
+
+    def tickets(self) -> list[list[Any]]:
+        """Per recorded message: [acknowledged at, ticket id, the ticket's createdOn], times in
+        unix seconds; a message that is not a ticket task gives [acknowledged at, None, None]."""
+        out: list[list[Any]] = []
+        for at, text in zip(self.acked_at, self.recorded, strict=True):
+            try:
+                ticket = decode_task(text)["kwargs"]["ticket"]
+                created = datetime.fromisoformat(ticket["createdOn"].replace("Z", "+00:00"))
+                out.append([at, ticket["ticketId"], created.timestamp()])
+            except (KeyError, TypeError, ValueError):
+                out.append([at, None, None])
+        return out
 
     def stats(self) -> dict[str, Any]:
         """What was acknowledged since the last reset."""
@@ -73,7 +97,7 @@ class StandIn:
             "messages": self.messages,
             "failed": self.failed,
             "errors": self.errors,
-            "recorded": len(self.recorded),
+            "recorded": len(self._raw),
         }
 
     def handle(self, method: str, target: str, body: bytes) -> tuple[int, str, bytes]:
@@ -110,10 +134,11 @@ class StandIn:
             return True
         return False
 
-    def _accept(self, raw_message: bytes) -> None:
+    def _accept(self, raw_message: bytes, now: float) -> None:
         self.messages += 1
         if self.record:
-            self.recorded.append(unquote_plus(raw_message.decode("ascii")))
+            self._raw.append(raw_message)
+            self.acked_at.append(now)
 
     def _publish(self, form: dict[bytes, bytes]) -> tuple[int, str, bytes]:
         message = form.get(b"Message")
@@ -121,7 +146,7 @@ class StandIn:
             raise SnsError(400, "InvalidParameter", "Message is required")
         if self._take_failure():
             raise SnsError(500, "InternalError", "failure injected by the bench")
-        self._accept(message)
+        self._accept(message, time.time())
         result = f"<MessageId>{self._next_id()}</MessageId>"
         return _ok("Publish", result)
 
@@ -142,13 +167,14 @@ class StandIn:
         if len(set(ids)) != len(ids) or not all(ids):
             raise SnsError(400, "BatchEntryIdsNotDistinct", "Two or more batch entries share an Id")
         ok, failed = [], []
+        now = time.time()  # the moment this call is answered, give or take its own parsing
         for entry_id, entry in zip(ids, entries.values(), strict=True):
             if not entry.get("Message"):
                 failed.append(_failed_entry(entry_id, "InvalidParameter", "Empty message", True))
             elif self._take_failure():
                 failed.append(_failed_entry(entry_id, "InternalError", "injected", False))
             else:
-                self._accept(entry["Message"])
+                self._accept(entry["Message"], now)
                 ok.append(
                     f"<member><Id>{escape(entry_id)}</Id>"
                     f"<MessageId>{self._next_id()}</MessageId></member>"
@@ -188,6 +214,8 @@ class StandIn:
             answer = self.stats()
         elif parts.path == "/_standin/messages":
             answer = self.recorded
+        elif parts.path == "/_standin/tickets":
+            answer = self.tickets()
         elif parts.path == "/_standin/reset" and method == "POST":
             self.reset(record=query.get("record") == "1")
             answer = self.stats()
