@@ -14,6 +14,8 @@ from typing import Any
 import botocore.session
 from botocore.config import Config
 
+from relay import form_body
+
 MAX_ENTRIES = 10  # SNS's limit per PublishBatch
 MAX_REQUEST_BYTES = 262_144  # SNS's limit on the messages of one PublishBatch, all together
 
@@ -52,6 +54,7 @@ class Sns:
         )
         session = botocore.session.get_session()
         self.client = session.create_client("sns", region_name=region, config=config)
+        self.client.meta.events.register("before-sign.sns.PublishBatch", form_body.encode_once)
 
     def publish_batch(self, entries: list[dict[str, Any]]) -> list[Refusal | None]:
         """Publish up to MAX_ENTRIES entries: per entry, None when SNS published it, else why
