@@ -35,15 +35,16 @@ control_socket_disable = True
 
 
 def post_worker_init(worker):
-    """Open the SNS client in each worker before it serves the first purchase."""
+    """Connect to Redis and load the purchase script in each worker before its first purchase."""
     if "purchase" not in getattr(worker.wsgi, "blueprints", {}):
         return
-    from messaging import publisher
+    from models import seats
 
     try:
-        publisher.warm_up()
-    except Exception as exc:  # the health endpoint reports it; requests answer 503
-        logging.getLogger("gunicorn.error").warning("publisher warm-up failed: %s", exc)
+        scripts = seats.scripts_for(seats.client())
+        scripts.redis.script_load(seats.scripts.PURCHASE_LUA)
+    except Exception as exc:  # the deep health check reports it; purchases answer 503
+        logging.getLogger("gunicorn.error").warning("Redis warm-up failed: %s", exc)
 
 
 def _process_type(app_uri):

@@ -1,4 +1,5 @@
-"""`flask --app web seats rebuild|reconcile`: repair the seat state in Redis from MySQL."""
+"""`flask --app web seats rebuild|reconcile`: rebuild the seat state in Redis from MySQL, or
+report where Redis, the outbox and MySQL disagree."""
 
 from __future__ import annotations
 
@@ -9,15 +10,12 @@ from models.catalog import Catalog
 
 
 def rebuild(
-    catalog: Catalog | None,
-    events: list[str] | None,
-    settle: float | None = None,
-    drain_timeout: float = 300,
+    catalog: Catalog | None, events: list[str] | None, drain_timeout: float = 300
 ) -> dict[str, int]:
-    """`seat_repair.rebuild` for a command: a queue that does not drain is a clean CLI error."""
+    """`seat_repair.rebuild` for a command: events still on their way are a clean CLI error."""
     try:
         return seat_repair.rebuild(
-            seats.client(), catalog, events=events, settle=settle, drain_timeout=drain_timeout
+            seats.client(), catalog, events=events, drain_timeout=drain_timeout
         )
     except seat_repair.QueueNotDrained as exc:
         raise click.ClickException(str(exc)) from None
@@ -34,7 +32,7 @@ def seats_group() -> None:
     "--drain-timeout",
     default=300.0,
     show_default=True,
-    help="Seconds to wait for the ticket queue to drain.",
+    help="Seconds to wait for the outbox, the relays and the ticket queue to drain.",
 )
 def rebuild_command(events: tuple[str, ...], drain_timeout: float) -> None:
     """Rebuild seat state from MySQL after Redis lost data; sales pause meanwhile (503)."""
@@ -44,20 +42,18 @@ def rebuild_command(events: tuple[str, ...], drain_timeout: float) -> None:
 
 
 @seats_group.command("reconcile")
-@click.option(
-    "--grace",
-    default=60.0,
-    show_default=True,
-    help="Seconds the queue must stay empty before a seat is freed.",
-)
-@click.option("--dry-run", is_flag=True, help="Report, free nothing.")
-def reconcile_command(grace: float, dry_run: bool) -> None:
-    """Free seats sold in Redis that have no ticket and nothing in flight; report them."""
-    report = seat_repair.reconcile(grace=grace, dry_run=dry_run)
-    click.echo(f"suspects (sold in Redis, no ticket): {len(report.suspects)}")
-    if report.skipped_reason:
-        click.echo(f"nothing freed: {report.skipped_reason}")
-    for name in report.kept_dead_letter:
-        click.echo(f"kept {name}: its ticket is in the DLQ (redrive it)")
-    for name in report.freed:
-        click.echo(f"{'would free' if dry_run else 'freed'} {name}")
+def reconcile_command() -> None:
+    """Report seats where Redis, the outbox and MySQL disagree; change nothing. Exit 1 if any."""
+    report = seat_repair.reconcile()
+    sections = (
+        ("sold in Redis, no ticket, no outbox entry", report.sold_without_ticket),
+        ("ticket in MySQL, seat free in Redis", report.ticket_on_free_seat),
+        ("owner in Redis is not the ticket in MySQL", report.owner_mismatch),
+        ("sold, event still in the outbox (on its way)", report.in_outbox),
+    )
+    for title, names in sections:
+        click.echo(f"{title}: {len(names)}")
+        for name in names:
+            click.echo(f"  {name}")
+    if report.disagreements:
+        raise SystemExit(1)

@@ -1,39 +1,86 @@
-"""Repairing the seat state in Redis from MySQL, the source of truth for sold tickets.
+"""Repairing and checking the seat state in Redis against MySQL, the record of sold tickets.
 
 * `rebuild`: after Redis lost data (a flush, a restart without persistence, a failover that
-  dropped writes). Each event is made unsellable first (purchases answer 503), then the queue
-  must drain, so that tickets still in flight are in MySQL, then its state is written from the
-  tickets table, the event counter last.
-* `reconcile`: frees seats that Redis has as sold but that have no ticket in MySQL, no message
-  in the DLQ, and no message that could still be in flight: a purchase process that died between
-  the seat decision and the publish leaves exactly that.
+  dropped writes). Each event is made unsellable first (purchases answer 503); then every event
+  of its sales still on its way must have landed in MySQL: no outbox entry of the event left in
+  Redis, none in a relay's hands (`relays_hold_nothing`), and the ticket queue drained. Then its
+  state is written from the tickets table, the event counter last.
+* `reconcile`: a read-only report of disagreements between Redis (sold bits and owners), the
+  outbox (events not yet relayed) and MySQL (tickets). It frees nothing: with the outbox, a sold
+  seat without its event cannot exist, so a disagreement is a bug or a data loss to look at.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import models
-from messaging import dead_letters, queues
+from messaging import queues
 from models import catalog as catalog_model
 from models import seats
 from models.catalog import Catalog, row_index, row_label
+from models.seats import keys
 from models.tickets import sold_seats
-from plumbing import settings
+from plumbing import heartbeats, settings
 
 log = logging.getLogger(__name__)
 
 
 class QueueNotDrained(RuntimeError):
-    """The ticket queue did not drain in time: in-flight tickets could be missed."""
+    """Events of the sale were still on their way in time: in-flight tickets could be missed."""
 
 
-def settle_seconds() -> float:
-    """Longest a purchase can still be publishing after its seat decision (two attempts)."""
+def outbox_tickets(r: seats.Client, event_ids: set[str]) -> list[dict]:
+    """The tickets of `event_ids` whose events are still in the outbox (not yet relayed)."""
+    found = []
+    for bucket in sorted({keys.bucket(e) for e in event_ids}):
+        for _, fields in r.xrange(keys.outbox_stream(bucket)):
+            ticket = _decode(fields)
+            if ticket is not None and ticket.get("eventId") in event_ids:
+                found.append(ticket)
+    return found
+
+
+def _decode(fields: dict) -> dict | None:
+    raw = fields.get("ticket") or fields.get(b"ticket")
+    try:
+        return json.loads(raw) if raw else None
+    except ValueError:
+        return None
+
+
+def wait_until(check: Callable[[], bool], timeout: float, confirmations: int = 2) -> bool:
+    """Wait until `check` holds `confirmations` times in a row, a second apart."""
+    deadline = time.monotonic() + timeout
+    seen = 0
+    while True:
+        seen = seen + 1 if check() else 0
+        if seen >= confirmations:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(1)
+
+
+def relays_emptied_hands_since(started: float) -> Callable[[], bool]:
+    """A check: every live relay has reported, after `started`, that it holds no entry.
+
+    An entry a relay read before Redis lost its data is only in that relay's memory: it will
+    still be published, and its ticket must be in MySQL before the state is written from MySQL
+    (else its seat would sell again). A relay reports what it holds with each heartbeat.
+    """
     s = settings.get()
-    return 2 * (s.broker_connect_timeout + s.broker_read_timeout)
+
+    def check() -> bool:
+        relays = heartbeats.alive_relays(heartbeats.monitor_redis(), s.relay_alive_seconds)
+        now = time.time()
+        return all(r["held"] == 0 and now - r["ageSeconds"] >= started for r in relays.values())
+
+    return check
 
 
 def rebuild(
@@ -42,7 +89,7 @@ def rebuild(
     *,
     events: list[str] | None = None,
     drain_timeout: float = 300,
-    settle: float | None = None,
+    relays_hold_nothing: Callable[[], bool] | None = None,
 ) -> dict[str, int]:
     """Rebuild the seat state of `events` (default: every event) from MySQL.
 
@@ -54,7 +101,15 @@ def rebuild(
     chosen = events if events is not None else list(catalog.events)
     for event_id in chosen:
         seats.disable_event(r, event_id)
-    time.sleep(settle_seconds() if settle is None else settle)
+    # No new sale of these events can start now; the ones decided before are in the outbox,
+    # in a relay's hands, or in the queue: wait for all three to be empty of them.
+    outbox_empty = lambda: not outbox_tickets(r, set(chosen))  # noqa: E731
+    if not wait_until(outbox_empty, drain_timeout):
+        raise QueueNotDrained(f"outbox not relayed within {drain_timeout:g}s; events stay closed")
+    if relays_hold_nothing is None:
+        relays_hold_nothing = relays_emptied_hands_since(time.time())
+    if not wait_until(relays_hold_nothing, drain_timeout):
+        raise QueueNotDrained(f"relays still hold entries after {drain_timeout:g}s")
     if not queues.wait_for_drain(settings.get().queue_url, drain_timeout):
         raise QueueNotDrained(f"queue not drained within {drain_timeout:g}s; events stay closed")
     with models.writer().begin() as conn:  # before the state: see catalog load
@@ -101,63 +156,55 @@ def _raw_client() -> seats.Client:
 
 @dataclass
 class Reconciliation:
-    """What a reconcile run found and did."""
+    """Disagreements between Redis, the outbox and MySQL, seat by seat (event/zone/seat)."""
 
-    suspects: list[str] = field(default_factory=list)
-    freed: list[str] = field(default_factory=list)
-    kept_dead_letter: list[str] = field(default_factory=list)
-    skipped_reason: str | None = None
+    sold_without_ticket: list[str] = field(default_factory=list)
+    in_outbox: list[str] = field(default_factory=list)
+    ticket_on_free_seat: list[str] = field(default_factory=list)
+    owner_mismatch: list[str] = field(default_factory=list)
 
-
-def _suspects(raw: seats.Client, catalog: Catalog) -> set[tuple[str, int, str, int]]:
-    found = set()
-    for event in catalog.events.values():
-        if not seats.event_loaded(raw, event.event_id):
-            continue
-        with models.writer().connect() as conn:
-            persisted = sold_seats(conn, event.event_id)
-        for zone in catalog.venues[event.venue_id].zones.values():
-            in_mysql = set(persisted.get(zone.zone_id, []))
-            for row, column in _redis_sold(raw, event.event_id, zone) - in_mysql:
-                found.add((event.event_id, zone.zone_id, row, column))
-    return found
+    @property
+    def disagreements(self) -> int:
+        """Seats that disagree (entries still in the outbox are on their way: not counted)."""
+        return (
+            len(self.sold_without_ticket) + len(self.ticket_on_free_seat) + len(self.owner_mismatch)
+        )
 
 
-def reconcile(grace: float = 60, dry_run: bool = False) -> Reconciliation:
-    """Free seats sold in Redis with no ticket in MySQL, none in the DLQ, and a queue that was
-    empty throughout a grace period (so no message for them can still be in flight)."""
+def reconcile(catalog: Catalog | None = None) -> Reconciliation:
+    """Compare every loaded event's seats in Redis with its tickets in MySQL; change nothing."""
     report = Reconciliation()
     raw = _raw_client()
-    with models.writer().connect() as conn:
-        catalog = catalog_model.from_database(conn)
-    first = _suspects(raw, catalog)
-    report.suspects = [f"{e}/{z}/{r}{c}" for e, z, r, c in sorted(first)]
-    if not first:
-        return report
-    queue_url = settings.get().queue_url
-    if not queues.is_drained(queue_url):
-        report.skipped_reason = "the ticket queue is not empty: tickets may be in flight"
-        return report
-    time.sleep(grace)
-    if not queues.is_drained(queue_url):
-        report.skipped_reason = "the ticket queue received messages during the grace period"
-        return report
-    in_dlq = {
-        (t.get("eventId"), int(t.get("zoneId", 0)), str(t.get("row")), int(t.get("column", 0)))
-        for t in (d.ticket for d in dead_letters.peek_dead_letters(limit=10_000))
-        if t
-    }
-    still = first & _suspects(raw, catalog)
-    scripts = seats.scripts_for(seats.client())
-    for event_id, zone_id, row, column in sorted(still):
-        name = f"{event_id}/{zone_id}/{row}{column}"
-        if (event_id, zone_id, row, column) in in_dlq:
-            report.kept_dead_letter.append(name)
+    if catalog is None:
+        with models.writer().connect() as conn:
+            catalog = catalog_model.from_database(conn)
+    for event in catalog.events.values():
+        event_id = event.event_id
+        if not seats.event_loaded(raw, event_id):
             continue
-        zone = catalog.venues[catalog.events[event_id].venue_id].zones[zone_id]
-        if not dry_run and scripts.release(event_id, zone, row_index(row), column):
-            log.warning(
-                "reconcile: freed seat %s (sold in Redis, no ticket, nothing in flight)", name
-            )
-        report.freed.append(name)
+        pending = {
+            (int(t["zoneId"]), str(t["row"]), int(t["column"])): t.get("ticketId")
+            for t in outbox_tickets(raw, {event_id})
+        }
+        with models.writer().connect() as conn:
+            persisted = sold_seats(conn, event_id)
+        for zone in catalog.venues[event.venue_id].zones.values():
+            in_mysql = {(row, col): tid for row, col, tid in persisted.get(zone.zone_id, [])}
+            in_redis = _redis_sold(raw, event_id, zone)
+            owners = {
+                int(bit): tid.decode()
+                for bit, tid in raw.hgetall(keys.owners_key(event_id, zone.zone_id)).items()
+            }
+            for row, col in sorted(in_redis):
+                name = f"{event_id}/{zone.zone_id}/{row}{col}"
+                owner = owners.get(seats.seat_bit(zone, row_index(row), col))
+                if (row, col) in in_mysql:
+                    if owner is not None and owner != in_mysql[(row, col)]:
+                        report.owner_mismatch.append(name)
+                elif (zone.zone_id, row, col) in pending:
+                    report.in_outbox.append(name)
+                else:
+                    report.sold_without_ticket.append(name)
+            for row, col in sorted(set(in_mysql) - in_redis):
+                report.ticket_on_free_seat.append(f"{event_id}/{zone.zone_id}/{row}{col}")
     return report

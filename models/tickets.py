@@ -342,12 +342,12 @@ def ticket_page_query(
     return query
 
 
-def sold_seats(conn: Connection, event_id: str) -> dict[int, list[tuple[str, int]]]:
-    """Every persisted seat of an event, by zone: {zone_id: [(row, column), …]}."""
-    seats: dict[int, list[tuple[str, int]]] = {}
-    query = select(Ticket.zone_id, Ticket.seat_row, Ticket.seat_column).where(
+def sold_seats(conn: Connection, event_id: str) -> dict[int, list[tuple[str, int, str]]]:
+    """Every persisted seat of an event, by zone: {zone_id: [(row, column, ticket id), …]}."""
+    seats: dict[int, list[tuple[str, int, str]]] = {}
+    query = select(Ticket.zone_id, Ticket.seat_row, Ticket.seat_column, Ticket.ticket_id).where(
         Ticket.event_id == event_id
     )
-    for zone_id, row, column in conn.execute(query):
-        seats.setdefault(zone_id, []).append((row, column))
+    for zone_id, row, column, ticket_id in conn.execute(query):
+        seats.setdefault(zone_id, []).append((row, column, ticket_id))
     return seats

@@ -99,6 +99,14 @@ def _currency() -> str:
     return code
 
 
+def _count(name: str, default: int) -> int:
+    """A whole number ≥ 0 (0 means none)."""
+    value = _seconds_or_off(name, default)
+    if value != int(value):
+        raise SettingsError(f"{name}={value!r} must be a whole number")
+    return int(value)
+
+
 def _int(name: str, default: int) -> int:
     value = _float(name, default)
     if value != int(value):
@@ -147,6 +155,8 @@ class Settings:
     redis_url: str
     redis_cluster: bool
     redis_socket_timeout: float
+    redis_wait_replicas: int
+    redis_wait_timeout_ms: int
     database_url: str
     database_read_url: str
     aws_region: str
@@ -244,6 +254,8 @@ def load() -> Settings:
         redis_url=redis_url,
         redis_cluster=redis_cluster,
         redis_socket_timeout=_float("REDIS_SOCKET_TIMEOUT", 0.5),
+        redis_wait_replicas=_count("REDIS_WAIT_REPLICAS", 0),
+        redis_wait_timeout_ms=_int("REDIS_WAIT_TIMEOUT_MS", 50),
         database_url=database_url,
         database_read_url=database_read_url,
         aws_region=region,
@@ -280,7 +292,18 @@ def load() -> Settings:
         relay_alive_seconds=_float("RELAY_ALIVE_SECONDS", 30.0),
         relay_metrics_port=int(os.environ.get("RELAY_METRICS_PORT", "0") or 0),
     )
+    _check_wait(settings)
     return settings
+
+
+def _check_wait(s: Settings) -> None:
+    """WAIT's count is whole and its timeout ends before the socket's: a WAIT outliving the
+    socket timeout would turn every lagging replica into a dropped connection."""
+    if s.redis_wait_replicas and s.redis_wait_timeout_ms >= s.redis_socket_timeout * 1000:
+        raise SettingsError(
+            f"REDIS_WAIT_TIMEOUT_MS={s.redis_wait_timeout_ms} must be shorter than "
+            f"REDIS_SOCKET_TIMEOUT={s.redis_socket_timeout:g} s"
+        )
 
 
 @cache

@@ -8,6 +8,7 @@ the process at them. A test run can never reach a real AWS endpoint.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
 import subprocess
@@ -92,7 +93,6 @@ def database() -> None:
 
 
 _session_worker: list[Worker] = []  # the session worker, once `pipeline_worker` started it
-_session_relay: list[Relay] = []  # the session relay, once `pipeline_relay` started it
 
 
 @pytest.fixture
@@ -157,24 +157,39 @@ def pipeline_worker(database: None) -> Iterator[Worker]:
         yield worker
 
 
-@pytest.fixture(scope="session")
-def pipeline_relay() -> Iterator[Relay]:
-    """A real relay taking the outbox of the test Redis to the session topic."""
-    with Relay.start(env={}) as relay:
-        _session_relay.append(relay)
-        yield relay
-    _session_relay.clear()
+# the session relay and what stops it, while it runs
+_session_relay: list[tuple[Relay, contextlib.ExitStack]] = []
 
 
 @pytest.fixture
-def own_outbox() -> Iterator[None]:
-    """No session relay reads the outbox during the test (it is stopped, then started again),
-    so the relays a test starts are the only ones."""
+def pipeline_relay() -> Iterator[Relay]:
+    """A real relay taking the outbox of the test Redis to the session topic: started on first
+    use, kept for the session, started again after a test that wanted the outbox to itself."""
     if not _session_relay:
-        yield
-        return
-    with _session_relay[0].paused():
-        yield
+        stack = contextlib.ExitStack()
+        _session_relay.append((stack.enter_context(Relay.start(env={})), stack))
+    yield _session_relay[0][0]
+
+
+@pytest.fixture
+def no_session_relay() -> None:
+    """For tests that run relays of their own (on their own topics): the session relay stops
+    first, or it would take their outbox entries to the session topic."""
+    while _session_relay:
+        _session_relay.pop()[1].close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_session_relay() -> Iterator[None]:
+    yield
+    while _session_relay:
+        _session_relay.pop()[1].close()
+
+
+@pytest.fixture
+def own_outbox(no_session_relay) -> None:
+    """No session relay reads the outbox during the test, so the relays a test starts are the
+    only ones (the session relay starts again when a later test asks for it)."""
 
 
 @pytest.fixture

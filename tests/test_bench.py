@@ -17,6 +17,7 @@ import pytest
 from botocore.exceptions import ClientError
 from sqlalchemy import select
 
+from tests.support.factories import sell
 from tests.support.processes import ROOT
 
 sys.path.insert(0, str(ROOT / "ops" / "bench"))
@@ -207,8 +208,8 @@ def test_sold_prefix_is_the_state_the_purchase_script_reads(redis_client):
     assert seating.sold_count(redis_client, s) == (32, 32, 32)
     zone = ZoneSpec(1, s.rows, s.columns, Decimal("1.00"), s.capacity, s.columns)
     scripts = seats.scripts_for(redis_client)
-    assert scripts.purchase(s.event, zone, 1, 16) == "SEAT_TAKEN"  # row B, the last sold seat
-    assert scripts.purchase(s.event, zone, 2, 1) == "OK"  # row C, the first free one
+    assert sell(scripts, s.event, zone, 1, 16) == "SEAT_TAKEN"  # row B, the last sold seat
+    assert sell(scripts, s.event, zone, 2, 1) == "OK"  # row C, the first free one
     assert redis_client.hget(seats.zone_keys(s.event, 1)[1], row_label(2)) == "15"
     assert seating.sold_count(redis_client, s) == (33, 31, 33)
     with pytest.raises(ValueError):

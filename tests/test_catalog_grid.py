@@ -15,14 +15,14 @@ import redis
 from sqlalchemy import bindparam, text
 
 import models
-from models.seats import keys
 from models import catalog as catalog_model
 from models import seats
 from models.catalog import Catalog, upsert
+from models.seats import keys
 from models.tickets import TicketRecord, persist_ticket
 from plumbing import settings
 from tests.conftest import TEST_CATALOG
-from tests.support.factories import ticket_message
+from tests.support.factories import sell, ticket_message
 from web import purchase
 
 Edit = Callable[[dict], None]
@@ -92,7 +92,7 @@ def redis_snapshot() -> dict[bytes, bytes]:
 
 def sell_a1(redis_client, event_id: str = "Event1") -> None:
     zone_1 = Catalog.from_dict(TEST_CATALOG).venues["Venue1"].zones[1]
-    assert seats.scripts_for(redis_client).purchase(event_id, zone_1, 0, 1) == "OK"
+    assert sell(seats.scripts_for(redis_client), event_id, zone_1, 0, 1) == "OK"
 
 
 def _set(path: Callable[[dict], dict], field: str, value: object) -> Edit:
@@ -222,7 +222,7 @@ def test_names_dates_and_prices_may_change_under_sold_seats(load, loaded_seats, 
     after = {k: v for k, v in redis_snapshot().items() if k.startswith(b"seats:")}
     assert after == seat_state  # A1 still sold, every counter as it was
     zone_1 = loaded.venues["Venue1"].zones[1]
-    assert seats.scripts_for(loaded_seats).purchase("Event1", zone_1, 0, 1) == "SEAT_TAKEN"
+    assert sell(seats.scripts_for(loaded_seats), "Event1", zone_1, 0, 1) == "SEAT_TAKEN"
 
 
 def test_an_event_without_seat_state_may_change_its_grid(load, loaded_seats, clean_tickets):

@@ -18,7 +18,7 @@ from models import seats
 from models.catalog import Catalog
 from models.tickets import TicketRecord, persist_ticket
 from tests.conftest import TEST_CATALOG
-from tests.support.factories import ticket_message
+from tests.support.factories import sell, ticket_message
 from tests.support.processes import BIN, ROOT, free_port
 
 CATALOG = Catalog.from_dict(TEST_CATALOG)
@@ -53,7 +53,7 @@ def test_catalog_load_starts_never_sold_events_empty_without_sqs(never_loaded, r
     assert done.returncode == 0, done.stderr
     assert f"{len(CATALOG.events)} events ({len(CATALOG.events)} new)" in done.stdout
     zone = CATALOG.venues["Venue1"].zones[1]
-    assert seats.scripts_for(redis_client).purchase("Event1", zone, 1, 3) == "OK"
+    assert sell(seats.scripts_for(redis_client), "Event1", zone, 1, 3) == "OK"
     assert seats.read_catalog(redis_client) == CATALOG
     with models.writer().connect() as conn:
         unmarked = conn.scalar(
@@ -63,7 +63,7 @@ def test_catalog_load_starts_never_sold_events_empty_without_sqs(never_loaded, r
     again = flask("catalog", "load", env=no_sqs())  # a reload keeps the sale
     assert again.returncode == 0, again.stderr
     assert "(0 new)" in again.stdout
-    assert seats.scripts_for(redis_client).purchase("Event1", zone, 1, 3) == "SEAT_TAKEN"
+    assert sell(seats.scripts_for(redis_client), "Event1", zone, 1, 3) == "SEAT_TAKEN"
 
 
 def test_catalog_load_refuses_an_event_whose_state_redis_lost(never_loaded, redis_client):
@@ -103,12 +103,12 @@ def test_seats_rebuild_restores_a_lost_event_from_mysql(redis_client, clean_tick
     assert "Event1: 1 seats sold" in done.stdout
     zone = CATALOG.venues["Venue1"].zones[1]
     scripts = seats.scripts_for(redis_client)
-    assert scripts.purchase("Event1", zone, 1, 3) == "SEAT_TAKEN"
+    assert sell(scripts, "Event1", zone, 1, 3) == "SEAT_TAKEN"
     _, left, event = seats.zone_keys("Event1", 1)
     assert redis_client.hget(left, "zone") == str(zone.capacity - 1)
     assert redis_client.hget(left, "B") == str(zone.row_capacity - 1)
     assert redis_client.hget(event, "sold") == "1"
-    assert scripts.purchase("Event1", zone, 1, 4) == "OK"
+    assert sell(scripts, "Event1", zone, 1, 4) == "OK"
     assert seats.read_catalog(redis_client) == CATALOG
 
 

@@ -11,7 +11,7 @@ import re
 
 from models.tickets import Outcome
 from plumbing import logs
-from tests.test_terraform import config, one
+from tests.test_terraform import RELAY_METRICS, config, emf_metrics, one, service_modules
 
 # What MySQL needs before it writes each log that RDS can export.
 LOG_PARAMETERS = {
@@ -144,3 +144,64 @@ def test_every_redis_node_has_a_memory_alarm():
     assert 'format("%s-%03d", var.name, node)' in ids  # without
     for name in ("redis", "monitor_redis"):
         assert config().modules[name]["alarm_topic_arn"] == "${module.monitoring.alarm_topic_arn}"
+
+
+def test_the_relays_alarms_parked_entries_outbox_age_and_no_relay_running():
+    emitted = emf_metrics("relay", RELAY_METRICS)
+    monitoring = config("monitoring")
+    assert emitted["namespace"] == "${module.monitoring.metrics_namespace}"
+    assert monitoring.outputs["metrics_namespace"]["value"] == "${local.namespace}"
+
+    # any parked entry: the counter's increase per minute, over every relay task
+    parked = alarm("relay_parked")
+    assert (parked["namespace"], parked["metric_name"]) == (
+        "${local.namespace}",
+        emitted["names"]["ticketing_relay_parked_total"],
+    )
+    assert parked["dimensions"] == emitted["dimension_values"] == {"Service": "relay"}
+    assert (parked["statistic"], parked["comparison_operator"], parked["threshold"]) == (
+        "Sum",
+        "GreaterThanThreshold",
+        0,
+    )
+
+    # the oldest entry any relay sees, too old in 2 of 3 minutes
+    age = alarm("outbox_age")
+    assert (age["namespace"], age["metric_name"]) == (
+        "${local.namespace}",
+        emitted["names"]["ticketing_outbox_age_seconds"],
+    )
+    assert age["dimensions"] == emitted["dimension_values"]
+    assert (age["statistic"], age["comparison_operator"]) == ("Maximum", "GreaterThanThreshold")
+    assert age["threshold"] == "${var.outbox_age_alarm_seconds}"
+    assert (age["period"], age["evaluation_periods"], age["datapoints_to_alarm"]) == (60, 3, 2)
+    assert config().modules["monitoring"]["outbox_age_alarm_seconds"] == (
+        "${var.outbox_age_alarm_seconds}"
+    )
+    assert config().variables["outbox_age_alarm_seconds"]["default"] == 30
+
+    # no relay task: Container Insights' count, and no datapoint at all counts as none running
+    running = alarm("relay_not_running")
+    assert (running["namespace"], running["metric_name"]) == (
+        "ECS/ContainerInsights",
+        "RunningTaskCount",
+    )
+    assert running["dimensions"] == {
+        "ClusterName": "${var.cluster_name}",
+        "ServiceName": "${var.relay_service_name}",
+    }
+    assert (running["statistic"], running["comparison_operator"], running["threshold"]) == (
+        "Minimum",
+        "LessThanThreshold",
+        1,
+    )
+    assert running["treat_missing_data"] == "breaching"
+    root = config().modules["monitoring"]
+    assert root["relay_service_name"] == "${module.relay.service_name}"
+    assert root["cluster_name"] == "${aws_ecs_cluster.this.name}"
+    assert service_modules()["relay"]["name"] == emitted["service"]
+    cluster = config().resource("aws_ecs_cluster", "this")["setting"]
+    assert {"name": "containerInsights", "value": "enabled"} in cluster
+
+    for name in ("relay_parked", "outbox_age", "relay_not_running"):
+        assert alarm(name)["alarm_actions"] == ["${aws_sns_topic.alarms.arn}"], name

@@ -46,7 +46,7 @@ def test_the_alb_and_the_containers_probe_the_shallow_health_endpoints():
     services = service_modules()
     for name in WEB:
         assert services[name]["health_check_path"] == paths[name]
-    for name in ("worker", "flower", "release"):
+    for name in ("relay", "worker", "flower", "release"):
         assert "health_check_path" not in services[name]
 
     ecs = config("ecs_service")
@@ -89,11 +89,11 @@ def test_operator_endpoints_are_not_routed_from_the_internet(app):
 
 @pytest.fixture
 def dependencies_down(monkeypatch):
-    """Every dependency a health view could call raises: Redis, SNS, MySQL, SQS, heartbeats."""
+    """Every dependency a health view could call raises: Redis, MySQL, SQS, heartbeats."""
     import redis
 
     import models
-    from messaging import publisher, queues
+    from messaging import queues
     from models import seats
     from web import events
 
@@ -108,7 +108,6 @@ def dependencies_down(monkeypatch):
 
     monkeypatch.setattr(seats, "client", refuse)
     monkeypatch.setattr(seats, "ping", refuse)
-    monkeypatch.setattr(publisher, "broker_reachable", lambda: False)
     monkeypatch.setattr(models, "reader", lambda: DeadEngine())
     monkeypatch.setattr(events, "monitor_redis", refuse)
     monkeypatch.setattr(queues, "depths", refuse)
@@ -125,8 +124,8 @@ def test_deep_health_answers_503_with_reasons_with_every_dependency_down(app, de
     client = app.test_client()
     purchase = client.get("/purchase/health/deep")
     assert purchase.status_code == 503
-    assert purchase.get_json()["checks"] == {"redis": "DOWN", "broker": "DOWN"}
-    assert len(purchase.get_json()["reasons"]) == 2
+    assert purchase.get_json()["checks"] == {"redis": "DOWN"}
+    assert len(purchase.get_json()["reasons"]) == 1
     query = client.get("/query/health/deep")
     assert (query.status_code, query.get_json()["checks"]) == (503, {"database": "DOWN"})
     events = client.get("/events/health/deep")

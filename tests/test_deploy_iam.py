@@ -22,6 +22,7 @@ from typing import Any
 import boto3
 import pytest
 import requests
+from botocore.exceptions import ClientError
 from sqlalchemy import text
 
 import models
@@ -139,7 +140,8 @@ def moto_iam() -> Iterator[EnforcingMoto]:
 def role_policy(
     role: str, arns: dict[str, str], without: str | None = None
 ) -> dict[str, Any] | None:
-    """The role's policy as modules/iam writes it, with moto's ARNs; None for a role with none."""
+    """The role's policy as modules/iam writes it, with moto's ARNs; None for a role with none
+    (or with nothing left once `without` is taken out)."""
     statements = config("iam").locals["policies"].get(role)
     if statements is None:
         return None
@@ -149,7 +151,7 @@ def role_policy(
         resources = [arns[r.removeprefix("${").removesuffix("}")] for r in statement["resources"]]
         if actions:
             written.append({"Effect": "Allow", "Action": actions, "Resource": resources})
-    return {"Version": "2012-10-17", "Statement": written}
+    return {"Version": "2012-10-17", "Statement": written} if written else None
 
 
 def task_command(
@@ -327,3 +329,46 @@ def one_block(block: Any) -> Any:
 def test_the_switch_is_documented_in_the_tfvars_template():
     template = (ROOT / "ops" / "terraform" / "terraform.tfvars.template").read_text()
     assert "existing_role_arn" in template and "LabRole" in template
+
+
+# --- the relay: the only publisher
+
+
+def test_relay_role_publishes_batches_to_the_topic_and_nothing_else(moto_iam):
+    """sns:PublishBatch with exactly the relay role's policy (sns:Publish on the topic, which
+    AWS checks for PublishBatch too); another topic, the queue, or the policy without
+    sns:Publish: denied."""
+    topic = moto_iam.arns["var.topic_arn"]
+    entries = [{"Id": str(i), "Message": f"outbox entry {i}"} for i in range(10)]
+    admin_sqs = moto_iam.client("sqs")
+    try:
+        relay = moto_iam.user_with(role_policy("relay", moto_iam.arns))
+        sns = moto_iam.client("sns", relay)
+        published = sns.publish_batch(TopicArn=topic, PublishBatchRequestEntries=entries)
+        assert len(published["Successful"]) == 10 and not published["Failed"], published
+
+        other = moto_iam.client("sns").create_topic(Name=f"other{uuid.uuid4().hex[:8]}")
+        with pytest.raises(ClientError, match="AccessDenied"):
+            sns.publish_batch(TopicArn=other["TopicArn"], PublishBatchRequestEntries=entries)
+        with pytest.raises(ClientError, match="AccessDenied"):
+            moto_iam.client("sqs", relay).send_message(
+                QueueUrl=moto_iam.messaging["TICKET_QUEUE_URL"], MessageBody="straight in"
+            )
+
+        short = moto_iam.user_with(role_policy("relay", moto_iam.arns, without="sns:Publish"))
+        with pytest.raises(ClientError, match="AccessDenied"):
+            moto_iam.client("sns", short).publish_batch(
+                TopicArn=topic, PublishBatchRequestEntries=entries
+            )
+    finally:  # the other tests here drain this queue
+        admin_sqs.purge_queue(QueueUrl=moto_iam.messaging["TICKET_QUEUE_URL"])
+
+
+def test_the_purchase_role_may_not_publish(moto_iam):
+    """A purchase writes its outbox entry in Redis; its role has no AWS right at all."""
+    assert role_policy("purchase", moto_iam.arns) is None
+    purchase = moto_iam.user_with(role_policy("purchase", moto_iam.arns))
+    with pytest.raises(ClientError, match="AccessDenied"):
+        moto_iam.client("sns", purchase).publish(
+            TopicArn=moto_iam.arns["var.topic_arn"], Message="a ticket"
+        )

@@ -1,10 +1,14 @@
-"""A stateful property test (Hypothesis) over purchases, deliveries, duplicate deliveries and
-Redis loss + rebuild, on real Redis and MariaDB through the purchase API. Invariants: sold ≤
-capacity per row, zone and event, and Redis's counters agree with its bitmap; one owner per
-seat; every 201 ends as exactly one row, counted once in its event's totals."""
+"""A stateful property test (Hypothesis) over purchases, the outbox and a relay that crashes,
+is claimed from and redelivers, duplicate deliveries and Redis loss + rebuild, on real Redis and
+MariaDB through the purchase API. The machine plays the relay with the outbox's own protocol
+(XREADGROUP, deliver, XACK + XDEL; a crash between deliver and ack; XAUTOCLAIM by the next one).
+Invariants: sold ≤ capacity per row, zone and event, and Redis's counters agree with its bitmap;
+the outbox holds exactly the sales not yet acknowledged; one owner per seat; every 201 ends as
+exactly one row (unless Redis lost its event before it was relayed), counted once in totals."""
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 
 import pytest
@@ -20,9 +24,9 @@ from hypothesis.stateful import (
 from sqlalchemy import func, select
 
 import models
-from messaging import publisher
 from models import seats, totals
 from models.catalog import Catalog, row_label
+from models.seats import keys
 from models.tables import Ticket, TicketConflict
 from models.tickets import Outcome, TicketRecord, persist_ticket, sold_seats
 from tests.support.factories import clear_tickets
@@ -51,8 +55,11 @@ class SaleMachine(RuleBasedStateMachine):
             clear_tickets(conn)
         self._rebuild()
         self.owner: dict[tuple, str] = {}  # (event, zone, row, column) → ticket id
-        self.in_flight: list[dict] = []
         self.delivered: list[dict] = []
+        self.generation = 0  # consumer names: a crashed relay never comes back
+        for stream in keys.outbox_streams():
+            self.redis.delete(stream)
+            self.redis.xgroup_create(stream, keys.RELAY_GROUP, id="0", mkstream=True)
 
     app = None  # set by the test
 
@@ -89,27 +96,96 @@ class SaleMachine(RuleBasedStateMachine):
             assert seat not in self.owner, f"seat {seat} sold twice"
             ticket = response.get_json()
             self.owner[seat] = ticket["ticketId"]
-            self.in_flight.append({**ticket, "schemaVersion": 1})
         elif seat not in self.owner:
             assert response.get_json()["code"] in {"ROW_FULL", "ZONE_FULL", "EVENT_SOLD_OUT"}
 
-    @precondition(lambda self: self.in_flight)
-    @rule(data=st.data())
-    def deliver(self, data: st.DataObject) -> None:
-        ticket = self.in_flight.pop(data.draw(st.integers(0, len(self.in_flight) - 1)))
+    def _streams(self) -> list[str]:
+        return sorted({keys.outbox_stream(keys.bucket(e)) for e in EVENTS})
+
+    def _read(self, consumer: str, count: int) -> list[tuple[str, str, dict]]:
+        got = []
+        for stream in self._streams():
+            reply = self.redis.xreadgroup(keys.RELAY_GROUP, consumer, {stream: ">"}, count=count)
+            got += [(stream, eid, fields) for _, entries in reply for eid, fields in entries]
+        return got
+
+    def _deliver(self, ticket: dict) -> Outcome:
         with models.writer().begin() as conn:
-            assert persist_ticket(conn, TicketRecord.from_json(ticket)) == Outcome.INSERTED
-        self.delivered.append(ticket)
+            return persist_ticket(conn, TicketRecord.from_json(ticket))
+
+    def _relay(self, entries: list, ack: bool) -> None:
+        for stream, entry_id, fields in entries:
+            ticket = json.loads(fields["ticket"])
+            outcome = self._deliver(ticket)
+            if outcome == Outcome.INSERTED:
+                self.delivered.append(ticket)
+            else:
+                assert outcome == Outcome.DUPLICATE
+            if ack:
+                pipe = self.redis.pipeline(transaction=False)
+                pipe.xack(stream, keys.RELAY_GROUP, entry_id)
+                pipe.xdel(stream, entry_id)
+                pipe.execute()
+
+    @rule(count=st.integers(1, 4))
+    def relay(self, count: int) -> None:
+        """A relay reads a few entries, delivers them, acknowledges them."""
+        self._relay(self._read(f"relay-{self.generation}", count), ack=True)
+
+    @rule(count=st.integers(1, 4))
+    def relay_crashes_after_publishing(self, count: int) -> None:
+        """A relay delivers, then dies before XACK + XDEL: its entries stay pending."""
+        self._relay(self._read(f"relay-{self.generation}", count), ack=False)
+        self.generation += 1
+
+    @rule()
+    def next_relay_claims_the_dead_ones_entries(self) -> None:
+        """XAUTOCLAIM gives the pending entries to a live relay: redelivered, DUPLICATE."""
+        for stream in self._streams():
+            _, claimed, _ = self.redis.xautoclaim(
+                stream, keys.RELAY_GROUP, f"relay-{self.generation}", 0, "0-0", count=100
+            )
+            entries = [(stream, eid, fields) for eid, fields in claimed if fields]
+            self._relay(entries, ack=True)
 
     @precondition(lambda self: self.delivered)
     @rule(data=st.data())
     def deliver_again(self, data: st.DataObject) -> None:
+        """SQS delivers a message twice."""
         ticket = data.draw(st.sampled_from(self.delivered))
-        with models.writer().begin() as conn:
-            assert persist_ticket(conn, TicketRecord.from_json(ticket)) == Outcome.DUPLICATE
+        assert self._deliver(ticket) == Outcome.DUPLICATE
+
+    def _drain(self) -> None:
+        self.next_relay_claims_the_dead_ones_entries()
+        while self._read(f"relay-{self.generation}", 100) or self._pending():
+            self.next_relay_claims_the_dead_ones_entries()
+
+    def _pending(self) -> int:
+        return sum(
+            self.redis.xpending(stream, keys.RELAY_GROUP)["pending"] for stream in self._streams()
+        )
 
     @rule()
-    def lose_redis_then_rebuild_after_the_queue_drained(self) -> None:
+    def lose_redis_then_rebuild_after_the_outbox_drained(self) -> None:
+        """Every entry relayed (the rebuild waits for that), then Redis loses everything."""
+        self._drain()
+        self._lose_redis_and_rebuild()
+
+    @rule()
+    def lose_redis_with_entries_in_the_outbox(self) -> None:
+        """Redis loses sales not yet relayed: those 201s are lost (what WAIT and a replica
+        protect against), their seats come back free; no seat ever gets two owners."""
+        lost = {
+            json.loads(fields["ticket"])["ticketId"]
+            for stream in self._streams()
+            for _, fields in self.redis.xrange(stream)
+        }
+        delivered = {t["ticketId"] for t in self.delivered}
+        lost -= delivered  # a pending entry already delivered is not lost
+        self.owner = {seat: tid for seat, tid in self.owner.items() if tid not in lost}
+        self._lose_redis_and_rebuild()
+
+    def _lose_redis_and_rebuild(self) -> None:
         self.redis.flushdb()
         purchase.forget_catalog()
         response = self.client.post(
@@ -123,15 +199,20 @@ class SaleMachine(RuleBasedStateMachine):
             },
         )
         assert response.status_code == 503
-        while self.in_flight:  # the drain: every published ticket reaches MySQL first
-            self.deliver_one()
         self._rebuild()
+        for stream in keys.outbox_streams():
+            self.redis.xgroup_create(stream, keys.RELAY_GROUP, id="0", mkstream=True)
 
-    def deliver_one(self) -> None:
-        ticket = self.in_flight.pop(0)
-        with models.writer().begin() as conn:
-            persist_ticket(conn, TicketRecord.from_json(ticket))
-        self.delivered.append(ticket)
+    @invariant()
+    def the_outbox_holds_exactly_the_sales_not_yet_relayed(self) -> None:
+        queued = [
+            json.loads(fields["ticket"])["ticketId"]
+            for stream in self._streams()
+            for _, fields in self.redis.xrange(stream)
+        ]
+        assert len(queued) == len(set(queued))
+        delivered = {t["ticketId"] for t in self.delivered}
+        assert set(self.owner.values()) == delivered | set(queued)
 
     @invariant()
     def counters_agree_with_the_bitmap(self) -> None:
@@ -169,8 +250,7 @@ class SaleMachine(RuleBasedStateMachine):
                 )
 
     def teardown(self) -> None:
-        while self.in_flight:
-            self.deliver_one()
+        self._drain()
         with models.reader().connect() as conn:
             rows = sorted(conn.execute(select(Ticket.ticket_id)).scalars())
             assert conn.scalar(select(func.count()).select_from(TicketConflict)) == 0
@@ -180,10 +260,9 @@ class SaleMachine(RuleBasedStateMachine):
 @pytest.mark.filterwarnings("ignore::hypothesis.errors.NonInteractiveExampleWarning")
 def test_sale_invariants(app, database, redis_client, monkeypatch):
     SaleMachine.app = app
-    # The machine delivers the tickets itself, from its model of what is in flight. Published,
-    # they would reach the session queue, where a session worker started by an earlier test
-    # would write them behind the model's back (in the next example, after its clean start).
-    monkeypatch.setattr(publisher, "publish_ticket", lambda ticket: ticket["ticketId"])
+    # The machine's outbox streams are its own: a relay started for an earlier test would
+    # otherwise take its entries to the session queue, behind the model's back.
+    monkeypatch.setattr(keys, "outbox_stream", lambda b: f"machine:outbox:{{s{b:02d}}}")
     run_state_machine_as_test(
         SaleMachine,
         settings=settings(

@@ -135,3 +135,25 @@ def test_terraform_runs_every_task_in_production_with_urls_that_pass(production,
     monkeypatch.delenv("DATABASE_READ_URL")
     monkeypatch.setenv("REDIS_URL", fill(redis["secret_string"]))
     assert settings.load().app_env == "production"
+
+
+@pytest.mark.parametrize(
+    ("replicas", "timeout_ms", "refused"),
+    [
+        ("0", "600", None),
+        ("1", "50", None),
+        ("1", "500", "REDIS_WAIT_TIMEOUT_MS=500"),
+        ("-1", "50", "REDIS_WAIT_REPLICAS"),
+    ],
+)
+def test_wait_settings(monkeypatch, replicas, timeout_ms, refused):
+    """0 turns WAIT off; a WAIT timeout must end before the socket timeout (0.5 s here), else a
+    lagging replica would drop the connection instead of answering how many acknowledged."""
+    monkeypatch.setenv("REDIS_SOCKET_TIMEOUT", "0.5")
+    monkeypatch.setenv("REDIS_WAIT_REPLICAS", replicas)
+    monkeypatch.setenv("REDIS_WAIT_TIMEOUT_MS", timeout_ms)
+    if refused is None:
+        assert settings.load().redis_wait_replicas == int(replicas)
+    else:
+        with pytest.raises(settings.SettingsError, match=refused):
+            settings.load()

@@ -3,15 +3,12 @@ and that bad input leaves nothing behind (no seat sold, no message published).""
 
 from __future__ import annotations
 
-import base64
 import json
-import time
 import uuid
 
 import pytest
 
-from tests.support.aws import queue_counts, receive_all, tap_queue
-from tests.support.processes import wait_until
+from models.seats import keys
 
 URL = "/purchase/api/v1/tickets"
 GOOD = {"venueId": "Venue1", "eventId": "Event1", "zoneId": 1, "row": "A", "column": "1"}
@@ -141,16 +138,18 @@ def test_missing_fields_are_all_listed(client):
     ],
 )
 def test_catalog_errors_leave_no_trace(client, changes, status, code, redis_client):
-    before = queue_counts_now()
     assert_problem(buy(client, **changes), status, code)
     assert sold_bits(redis_client) == 0
-    assert queue_counts_now() == before
+    assert outbox_entries(redis_client) == []
 
 
-def queue_counts_now() -> tuple[int, int]:
-    from plumbing import settings
-
-    return queue_counts(settings.get().queue_url)
+def outbox_entries(redis_client) -> list[dict]:
+    """Every ticket in the outbox streams, oldest first per stream."""
+    return [
+        json.loads(fields["ticket"])
+        for stream in keys.outbox_streams()
+        for _, fields in redis_client.xrange(stream)
+    ]
 
 
 def test_last_row_and_column_are_in_range(client):
@@ -229,57 +228,78 @@ def test_seat_state_not_loaded_is_503(client, redis_client):
     assert_problem(buy(client), 503, "SERVICE_UNAVAILABLE")
 
 
-def test_publish_failure_releases_the_seat(client, redis_client, monkeypatch):
-    """SNS unreachable after the seat was taken: 503 + Retry-After, and the seat is free again."""
-    from celery import Celery
-
-    import celeryconfig
-    from messaging import publisher
-
-    unreachable = Celery("unreachable-broker", set_as_current=False)
-    unreachable.config_from_object("celeryconfig")
-    unreachable.conf.update(celeryconfig.publisher_overrides())
-    # kombu takes the endpoint from the broker URL: a port where nothing listens
-    unreachable.conf.broker_url = f"sqs://testing:testing@127.0.0.1:{free_port_number()}"
-    unreachable.conf.broker_transport_options["is_secure"] = False
-    monkeypatch.setattr(publisher, "publisher_app", lambda: unreachable)
-
-    response = buy(client)
-    assert_problem(response, 503, "SERVICE_UNAVAILABLE")
-    assert int(response.headers["Retry-After"]) >= 1
-    assert sold_bits(redis_client) == 0
-    health = client.get("/purchase/health/deep")
-    assert health.status_code == 503
-    assert health.get_json()["checks"] == {"redis": "UP", "broker": "DOWN"}
-    assert health.get_json()["reasons"] == ["broker: the SNS topic's attributes are unreadable"]
-    assert client.get("/purchase/health").status_code == 200  # no SNS call on the ALB's probe
-
-    monkeypatch.undo()  # the broker is back: the same seat sells
-    assert buy(client).status_code == 201
-    assert client.get("/purchase/health/deep").status_code == 200
-
-
-def test_accepted_purchase_publishes_exactly_one_message_and_rejections_none(
-    client, session_settings
+def test_a_sale_is_one_redis_call_with_its_event_and_rejections_append_nothing(
+    client, redis_client, monkeypatch
 ):
-    tap = tap_queue(session_settings.topic_arn)
-    assert buy(client, row="C", column="7").status_code == 201
+    """The accepted purchase is ONE write to Redis's socket carrying one EVALSHA (the script,
+    which appends the ticket's event to the outbox); a refusal appends nothing; the request
+    touches no broker."""
+    import redis as redis_py
+
+    buy(client, row="C", column="6")  # catalog cached, script loaded, connection warm
+    sent: list[bytes] = []
+    original = redis_py.connection.AbstractConnection.send_packed_command
+
+    def counting(self, command, check_health=True):
+        sent.append(b"".join(command) if isinstance(command, list) else command)
+        return original(self, command, check_health)
+
+    monkeypatch.setattr(redis_py.connection.AbstractConnection, "send_packed_command", counting)
+    before = redis_client.info("commandstats")["cmdstat_evalsha"]["calls"]
+    entries_before = len(outbox_entries(redis_client))
+    sent.clear()
+    response = buy(client, row="C", column="7")
+    writes = list(sent)
+    after = redis_client.info("commandstats")["cmdstat_evalsha"]["calls"]
+    assert response.status_code == 201
+    assert len(writes) == 1 and b"EVALSHA" in writes[0]
+    assert after - before == 1
     assert_problem(buy(client, row="C", column="7"), 409, "SEAT_TAKEN")
     assert_problem(buy(client, zoneId=99), 404, "UNKNOWN_ZONE")
-    bodies = wait_until(lambda: receive_all(tap), 10, "the message on the tap queue")
-    time.sleep(1)  # anything published by the rejections would have arrived by now
-    bodies += receive_all(tap)
-    assert len(bodies) == 1
-    envelope = json.loads(bodies[0])
-    assert envelope["headers"]["task"] == "tasks.tickets.persist_ticket"
-    _, kwargs, _ = json.loads(base64.b64decode(envelope["body"]))
-    assert kwargs["ticket"]["row"] == "C" and kwargs["ticket"]["column"] == "7"
-    assert kwargs["ticket"]["schemaVersion"] == 1
+    entries = outbox_entries(redis_client)[entries_before:]
+    assert [(t["row"], t["column"], t["schemaVersion"]) for t in entries] == [("C", "7", 1)]
+    assert entries[0]["ticketId"] == response.get_json()["ticketId"]
+
+
+def test_an_answer_lost_after_the_script_ran_is_outcome_unknown_and_the_key_tells(
+    client, redis_client, monkeypatch, session_settings
+):
+    """The uncertain failure: Redis runs the script, its answer never arrives. The buyer hears
+    503 OUTCOME_UNKNOWN (not "not sold"); the seat stays sold with its outbox entry; the same
+    Idempotency-Key then replays the 201 with the same ticket."""
+    from urllib.parse import urlsplit
+
+    from models import seats
+    from tests.support.proxy import TcpProxy
+
+    url = urlsplit(session_settings.redis_url)
+    proxy = TcpProxy(url.hostname, url.port)
+    proxied = seats.connect(f"redis://127.0.0.1:{proxy.port}{url.path}", cluster=False, timeout=0.5)
+    monkeypatch.setattr(seats, "client", lambda url=None: proxied)
+    try:
+        assert buy(client, row="E", column="1").status_code == 201  # warm through the proxy
+        proxy.drop_answers()
+        headers = {"Idempotency-Key": "lost-answer-1"}
+        lost = client.post(URL, json={**GOOD, "row": "E", "column": "2"}, headers=headers)
+        assert_problem(lost, 503, "OUTCOME_UNKNOWN")
+        assert int(lost.headers["Retry-After"]) >= 1
+        [entry] = [
+            t for t in outbox_entries(redis_client) if t["row"] == "E" and t["column"] == "2"
+        ]
+        proxy.heal()
+        replay = client.post(URL, json={**GOOD, "row": "E", "column": "2"}, headers=headers)
+        assert replay.status_code == 201
+        assert replay.headers["Idempotent-Replayed"] == "true"
+        assert replay.get_json()["ticketId"] == entry["ticketId"]
+        assert len([t for t in outbox_entries(redis_client) if t["row"] == "E"]) == 2
+    finally:
+        proxy.close()
 
 
 def test_redis_that_never_answers_is_a_quick_503_not_a_hung_worker(client, monkeypatch):
     """A Redis that accepts connections and then says nothing (a stalled node): the short
-    socket timeout turns it into a 503, and health says DOWN."""
+    socket timeout turns it into a 503 OUTCOME_UNKNOWN (the script was sent), and health says
+    DOWN."""
     import socket
     import threading
 
@@ -304,8 +324,8 @@ def test_redis_that_never_answers_is_a_quick_503_not_a_hung_worker(client, monke
     stalled = seats.client(f"redis://127.0.0.1:{silent.getsockname()[1]}/0")
     monkeypatch.setattr(seats, "client", lambda url=None: stalled)
     try:
-        response = buy(client, row="D", column="5")
-        assert_problem(response, 503, "SERVICE_UNAVAILABLE")
+        response = buy(client, row="D", column="5")  # sent, never answered: it may have run
+        assert_problem(response, 503, "OUTCOME_UNKNOWN")
         assert response.headers["Retry-After"]
         health = client.get("/purchase/health/deep")
         assert (health.status_code, health.get_json()["checks"]["redis"]) == (503, "DOWN")

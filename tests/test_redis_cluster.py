@@ -2,9 +2,10 @@
 
 This module starts its own 3-master cluster (three `redis-server --cluster-enabled yes`, joined
 by `redis-cli --cluster create`) and runs the real processes against it with REDIS_CLUSTER=true:
-`flask --app web catalog load`, `seats reconcile` and `seats rebuild` as subprocesses, and the
-app in gunicorn. The cluster itself is the judge: a multi-key command or script whose keys span
-two slots is refused with CROSSSLOT, and every master counts such refusals in INFO errorstats.
+`flask --app web catalog load`, `seats reconcile` and `seats rebuild` as subprocesses, the
+relay, and the app in gunicorn. The cluster itself is the judge: a multi-key command or script
+whose keys span two slots is refused with CROSSSLOT, and every master counts such refusals in
+INFO errorstats.
 """
 
 from __future__ import annotations
@@ -33,11 +34,13 @@ from redis.retry import Retry
 import models
 from models import seats
 from models.catalog import Catalog
+from models.seats import outbox
+from models.seats.keys import tag
 from models.tickets import TicketRecord, persist_ticket
 from plumbing import settings
 from tests.conftest import TEST_CATALOG
-from tests.support.factories import clear_tickets, ticket_message
-from tests.support.processes import BIN, ROOT, gunicorn, wait_for_port, wait_until
+from tests.support.factories import clear_tickets, sell, ticket_message
+from tests.support.processes import BIN, ROOT, Relay, gunicorn, wait_for_port, wait_until
 
 REDIS_SERVER = shutil.which("redis-server")
 REDIS_CLI = shutil.which("redis-cli")
@@ -242,13 +245,13 @@ def loaded_cluster(cluster, cluster_env, database) -> dict[str, str]:
 
 
 def test_catalog_load_spreads_the_events_over_the_masters_one_slot_each(cluster, loaded_cluster):
-    events = cluster.keys_by_node("seats:{*}:event")
-    found = {key.split("}")[0].removeprefix("seats:{") for keys in events.values() for key in keys}
+    events = cluster.keys_by_node("seats:{s*}:*:event")
+    found = {key.split(":")[2] for keys in events.values() for key in keys}
     assert found == set(CATALOG.events)
     assert len([port for port, keys in events.items() if keys]) >= 2, events
     for event_id, event in CATALOG.events.items():
         home = cluster.owner(seats.event_key(event_id))
-        keys = cluster.keys_by_node("seats:{" + event_id + "}:*")
+        keys = cluster.keys_by_node(f"seats:{tag(event_id)}:{event_id}:*")
         zones = len(CATALOG.venues[event.venue_id].zones)
         assert len(keys[home]) == 1 + 2 * zones, event_id  # event hash, per zone: sold + left
         assert all(not elsewhere for port, elsewhere in keys.items() if port != home), event_id
@@ -302,10 +305,10 @@ def test_idempotency_keys_on_the_cluster(cluster, base):
     assert again.status_code == 201
     assert again.headers["Idempotent-Replayed"] == "true"
     assert again.json()["ticketId"] == first.json()["ticketId"]
-    # the same key for another event: the key's global record (its own slot) catches it
+    # keys are scoped to the event: the same key for another event is another purchase
     other = buy(base, "Event5", 1, "A", 1, **{"Idempotency-Key": key})
-    assert code(other) == "IDEMPOTENCY_KEY_REUSED"
-    records = cluster.keys_by_node("seats:{Event3}:idem:*")
+    assert code(other) == 201
+    records = cluster.keys_by_node(f"seats:{tag('Event3')}:Event3:idem:*")
     assert sum(len(k) for k in records.values()) == 1
     assert records[cluster.owner(seats.event_key("Event3"))]
 
@@ -334,15 +337,36 @@ def sold_everywhere(cluster: LocalCluster) -> int:
     return sum(int(r.hget(seats.event_key(e), "sold")) for e in CATALOG.events)
 
 
-def test_reconcile_and_rebuild_read_every_shard(cluster, base, loaded_cluster):
-    """seats reconcile finds sold seats on every master; seats rebuild writes one back."""
+def test_relay_reconcile_and_rebuild_on_every_shard(
+    cluster, base, loaded_cluster, cluster_env, no_session_relay
+):
+    """The relay drains the outbox streams of every master; seats reconcile reads every shard
+    (sales on their way while the outbox holds them, sold without a ticket once relayed with no
+    worker here); seats rebuild writes one event back."""
     assert code(buy(base, "Event6", 2, "D", 5)) == 201
     assert code(buy(base, "TinyEvent", 3, "B", 2)) == 201
-    dry = flask(loaded_cluster, "seats", "reconcile", "--grace", "0", "--dry-run")
-    # no worker runs here: every seat sold on the cluster is a seat without a ticket
-    assert f"suspects (sold in Redis, no ticket): {sold_everywhere(cluster)}" in dry.stdout
-    assert "would free Event6/2/D5" in dry.stdout, dry.stdout
-    assert "would free TinyEvent/3/B2" in dry.stdout
+    r = seats.connect(cluster.url, cluster=True)
+    sold = sold_everywhere(cluster)
+    on_the_way = flask(loaded_cluster, "seats", "reconcile")
+    assert f"sold, event still in the outbox (on its way): {sold}" in on_the_way.stdout
+    assert outbox.depth(r) == sold
+    streams = {port for port, keys in cluster.keys_by_node("outbox:{s*}").items() if keys}
+    assert len(streams) >= 2  # the outbox itself is spread over the masters
+    relay_env = {**cluster_env, **create_messaging(f"rr{uuid.uuid4().hex[:8]}").env()}
+    with Relay.start(relay_env):
+        wait_until(lambda: outbox.depth(r) == 0, 60, "the relay to drain every master's outbox")
+    report = subprocess.run(
+        [str(BIN / "flask"), "--app", "web", "seats", "reconcile"],
+        cwd=ROOT,
+        env={**os.environ, **loaded_cluster},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    # no worker runs here: every seat sold on the cluster is now a seat without a ticket
+    assert report.returncode == 1, report.stdout + report.stderr
+    assert f"sold in Redis, no ticket, no outbox entry: {sold}" in report.stdout
+    assert "Event6/2/D5" in report.stdout and "TinyEvent/3/B2" in report.stdout
 
     with models.writer().begin() as conn:
         ticket = ticket_message(venueId="TinyVenue", eventId="TinyEvent", zoneId=3, row="A")
@@ -369,7 +393,7 @@ def test_a_stalled_master_is_a_timeout_and_the_script_is_not_sent_twice(cluster,
     r = seats.connect(cluster.url, cluster=True, timeout=0.5)
     zone = CATALOG.venues["Venue2"].zones[7]
     scripts = seats.SeatScripts(r)
-    assert scripts.purchase("Event4", zone, 0, 1) == "OK"  # scripts loaded, connection warm
+    assert sell(scripts, "Event4", zone, 0, 1) == "OK"  # scripts loaded, connection warm
     home = cluster.owner(seats.event_key("Event4"))
     calls_before = evalsha_calls(cluster.node(home))
     sleeper = threading.Thread(
@@ -378,11 +402,11 @@ def test_a_stalled_master_is_a_timeout_and_the_script_is_not_sent_twice(cluster,
     sleeper.start()
     wait_until(lambda: stalled(cluster.node(home)), 10, "the node to stall")
     with pytest.raises(redis.TimeoutError):
-        scripts.purchase("Event4", zone, 0, 2)
+        sell(scripts, "Event4", zone, 0, 2)
     sleeper.join()
     # the node ran what it had received once it woke: one call, the seat sold once
     assert evalsha_calls(cluster.node(home)) == calls_before + 1
-    assert scripts.purchase("Event4", zone, 0, 2) == "SEAT_TAKEN"
+    assert sell(scripts, "Event4", zone, 0, 2) == "SEAT_TAKEN"
 
 
 def evalsha_calls(node: redis.Redis) -> int:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
+import zlib
 from decimal import Decimal
 
 from redis.cluster import key_slot
 
 from models import seats
 from models.catalog import Catalog, EventSpec, ZoneSpec, row_index, row_label
+from models.seats import keys
+from tests.support.factories import sell, ticket_message
 
 
 def zone(rows=2, columns=3, capacity=None, row_capacity=None, zone_id=1) -> ZoneSpec:
@@ -42,16 +46,32 @@ def test_row_labels_are_bijective_base_26():
     assert all(row_index(row_label(i)) == i for i in range(2000))
 
 
-def test_every_key_of_an_event_is_in_one_cluster_slot():
-    keys = [*seats.zone_keys("Event1", 1), *seats.zone_keys("Event1", 50)]
-    assert len({key_slot(k.encode()) for k in keys}) == 1
+def test_every_key_a_script_touches_is_in_one_cluster_slot():
+    found = [
+        *seats.zone_keys("Event1", 1),
+        *seats.zone_keys("Event1", 50),
+        seats.owners_key("Event1", 1),
+        seats.idempotency_key("Event1", "abc"),
+        keys.outbox_stream(keys.bucket("Event1")),
+        keys.parked_stream(keys.bucket("Event1")),
+    ]
+    assert len({key_slot(k.encode()) for k in found}) == 1
+
+
+def test_buckets_are_stable_and_spread_events_over_the_streams():
+    """A bucket is CRC-32 of the id (the same in every process and release), and 1,000 event
+    ids use every one of the streams."""
+    assert keys.bucket("Event1") == zlib.crc32(b"Event1") % keys.BUCKETS
+    assert {keys.bucket(f"Event{n}") for n in range(1000)} == set(range(keys.BUCKETS))
+    slots = {key_slot(s.encode()) for s in keys.outbox_streams()}
+    assert len(slots) == keys.BUCKETS
 
 
 def test_sell_then_seat_taken(redis_client):
     s, z = seats.scripts_for(redis_client), zone()
     s.initialise(event(6), z)
-    assert s.purchase("E", z, 1, 3) == "OK"
-    assert s.purchase("E", z, 1, 3) == "SEAT_TAKEN"
+    assert sell(s, "E", z, 1, 3) == "OK"
+    assert sell(s, "E", z, 1, 3) == "SEAT_TAKEN"
     sold, left, ev = seats.zone_keys("E", 1)
     assert redis_client.getbit(sold, seats.seat_bit(z, 1, 3)) == 1
     assert seats.seat_bit(z, 1, 3) == 5  # rowIndex × columns + colIndex
@@ -62,16 +82,16 @@ def test_sell_then_seat_taken(redis_client):
 def test_row_boundary(redis_client):
     s, z = seats.scripts_for(redis_client), zone(row_capacity=2)
     s.initialise(event(6), z)
-    assert [s.purchase("E", z, 0, c) for c in (1, 2, 3)] == ["OK", "OK", "ROW_FULL"]
-    assert s.purchase("E", z, 1, 3) == "OK"  # the other row is not affected
+    assert [sell(s, "E", z, 0, c) for c in (1, 2, 3)] == ["OK", "OK", "ROW_FULL"]
+    assert sell(s, "E", z, 1, 3) == "OK"  # the other row is not affected
 
 
 def test_zone_boundary(redis_client):
     s, z = seats.scripts_for(redis_client), zone(capacity=2)
     s.initialise(event(6), z)
-    assert [s.purchase("E", z, r, 1) for r in (0, 1)] == ["OK", "OK"]
-    assert s.purchase("E", z, 0, 2) == "ZONE_FULL"
-    assert s.purchase("E", z, 0, 1) == "SEAT_TAKEN"  # precedence over the counters
+    assert [sell(s, "E", z, r, 1) for r in (0, 1)] == ["OK", "OK"]
+    assert sell(s, "E", z, 0, 2) == "ZONE_FULL"
+    assert sell(s, "E", z, 0, 1) == "SEAT_TAKEN"  # precedence over the counters
 
 
 def test_event_boundary_spans_zones(redis_client):
@@ -79,30 +99,61 @@ def test_event_boundary_spans_zones(redis_client):
     z1, z2 = zone(zone_id=1), zone(zone_id=2)
     s.initialise(event(3), z1)
     s.initialise(event(3), z2)
-    assert [s.purchase("E", z1, 0, 1), s.purchase("E", z2, 0, 1), s.purchase("E", z1, 1, 1)] == [
+    assert [sell(s, "E", z1, 0, 1), sell(s, "E", z2, 0, 1), sell(s, "E", z1, 1, 1)] == [
         "OK",
         "OK",
         "OK",
     ]
-    assert s.purchase("E", z2, 1, 2) == "EVENT_SOLD_OUT"
+    assert sell(s, "E", z2, 1, 2) == "EVENT_SOLD_OUT"
 
 
-def test_release_restores_every_counter_once(redis_client):
+def test_a_sale_appends_its_event_to_the_outbox_in_the_same_call(redis_client):
+    """The ticket event and the owner are written by the script that sells; a refusal writes
+    neither (the outbox holds one entry per sale, nothing else)."""
     s, z = seats.scripts_for(redis_client), zone()
-    s.initialise(event(1), z)
-    assert s.purchase("E", z, 0, 1) == "OK"
-    assert s.purchase("E", z, 0, 2) == "EVENT_SOLD_OUT"
-    assert s.release("E", z, 0, 1) is True
-    assert s.release("E", z, 0, 1) is False  # a second release changes nothing
-    assert s.purchase("E", z, 0, 2) == "OK"
-    _, left, ev = seats.zone_keys("E", 1)
-    assert redis_client.hgetall(left) == {"zone": "5", "A": "2", "B": "3"}
-    assert redis_client.hget(ev, "sold") == "1"
+    s.initialise(event(6), z)
+    ticket = ticket_message(eventId="E", zoneId=1, row="B", column=3)
+    before = redis_client.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0)
+    sale = s.purchase("E", z, 1, 3, ticket=ticket, request_id="rid-1")
+    after = redis_client.info("commandstats")["cmdstat_evalsha"]["calls"]
+    assert sale.outcome == "OK" and after - before == 1
+    stream = keys.outbox_stream(keys.bucket("E"))
+    [(_, fields)] = redis_client.xrange(stream)
+    assert fields["kind"] == "ticket" and fields["rid"] == "rid-1"
+    assert json.loads(fields["ticket"]) == ticket
+    owners = keys.owners_key("E", 1)
+    assert redis_client.hgetall(owners) == {str(seats.seat_bit(z, 1, 3)): ticket["ticketId"]}
+    assert sell(s, "E", z, 1, 3) == "SEAT_TAKEN"
+    assert redis_client.xlen(stream) == 1
+    assert redis_client.hlen(owners) == 1
+
+
+def test_a_keyed_sale_stores_its_answer_and_a_repeat_replays_it(redis_client):
+    """With a record key the answer is stored in the sale's call (never pending); a repeat of
+    the key decides nothing and appends nothing."""
+    s, z = seats.scripts_for(redis_client), zone()
+    s.initialise(event(6), z)
+    record = seats.idempotency_key("E", "k1")
+    first = ticket_message(eventId="E", zoneId=1, row="A", column=1)
+    sale = s.purchase("E", z, 0, 1, ticket=first, record_key=record, fingerprint="fp")
+    assert sale.outcome == "OK"
+    assert redis_client.hgetall(record) == {"fp": "fp", "ticket": json.dumps(first)}
+    assert 0 < redis_client.ttl(record) <= seats.IDEMPOTENCY_TTL_SECONDS
+    other = ticket_message(eventId="E", zoneId=1, row="A", column=2)
+    again = s.purchase("E", z, 0, 2, ticket=other, record_key=record, fingerprint="fp2")
+    assert again == seats.Sale("REPLAY", "fp", json.dumps(first))
+    assert redis_client.getbit(seats.zone_keys("E", 1)[0], seats.seat_bit(z, 0, 2)) == 0
+    assert redis_client.xlen(keys.outbox_stream(keys.bucket("E"))) == 1
+    refused = s.purchase(
+        "E", z, 0, 1, ticket=other, record_key=seats.idempotency_key("E", "k2"), fingerprint="x"
+    )
+    assert refused.outcome == "SEAT_TAKEN"
+    assert not redis_client.exists(seats.idempotency_key("E", "k2"))  # a refusal stores nothing
 
 
 def test_uninitialised_zone_is_not_sold(redis_client):
     s, z = seats.scripts_for(redis_client), zone()
-    assert s.purchase("E", z, 0, 1) == "NOT_LOADED"
+    assert sell(s, "E", z, 0, 1) == "NOT_LOADED"
     assert redis_client.dbsize() == 0
 
 
@@ -112,9 +163,9 @@ def test_loading_the_catalog_again_never_unsells(clean_tickets, loaded_seats):
     catalog = Catalog.from_dict(TEST_CATALOG)
     s = seats.scripts_for(loaded_seats)
     z = catalog.venues["Venue1"].zones[1]
-    assert s.purchase("Event1", z, 0, 1) == "OK"
+    assert sell(s, "Event1", z, 0, 1) == "OK"
     seats.load_catalog(loaded_seats, catalog)
-    assert s.purchase("Event1", z, 0, 1) == "SEAT_TAKEN"
+    assert sell(s, "Event1", z, 0, 1) == "SEAT_TAKEN"
     _, left, ev = seats.zone_keys("Event1", 1)
     assert loaded_seats.hget(left, "zone") == str(z.capacity - 1)
     assert loaded_seats.hget(ev, "sold") == "1"
@@ -152,7 +203,7 @@ def test_check_then_act_races_but_the_script_does_not(redis_client):
 
     def buyer() -> None:
         barrier.wait()
-        outcomes.append(s.purchase("E", z, 0, 1))
+        outcomes.append(sell(s, "E", z, 0, 1))
 
     threads = [threading.Thread(target=buyer) for _ in range(8)]
     for t in threads:

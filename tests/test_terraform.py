@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -20,13 +21,14 @@ import boto3
 import hcl2
 import pytest
 from hcl2 import SerializationOptions
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from plumbing import settings
+from plumbing import emf, settings
 from tests.support.processes import ROOT
 
 TF = ROOT / "ops" / "terraform"
 MODULES = TF / "modules"
-DEPLOYED_TYPES = {"purchase", "query", "events", "worker", "flower", "release"}
+DEPLOYED_TYPES = {"purchase", "query", "events", "relay", "worker", "flower", "release"}
 LOCAL_ONLY_TYPES = {"web"}
 OPERATOR_TASKS = {"ops"}  # one-off task definitions for operators' commands, not Procfile types
 
@@ -365,9 +367,15 @@ def test_secrets_are_injected_never_plain_environment():
     allowed = {
         "${local.common_environment}",
         "${local.web_environment}",
-        "${merge(local.web_environment, local.seat_state_environment)}",
+        "${local.purchase_environment}",
         "${merge(local.common_environment, local.seat_state_environment)}",
     }
+    assert root.locals["purchase_environment"] == (
+        "${merge(local.web_environment, local.seat_state_environment,"
+        " local.replica_wait_environment)}"
+    )
+    for name in root.locals["replica_wait_environment"]:
+        assert not re.search(r"DATABASE|URL|PASSWORD|SECRET|TOKEN|AUTH", name), name
     for name, body in service_modules().items():
         env = body.get("environment", "")
         assert env in allowed, name
@@ -428,10 +436,14 @@ def test_seat_state_is_a_redis_cluster_and_the_monitoring_plane_is_not():
     services = service_modules()
     seat_url = "${module.redis.redis_url_secret_arn}"
     monitor_url = "${module.monitor_redis.redis_url_secret_arn}"
-    for name in ("purchase", "release"):  # the sale, and catalog load / seats rebuild
+    # the sale; the outbox relay; catalog load / seats rebuild
+    for name in ("purchase", "relay", "release"):
         assert services[name]["secrets"]["REDIS_URL"] == seat_url
         assert "MONITOR_BROKER_URL" not in services[name]["secrets"]
-        assert services[name]["environment"].endswith("local.seat_state_environment)}")
+        environment = services[name]["environment"]
+        if environment == "${local.purchase_environment}":
+            environment = config().locals["purchase_environment"]
+        assert "local.seat_state_environment" in environment, name
     for name in ("worker", "flower", "events"):  # events, remote control, heartbeats
         assert services[name]["secrets"]["MONITOR_BROKER_URL"] == monitor_url
         assert "REDIS_URL" not in services[name]["secrets"]
@@ -459,6 +471,35 @@ def test_the_purchase_environment_parses_as_a_cluster_and_the_worker_as_not(monk
     assert worker.monitor_url() == monitor_url
 
 
+def test_a_purchase_waits_for_the_shards_replica():
+    """REDIS_WAIT_REPLICAS=1 on the purchase task (WAIT 1 <ms> pipelined with the seat script),
+    which only a seat cluster with a replica in every shard and failover to it can answer."""
+    root = config()
+    assert service_modules()["purchase"]["environment"] == "${local.purchase_environment}"
+    assert "local.replica_wait_environment" in root.locals["purchase_environment"]
+    wait = root.locals["replica_wait_environment"]
+    assert wait == {
+        "REDIS_WAIT_REPLICAS": "1",
+        "REDIS_WAIT_TIMEOUT_MS": "${tostring(var.redis_wait_timeout_ms)}",
+    }
+    timeout = root.variables["redis_wait_timeout_ms"]
+    assert 1 <= timeout["default"] <= 100  # bounds what a slow replica adds to a purchase
+    assert one(timeout["validation"])["condition"] == "${var.redis_wait_timeout_ms >= 1}"
+    # nobody else waits: the other services' environments do not carry it
+    for name, body in service_modules().items():
+        if name != "purchase":
+            assert "purchase_environment" not in body.get("environment", ""), name
+
+    seats = root.modules["redis"]
+    assert seats["replicas_per_node_group"] == "${var.redis_replicas_per_node_group}"
+    replicas = root.variables["redis_replicas_per_node_group"]
+    assert replicas["default"] >= int(wait["REDIS_WAIT_REPLICAS"])
+    assert one(replicas["validation"])["condition"] == ("${var.redis_replicas_per_node_group >= 1}")
+    group = config("redis").resource("aws_elasticache_replication_group", "this")
+    assert group["replicas_per_node_group"] == "${var.replicas_per_node_group}"
+    assert group["automatic_failover_enabled"] is True
+
+
 def test_only_the_tasks_reach_aurora_and_redis():
     network = config("network")
     for resource in ("aurora_from_tasks", "redis_from_tasks"):
@@ -474,6 +515,38 @@ def test_only_the_tasks_reach_aurora_and_redis():
         network.resource("aws_vpc_security_group_ingress_rule", "alb_public")["security_group_id"]
         == "${aws_security_group.alb.id}"
     )
+
+
+def test_the_relay_has_its_own_security_group_reaching_redis_and_https_only():
+    network = config("network")
+    relay = "${aws_security_group.relay.id}"
+    rules = {
+        (type_.rsplit("_", 2)[-2], name): body
+        for (type_, name), body in network.resources.items()
+        if type_.startswith("aws_vpc_security_group_") and relay in body.values()
+    }
+    # nothing may reach the relay; it reaches Redis and the AWS APIs, not Aurora
+    assert set(rules) == {
+        ("egress", "relay_https"),
+        ("egress", "relay_to_redis"),
+        ("ingress", "redis_from_relay"),
+    }
+    https = rules[("egress", "relay_https")]
+    assert (https["from_port"], https["to_port"], https["cidr_ipv4"]) == (443, 443, "0.0.0.0/0")
+    to_redis = rules[("egress", "relay_to_redis")]
+    assert to_redis["security_group_id"] == relay
+    assert to_redis["referenced_security_group_id"] == "${aws_security_group.redis.id}"
+    assert (to_redis["from_port"], to_redis["to_port"]) == (6379, 6379)
+    from_relay = rules[("ingress", "redis_from_relay")]
+    assert from_relay["security_group_id"] == "${aws_security_group.redis.id}"
+    assert from_relay["referenced_security_group_id"] == relay
+    assert (from_relay["from_port"], from_relay["to_port"]) == (6379, 6379)
+    assert network.outputs["relay_security_group_id"]["value"] == relay
+
+    services = service_modules()
+    assert services["relay"]["security_group_ids"] == ["${module.network.relay_security_group_id}"]
+    for name in ("container_port", "target_group_arn", "health_check_path"):
+        assert name not in services["relay"], name  # it serves nothing
 
 
 # --- autoscaling
@@ -494,6 +567,7 @@ def test_autoscaling_ranges_and_targets():
     assert scaling("purchase") == (3, 6, 60, None)
     assert scaling("query") == (1, 3, 70, None)
     assert scaling("worker") == (1, 3, None, "${module.messaging.queue_name}")
+    assert scaling("relay") == (1, 4, None, None)  # on the outbox's age instead
     for name in ("events", "flower", "release"):
         assert scaling(name) == (None, None, None, None)
 
@@ -531,6 +605,130 @@ def test_autoscaling_ranges_and_targets():
     )
     returned = [m for m in metrics if m.get("return_data") is True]
     assert len(returned) == 1 and returned[0]["expression"].startswith("visible / ")
+
+
+# The relay's Prometheus metrics that CloudWatch acts on: (name, type). EMF_NAMES turns them into
+# the names CloudWatch gets, through plumbing/emf.py itself.
+RELAY_METRICS = {
+    "ticketing_outbox_age_seconds": "gauge",
+    "ticketing_relay_parked_total": "counter",
+}
+
+
+class _Samples:
+    """A registry with one moved sample per metric (emf sends only what moved)."""
+
+    def __init__(self, metrics: dict[str, str]) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        for name, kind in self.metrics.items():
+            if kind == "gauge":
+                yield GaugeMetricFamily(name, name, value=7.0)
+            else:
+                yield CounterMetricFamily(name.removesuffix("_total"), name, value=1.0)
+
+
+def emf_metrics(service: str, metrics: dict[str, str]) -> dict[str, Any]:
+    """What CloudWatch receives from `service`'s EMF lines: the namespace (METRICS_NAMESPACE of
+    the task), the dimension sets, the Service value, and for each Prometheus name the metric."""
+    emitter = emf.Emitter(_Samples(metrics), service, "${module.monitoring.metrics_namespace}")
+    (line,) = emitter.lines(now=0)
+    document = json.loads(line)
+    (directive,) = document["_aws"]["CloudWatchMetrics"]
+    names = [m["Name"] for m in directive["Metrics"]]
+    (dimension_set,) = directive["Dimensions"]
+    return {
+        "namespace": directive["Namespace"],
+        "dimensions": directive["Dimensions"],
+        "service": document["Service"],
+        "dimension_values": {name: document[name] for name in dimension_set},
+        "names": dict(zip(metrics, names, strict=True)),
+    }
+
+
+def test_relay_metric_names_are_the_relays_own():
+    """Once the relay exists, the names the alarms and the scaling use are the ones it records."""
+    sources = [ROOT / "plumbing" / "metrics.py", *sorted((ROOT / "relay").rglob("*.py"))]
+    if not (ROOT / "relay").exists():
+        pytest.skip("no relay/ in this tree yet")
+    text = "\n".join(path.read_text() for path in sources)
+    for name in RELAY_METRICS:
+        assert name.removesuffix("_total") in text, name
+
+
+def test_the_relay_scales_on_the_outbox_age_it_emits():
+    root = config()
+    relay = service_modules()["relay"]
+    assert hcl_string(relay["command"]) == "python -m relay"
+    emitted = emf_metrics("relay", RELAY_METRICS)
+    # the task's METRICS_NAMESPACE is what the scaling reads; dimension Service = the type
+    assert root.locals["common_environment"]["METRICS_NAMESPACE"] == emitted["namespace"]
+    assert "local.common_environment" in relay["environment"]
+    assert emitted["dimensions"] == [["Service"]]
+    assert emitted["service"] == relay["name"]
+    age = relay["age_scaling"]
+    assert age["namespace"] == emitted["namespace"]
+    assert age["metric_name"] == emitted["names"]["ticketing_outbox_age_seconds"]
+
+    module = config("ecs_service")
+    assert module.locals["age_scaled"] == "${local.scaled && var.age_scaling != null}"
+    policies = {}
+    for direction, alarm_name in (("out", "age_high"), ("in", "age_low")):
+        alarm = module.resource("aws_cloudwatch_metric_alarm", alarm_name)
+        assert alarm["count"] == "${local.age_scaled ? 1 : 0}"
+        assert (alarm["namespace"], alarm["metric_name"]) == (
+            "${var.age_scaling.namespace}",
+            "${var.age_scaling.metric_name}",
+        )
+        # emf's dimension set (the series with every label added up), its value the type
+        assert set(alarm["dimensions"]) == set(emitted["dimension_values"])
+        assert alarm["dimensions"] == {"Service": "${var.name}"}
+        assert alarm["statistic"] == "Maximum"  # the oldest entry any relay sees
+        assert alarm["alarm_actions"] == [f"${{aws_appautoscaling_policy.age_{direction}[0].arn}}"]
+        policy = module.resource("aws_appautoscaling_policy", f"age_{direction}")
+        assert policy["policy_type"] == "StepScaling"
+        assert policy["resource_id"] == "${aws_appautoscaling_target.this[0].resource_id}"
+        steps = one(policy["step_scaling_policy_configuration"])["step_adjustment"]
+        policies[direction] = {
+            (step.get("metric_interval_lower_bound"), step.get("metric_interval_upper_bound")): (
+                step["scaling_adjustment"]
+            )
+            for step in steps
+        }
+        policies[direction + "_alarm"] = alarm
+    high, low = policies["out_alarm"], policies["in_alarm"]
+    assert (high["comparison_operator"], high["threshold"]) == (
+        "GreaterThanThreshold",
+        "${var.age_scaling.scale_out_above_seconds}",
+    )
+    assert high["treat_missing_data"] == "notBreaching"  # no line: nothing waited
+    assert (low["comparison_operator"], low["threshold"]) == (
+        "LessThanThreshold",
+        "${var.age_scaling.scale_in_below_seconds}",
+    )
+    assert low["evaluation_periods"] == low["datapoints_to_alarm"] >= 10
+    assert policies["out"] == {
+        (0, "${var.age_scaling.far_above_seconds}"): 1,
+        ("${var.age_scaling.far_above_seconds}", None): 2,
+    }
+    assert policies["in"] == {(None, 0): -1}
+    variables = root.variables
+    assert age["scale_out_above_seconds"] == "${var.relay_scale_out_age_seconds}"
+    assert age["scale_in_below_seconds"] == "${var.relay_scale_in_age_seconds}"
+    assert (
+        variables["relay_scale_in_age_seconds"]["default"]
+        < variables["relay_scale_out_age_seconds"]["default"]
+        < variables["outbox_age_alarm_seconds"]["default"]
+    )  # it scales out well before anyone is paged
+
+
+def test_every_service_is_redeployed_by_build_and_push():
+    services = [
+        name for name, body in service_modules().items() if body.get("create_service", True)
+    ]
+    listed = config().outputs["ecs_services"]["value"]
+    assert sorted(listed) == sorted(f"${{module.{name}.service_name}}" for name in services)
 
 
 # --- messaging: exactly the local set-up
@@ -659,7 +857,8 @@ def test_alarms_on_dead_letters_and_oldest_message_age():
 def test_task_roles_are_least_privilege():
     iam = config("iam")
     policies = iam.locals["policies"]
-    assert set(policies) == {"purchase", "worker", "events", "ops"}  # query, flower, release: none
+    # purchase, query, flower, release: none (a purchase writes its outbox entry in Redis)
+    assert set(policies) == {"relay", "worker", "events", "ops"}
 
     def grants(name: str) -> set[tuple[str, str]]:
         return {
@@ -669,10 +868,11 @@ def test_task_roles_are_least_privilege():
             for resource in statement["resources"]
         }
 
-    assert grants("purchase") == {
-        ("sns:Publish", "${var.topic_arn}"),
-        ("sns:GetTopicAttributes", "${var.topic_arn}"),
-    }
+    # sns:Publish authorises sns:PublishBatch too; nothing else, nowhere else
+    assert grants("relay") == {("sns:Publish", "${var.topic_arn}")}
+    for name in set(policies) - {"relay"}:
+        assert not any(action.startswith("sns:") for action, _ in grants(name)), name
+    assert modules_topic() == "${module.messaging.topic_arn}"
     assert grants("worker") == {
         (action, "${var.queue_arn}")
         for action in (
@@ -707,6 +907,10 @@ def test_task_roles_are_least_privilege():
     )
     assert execution["actions"] == ["secretsmanager:GetSecretValue"]
     assert execution["resources"] == "${distinct(values(var.secrets))}"
+
+
+def modules_topic() -> str:
+    return config().modules["iam"]["topic_arn"]
 
 
 def test_no_wildcard_actions_in_any_policy():

@@ -69,12 +69,10 @@ def register_blueprints(app: Flask, services: list[str]) -> None:
     from web.openapi import docs_blueprint
 
     if "purchase" in services:
-        from messaging import publisher
         from web import availability, purchase  # noqa: F401 (availability's routes)
 
         app.register_blueprint(purchase.bp)
         app.register_blueprint(docs_blueprint(purchase.bp))
-        publisher.publisher_app()
     if "query" in services:
         from web import query
 

@@ -29,7 +29,7 @@ SchemaLike = type[Schema] | Schema
 
 # Headers that go with some answers.
 RETRY_AFTER = {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}
-_RETRY_CODES = {"SERVICE_UNAVAILABLE", "IDEMPOTENCY_KEY_IN_PROGRESS"}
+_RETRY_CODES = {"SERVICE_UNAVAILABLE", "OUTCOME_UNKNOWN"}
 # Example values of path parameters (Swagger UI's "try it out" and the fuzzer's first cases).
 _EXAMPLES = {
     "eventId": "Event1",

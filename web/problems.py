@@ -23,12 +23,12 @@ TITLES = {
     "SEAT_OUT_OF_RANGE": "Seat is outside the zone",
     "SEAT_TAKEN": "Seat already sold",
     "IDEMPOTENCY_KEY_REUSED": "Idempotency key used with another request",
-    "IDEMPOTENCY_KEY_IN_PROGRESS": "A request with this idempotency key is in progress",
     "ROW_FULL": "Row sold out",
     "ZONE_FULL": "Zone sold out",
     "EVENT_SOLD_OUT": "Event sold out",
     "TICKET_NOT_FOUND": "Ticket not found",
     "SERVICE_UNAVAILABLE": "Service temporarily unavailable",
+    "OUTCOME_UNKNOWN": "Outcome unknown: the sale may stand",
     "NOT_FOUND": "Not found",
     "METHOD_NOT_ALLOWED": "Method not allowed",
     "PAYLOAD_TOO_LARGE": "Request body too large",
@@ -56,7 +56,6 @@ STATUSES = {
     "ROW_FULL": 409,
     "ZONE_FULL": 409,
     "EVENT_SOLD_OUT": 409,
-    "IDEMPOTENCY_KEY_IN_PROGRESS": 409,
     "PAYLOAD_TOO_LARGE": 413,
     "UNSUPPORTED_MEDIA_TYPE": 415,
     "EXPECTATION_FAILED": 417,
@@ -68,6 +67,7 @@ STATUSES = {
     "IDEMPOTENCY_KEY_REUSED": 422,
     "INTERNAL_ERROR": 500,
     "SERVICE_UNAVAILABLE": 503,
+    "OUTCOME_UNKNOWN": 503,
 }
 
 _HTTP_CODES = {
@@ -142,8 +142,14 @@ def server_problem(status: int, detail: str) -> bytes:
 
 
 def unavailable(detail: str, retry_after: int) -> Problem:
-    """503 SERVICE_UNAVAILABLE with Retry-After."""
+    """503 SERVICE_UNAVAILABLE with Retry-After: nothing was changed."""
     return Problem(503, "SERVICE_UNAVAILABLE", detail, headers={"Retry-After": str(retry_after)})
+
+
+def outcome_unknown(detail: str, retry_after: int) -> Problem:
+    """503 OUTCOME_UNKNOWN with Retry-After: the change may stand; the same Idempotency-Key
+    tells."""
+    return Problem(503, "OUTCOME_UNKNOWN", detail, headers={"Retry-After": str(retry_after)})
 
 
 def register_error_handlers(app: Flask) -> None:

@@ -1,13 +1,14 @@
-"""Purchase API: the hot path, top to bottom — validate, decide in Redis, publish, answer.
+"""Purchase API: the hot path, top to bottom — validate, decide in Redis, answer.
 
 POST /purchase/api/v1/tickets                                  sell one seat (201, or a problem)
 GET  /purchase/api/v1/events/...                                seat availability (availability.py)
 GET  /purchase/health                                          the process answers (the ALB's probe)
-GET  /purchase/health/deep                                     Redis and broker reachable?
+GET  /purchase/health/deep                                     Redis reachable?
 
-Idempotency keys: with `Idempotency-Key`, the purchase script stores the key's record
-(fingerprint of the body, state pending, the ticket) atomically with the seat, under the event's
-hash tag; a repeat gets the stored answer without a second decision. See `_replay`.
+A sale is ONE Redis round trip: the purchase script marks the seat, records its owner, appends
+the ticket event to the outbox stream (the relay takes it to SNS) and, with an `Idempotency-Key`,
+stores the key's answer, all in one atomic call; `WAIT` for a replica is pipelined with it when
+REDIS_WAIT_REPLICAS is set. The request builds no broker message and never frees a seat.
 """
 
 from __future__ import annotations
@@ -25,14 +26,13 @@ import redis
 from flask import Blueprint, Response, g, jsonify, request
 from marshmallow import ValidationError
 
-from messaging import publisher
 from models import seats
 from models.catalog import Catalog, ZoneSpec, row_index, row_label
 from models.tickets import SCHEMA_VERSION, TicketRecord
-from plumbing import metrics, settings
+from plumbing import logs, metrics, settings
 from web.bodies import json_object
 from web.openapi import documented
-from web.problems import Problem, unavailable
+from web.problems import Problem, outcome_unknown, unavailable
 from web.schemas import HealthSchema, LivenessSchema, PurchaseRequestSchema, TicketSchema
 
 log = logging.getLogger(__name__)
@@ -60,14 +60,15 @@ _IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}\Z")
         "ROW_FULL",
         "ZONE_FULL",
         "EVENT_SOLD_OUT",
-        "IDEMPOTENCY_KEY_IN_PROGRESS",
         "PAYLOAD_TOO_LARGE",
         "SERVICE_UNAVAILABLE",
+        "OUTCOME_UNKNOWN",
     ),
     headers={
         "Idempotency-Key": {
-            "description": "1-255 visible ASCII characters; a repeat with the same body within "
-            "24 h answers the original 201 (no second seat, no second message).",
+            "description": "1-255 visible ASCII characters, scoped to the event; a repeat with "
+            "the same body within 24 h answers the original 201 (no second seat, no second "
+            "event), and it is the only way to learn the outcome after 503 OUTCOME_UNKNOWN.",
             "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$"},
         }
     },
@@ -76,7 +77,7 @@ _IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}\Z")
     },
 )
 def purchase_ticket() -> Response:
-    """Sell one seat: validate, mark it sold in one Redis call, publish the event, answer 201."""
+    """Sell one seat: validate, then one Redis call marks it sold and appends its event."""
     # 1. Parse and validate: nothing below runs for bad input (media type and size were
     #    checked before the view, see web.bodies).
     body = json_object(request.get_data())
@@ -115,65 +116,60 @@ def purchase_ticket() -> Response:
             f"and columns 1 to {zone.columns}.",
         )
 
-    # 3. The decision: one EVALSHA checks the seat and every counter, and marks it sold; with
-    #    an Idempotency-Key the same call answers a repeat from its record instead.
-    ticket = (
-        _new_ticket(venue.venue_id, event.event_id, zone, row, column) if idempotency_key else None
-    )
-    scripts = seats.scripts_for(seats.client())
-    record_key = None
+    # 3. The decision, in one round trip: the script checks the seat and every counter, marks
+    #    it sold, and appends the ticket event to the outbox; with an Idempotency-Key it stores
+    #    the answer too, or answers a repeat from it. Its outcome is the answer.
+    ticket = _new_ticket(venue.venue_id, event.event_id, zone, row, column)
+    record_key = fingerprint = None
+    if idempotency_key is not None:
+        fingerprint = _fingerprint({**req, "row": row})
+        record_key = seats.idempotency_key(event.event_id, _sha256(idempotency_key))
+    s = settings.get()
     try:
-        if idempotency_key is None:
-            outcome = scripts.purchase(event.event_id, zone, r_index, column)
-        else:
-            fingerprint = _fingerprint({**req, "row": row})
-            _guard_key_reuse(idempotency_key, fingerprint)
-            record_key = seats.idempotency_key(event.event_id, _sha256(idempotency_key))
-            outcome, record = scripts.purchase_idempotent(
-                event.event_id,
-                zone,
-                r_index,
-                column,
-                record_key=record_key,
-                fingerprint=fingerprint,
-                ticket_json=json.dumps(ticket),
-            )
-            if record is not None:
-                return _replay(record, fingerprint)
+        sale = seats.scripts_for(seats.client()).purchase(
+            event.event_id,
+            zone,
+            r_index,
+            column,
+            ticket={**ticket, "schemaVersion": SCHEMA_VERSION},
+            request_id=logs.request_id.get() or "",
+            record_key=record_key,
+            fingerprint=fingerprint or "",
+            wait=seats.Wait(s.redis_wait_replicas, s.redis_wait_timeout_ms),
+        )
+    except seats.ReplicasBehind as exc:
+        # sold on the primary, not yet on a replica: a failover now could lose it
+        log.warning("purchase %s: %s", ticket["ticketId"], exc, extra={"outcome": "UNKNOWN"})
+        raise _unknown() from None
     except redis.RedisError as exc:
-        # Outcome unknown (the script may have run): never release here; answer 503.
         log.warning(
             "purchase %s/%s/%s%s: Redis error %s", event.event_id, zone.zone_id, row, column, exc
         )
-        raise unavailable("Seat state is unreachable; try again.", _retry_after()) from None
-    if outcome == "NOT_LOADED":
+        if seats.nothing_was_sent(exc):
+            raise unavailable(
+                "Seat state is unreachable; nothing was sold.", _retry_after()
+            ) from None
+        raise _unknown() from None  # the script may have run: never undo anything here
+    if sale.outcome == "REPLAY":
+        return _replay(sale, fingerprint)
+    if sale.outcome == "NOT_LOADED":
         raise unavailable("Seat state is not loaded yet; try again.", _retry_after())
-    if outcome != "OK":
-        raise Problem(409, outcome, f"Seat {row}{column} in zone {zone.zone_id}: {outcome}.")
-    if ticket is None:  # built only for a sale: a rejection costs the one Redis call
-        ticket = _new_ticket(venue.venue_id, event.event_id, zone, row, column)
-
-    # 4. The seat is ours: publish the event; if SNS does not take it, free the seat again
-    #    (and drop the idempotency record, so a retry with the key decides again).
-    try:
-        publisher.publish_ticket({**ticket, "schemaVersion": SCHEMA_VERSION})
-    except publisher.PublishFailed as exc:
-        _release(scripts, event.event_id, zone, r_index, column, ticket["ticketId"], record_key)
-        log.error(
-            "ticket %s not sold: %s",
-            ticket["ticketId"],
-            exc,
-            extra={"ticketId": ticket["ticketId"], "outcome": "PUBLISH_FAILED"},
+    if sale.outcome != "OK":
+        raise Problem(
+            409, sale.outcome, f"Seat {row}{column} in zone {zone.zone_id}: {sale.outcome}."
         )
-        raise unavailable(
-            "Could not record the purchase; the seat was not sold.", _retry_after()
-        ) from None
-    if record_key is not None:
-        _mark_done(record_key, ticket["ticketId"])
 
-    # 5. 201: the event is in SNS, the worker will make it readable.
+    # 4. 201: the seat and its event are in Redis; the relay takes the event to SNS, the
+    #    worker makes it readable.
     g.ticket_id = ticket["ticketId"]
     return _created(ticket)
+
+
+def _unknown() -> Problem:
+    return outcome_unknown(
+        "The sale may or may not have happened; retry with the same Idempotency-Key to learn it.",
+        _retry_after(),
+    )
 
 
 def _new_ticket(venue_id: str, event_id: str, zone: ZoneSpec, row: str, column: int) -> dict:
@@ -220,53 +216,19 @@ def _fingerprint(req: dict) -> str:
     return _sha256(json.dumps(req, sort_keys=True, separators=(",", ":")))
 
 
-def _guard_key_reuse(key: str, fingerprint: str) -> None:
-    """422 if the key was used with another body, for any event, within 24 h.
-
-    The per-event record lives in the event's slot, so a key reused for another event would
-    find no record there. This global record catches that. It is not atomic with the seat,
-    and needs not be: it only binds a key to one body (SET NX never overwrites), while the
-    decision and the answer are held by the per-event record, written in the seat's script.
-    """
-    stored = seats.client().set(
-        "idem:{" + _sha256(key) + "}",
-        fingerprint,
-        nx=True,
-        ex=seats.IDEMPOTENCY_TTL_SECONDS,
-        get=True,
-    )
-    if stored is not None and stored != fingerprint:
+def _replay(sale: seats.Sale, fingerprint: str | None) -> Response:
+    """The answer to a repeated key: the original 201, or 422 for another body."""
+    if sale.fingerprint != fingerprint:
         raise Problem(
             422, "IDEMPOTENCY_KEY_REUSED", "This Idempotency-Key was used with another request."
         )
-
-
-def _replay(record: dict[str, str], fingerprint: str) -> Response:
-    """The answer to a repeated key: the original 201, or why there is none."""
-    if record["fp"] != fingerprint:
-        raise Problem(
-            422, "IDEMPOTENCY_KEY_REUSED", "This Idempotency-Key was used with another request."
-        )
-    if record["state"] != "done":
-        # the first request still publishes: answering 201 now could confirm a ticket whose
-        # publish then fails (and whose seat is released)
-        raise Problem(
-            409,
-            "IDEMPOTENCY_KEY_IN_PROGRESS",
-            "A request with this Idempotency-Key is still in progress; retry shortly.",
-            headers={"Retry-After": "1"},
-        )
+    ticket = json.loads(sale.ticket_json or "{}")
+    ticket.pop("schemaVersion", None)
     g.replayed = True
-    response = _created(json.loads(record["ticket"]))
+    g.ticket_id = ticket["ticketId"]
+    response = _created(ticket)
     response.headers["Idempotent-Replayed"] = "true"
     return response
-
-
-def _mark_done(record_key: str, ticket_id: str) -> None:
-    try:
-        seats.client().hset(record_key, mapping={"state": "done", "status": 201})
-    except redis.RedisError as exc:  # the ticket is sold; repeats answer IN_PROGRESS until TTL
-        log.error("ticket %s: idempotency record not marked done: %s", ticket_id, exc)
 
 
 @bp.before_request
@@ -304,44 +266,18 @@ def health() -> tuple[Response, int]:
 @bp.get("/health/deep")
 @documented({200: HealthSchema, 503: HealthSchema})
 def health_deep() -> tuple[Response, int]:
-    """UP when every Redis primary answers and the SNS topic's attributes can be read."""
-    checks = {"redis": "UP", "broker": "UP"}
+    """UP when every Redis primary answers (the purchase path's only dependency)."""
+    checks = {"redis": "UP"}
     reasons = []
     try:
         seats.ping(seats.client())
-    except redis.RedisError as exc:
+    except redis.RedisError:
         checks["redis"] = "DOWN"
-        reasons.append(f"redis: {exc}")
-    if not publisher.broker_reachable():
-        checks["broker"] = "DOWN"
-        reasons.append("broker: the SNS topic's attributes are unreadable")
+        reasons.append("redis: no answer")
     body: dict = {"status": "DOWN" if reasons else "UP", "checks": checks}
     if reasons:
         body["reasons"] = reasons
     return jsonify(body), 503 if reasons else 200
-
-
-def _release(
-    scripts: seats.SeatScripts,
-    event_id: str,
-    zone: ZoneSpec,
-    r_index: int,
-    column: int,
-    ticket_id: str,
-    record_key: str | None = None,
-) -> None:
-    try:
-        scripts.release(event_id, zone, r_index, column, record_key)
-    except redis.RedisError as exc:  # the seat stays sold without a ticket: reconcile it
-        log.error(
-            "ticket %s: seat %s/%s/%s/%s could not be released: %s",
-            ticket_id,
-            event_id,
-            zone.zone_id,
-            r_index,
-            column,
-            exc,
-        )
 
 
 def _retry_after() -> int:
@@ -367,7 +303,8 @@ def _catalog() -> Catalog:
         except redis.RedisError as exc:
             if cached is not None:  # keep selling from the last copy; Redis decides anyway
                 return cached[1]
-            raise unavailable(f"Catalog is unreachable: {exc}", _retry_after()) from None
+            log.warning("catalog unreadable: %s", exc)
+            raise unavailable("The catalog is unreachable.", _retry_after()) from None
         if catalog is None:
             raise unavailable("The catalog is not loaded yet.", _retry_after())
         _catalog_cache = (time.monotonic() + settings.get().catalog_cache_seconds, catalog)

@@ -23,12 +23,12 @@ def bucket(event_id: str) -> int:
 
 def tag(event_id: str) -> str:
     """The hash tag of every key of the event."""
-    return "{s%02d}" % bucket(event_id)
+    return f"{{s{bucket(event_id):02d}}}"
 
 
 def outbox_stream(bucket_no: int) -> str:
     """The outbox stream of one bucket: the events of every seat change of its events."""
-    return "outbox:{s%02d}" % bucket_no
+    return f"outbox:{{s{bucket_no:02d}}}"
 
 
 def outbox_streams() -> list[str]:
@@ -38,7 +38,7 @@ def outbox_streams() -> list[str]:
 
 def parked_stream(bucket_no: int) -> str:
     """Where the relay parks an entry SNS keeps refusing (same slot as its outbox)."""
-    return "outbox:parked:{s%02d}" % bucket_no
+    return f"outbox:parked:{{s{bucket_no:02d}}}"
 
 
 def event_key(event_id: str) -> str:

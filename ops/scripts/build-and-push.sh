@@ -10,8 +10,8 @@ Usage: ops/scripts/build-and-push.sh [options]
 Builds the image of the current commit, pushes it to the ECR repository created by
 `terraform apply` under the git SHA, moves the deploy tag (Terraform output image_tag, "live")
 to it, runs the one-off `release` task (database migrations) and waits for it to succeed, then
-forces a new deployment of every ECS service (purchase, query, events, worker, flower) and waits
-until they are stable.
+forces a new deployment of every ECS service (purchase, query, events, relay, worker, flower)
+and waits until they are stable.
 
 Options:
   -d, --tf-dir DIR      Terraform directory to read the outputs from (default: ops/terraform)

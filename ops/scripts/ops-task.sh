@@ -12,7 +12,7 @@ cluster and the queues in reach, waits for it to stop, prints its log and exits 
   ops/scripts/ops-task.sh -- flask --app web dlq list
   ops/scripts/ops-task.sh -- flask --app web dlq redrive
   ops/scripts/ops-task.sh -- flask --app web seats rebuild --event Event1
-  ops/scripts/ops-task.sh -- flask --app web seats reconcile --dry-run
+  ops/scripts/ops-task.sh -- flask --app web seats reconcile
   ops/scripts/ops-task.sh --task release -- flask --app web catalog load
 
 Options:

@@ -15,8 +15,9 @@ locals {
   image       = "${module.ecr.repository_url}:${var.image_tag}"
 
   # Every process: where the messaging is, JSON logs, and the services' own metrics as
-  # embedded-metric-format lines on stdout (written by the gunicorn masters and the worker; the
-  # other processes ignore it), which the awslogs driver ships and CloudWatch turns into metrics.
+  # embedded-metric-format lines on stdout (written by the gunicorn masters, the worker and the
+  # relay; the other processes ignore it), which the awslogs driver ships and CloudWatch turns
+  # into metrics (the relay's scaling and alarms read its own).
   common_environment = {
     APP_ENV             = "production" # settings.py refuses development defaults
     AWS_DEFAULT_REGION  = var.aws_region
@@ -39,6 +40,19 @@ locals {
   seat_state_environment = {
     REDIS_CLUSTER = "true"
   }
+
+  # The purchase path sends `WAIT <replicas> <timeout ms>` pipelined with its seat script: a 201
+  # is answered only once a replica of the shard has the sale and its outbox entry (a failover
+  # to it then loses no acknowledged purchase). Every shard has a replica
+  # (redis_replicas_per_node_group ≥ 1, validated); the timeout bounds what a slow replica adds
+  # to a purchase.
+  replica_wait_environment = {
+    REDIS_WAIT_REPLICAS   = "1"
+    REDIS_WAIT_TIMEOUT_MS = tostring(var.redis_wait_timeout_ms)
+  }
+  purchase_environment = merge(
+    local.web_environment, local.seat_state_environment, local.replica_wait_environment
+  )
 
   tasks_network = {
     cluster_arn        = aws_ecs_cluster.this.arn
@@ -98,8 +112,9 @@ module "aurora" {
   enhanced_monitoring   = !local.restricted_account
 }
 
-# The seat state and the catalog copy: Redis Cluster, events spread over the shards by their
-# hash tag {eventId}. REDIS_URL of purchase and release.
+# The seat state, its outbox streams and the catalog copy: Redis Cluster, events spread over the
+# shards by their bucket hash tag, each shard a primary and a replica in the other AZ. REDIS_URL
+# of purchase, relay, release and ops.
 module "redis" {
   source                  = "./modules/redis"
   name                    = "${var.name}-seats"
@@ -167,6 +182,9 @@ module "monitoring" {
   alarm_email                          = var.alarm_email
   kms_key_arn                          = module.kms.key_arn
   purchase_p99_alarm_seconds           = var.purchase_p99_alarm_seconds
+  cluster_name                         = aws_ecs_cluster.this.name
+  relay_service_name                   = module.relay.service_name
+  outbox_age_alarm_seconds             = var.outbox_age_alarm_seconds
 }
 
 # --- Flower's basic auth, generated: `aws secretsmanager get-secret-value` shows it
@@ -219,7 +237,7 @@ module "purchase" {
   cpu                = var.task_sizes["purchase"].cpu
   memory             = var.task_sizes["purchase"].memory
   task_role_arn      = module.iam.task_role_arns["purchase"]
-  environment        = merge(local.web_environment, local.seat_state_environment)
+  environment        = local.purchase_environment
   secrets            = { REDIS_URL = module.redis.redis_url_secret_arn }
   container_port     = local.app_port
   target_group_arn   = module.alb.target_group_arns["purchase"]
@@ -290,6 +308,41 @@ module "events" {
   cluster_name       = local.tasks_network.cluster_name
   subnet_ids         = local.tasks_network.subnet_ids
   security_group_ids = local.tasks_network.security_group_ids
+}
+
+# The outbox → SNS: reads the seat cluster's outbox streams (a consumer group), publishes their
+# entries to the topic with sns:PublishBatch and deletes them once SNS has them; also sweeps
+# expired holds. No port, no load balancer; a security group of its own (Redis and the AWS APIs
+# only). Scaled on the age of the oldest waiting entry (its EMF gauge, see modules/ecs_service);
+# alarms in modules/monitoring.
+module "relay" {
+  source             = "./modules/ecs_service"
+  name               = "relay"
+  prefix             = var.name
+  command            = "python -m relay"
+  image              = local.image
+  cpu                = var.task_sizes["relay"].cpu
+  memory             = var.task_sizes["relay"].memory
+  task_role_arn      = module.iam.task_role_arns["relay"]
+  environment        = merge(local.common_environment, local.seat_state_environment)
+  secrets            = { REDIS_URL = module.redis.redis_url_secret_arn }
+  min_count          = 1
+  max_count          = 4
+  stop_timeout       = 30 # the batch in flight is published and acknowledged, then it exits
+  execution_role_arn = local.execution_role_arn
+  kms_key_arn        = module.kms.key_arn
+  log_retention_days = var.log_retention_days
+  cluster_arn        = local.tasks_network.cluster_arn
+  cluster_name       = local.tasks_network.cluster_name
+  subnet_ids         = local.tasks_network.subnet_ids
+  security_group_ids = [module.network.relay_security_group_id]
+  age_scaling = {
+    namespace               = module.monitoring.metrics_namespace
+    metric_name             = "ticketing_outbox_age_seconds" # the relay's gauge, as EMF names it
+    scale_out_above_seconds = var.relay_scale_out_age_seconds
+    far_above_seconds       = 3 * var.relay_scale_out_age_seconds # above the threshold: 4 × in all
+    scale_in_below_seconds  = var.relay_scale_in_age_seconds
+  }
 }
 
 module "worker" {

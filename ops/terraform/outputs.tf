@@ -39,6 +39,7 @@ output "ecs_services" {
     module.purchase.service_name,
     module.query.service_name,
     module.events.service_name,
+    module.relay.service_name,
     module.worker.service_name,
     module.flower.service_name,
   ]

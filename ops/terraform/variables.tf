@@ -68,6 +68,7 @@ variable "task_sizes" {
     purchase = { cpu = 512, memory = 1024 }
     query    = { cpu = 512, memory = 1024 }
     events   = { cpu = 256, memory = 512 }
+    relay    = { cpu = 256, memory = 512 }
     worker   = { cpu = 512, memory = 1024 }
     flower   = { cpu = 256, memory = 512 }
     release  = { cpu = 256, memory = 512 }
@@ -124,9 +125,23 @@ variable "redis_num_node_groups" {
 }
 
 variable "redis_replicas_per_node_group" {
-  description = "Replicas of each seat-cluster shard, in other AZs (failover)."
+  description = "Replicas of each seat-cluster shard, in other AZs (failover; the purchase path waits for one: REDIS_WAIT_REPLICAS=1)."
   type        = number
   default     = 1
+  validation {
+    condition     = var.redis_replicas_per_node_group >= 1
+    error_message = "Every shard needs a replica: automatic failover, and the purchase path's WAIT 1."
+  }
+}
+
+variable "redis_wait_timeout_ms" {
+  description = "REDIS_WAIT_TIMEOUT_MS of the purchase service: how long a purchase waits for a replica to acknowledge its write (WAIT 1 <ms>, pipelined with the seat script)."
+  type        = number
+  default     = 50
+  validation {
+    condition     = var.redis_wait_timeout_ms >= 1 # WAIT with 0 blocks for ever
+    error_message = "redis_wait_timeout_ms must be at least 1 (0 would make WAIT block for ever)."
+  }
 }
 
 variable "monitor_redis_node_type" {
@@ -203,4 +218,22 @@ variable "existing_role_arn" {
     condition     = var.existing_role_arn == "" || can(regex("^arn:aws[a-z-]*:iam::[0-9]{12}:role/", var.existing_role_arn))
     error_message = "existing_role_arn must be an IAM role ARN (arn:aws:iam::<account>:role/<name>) or empty."
   }
+}
+
+variable "relay_scale_out_age_seconds" {
+  description = "Add a relay task while the oldest outbox entry is older than this; two while it is older than four times this."
+  type        = number
+  default     = 5
+}
+
+variable "relay_scale_in_age_seconds" {
+  description = "Remove a relay task (down to one) after 10 minutes with the oldest outbox entry younger than this."
+  type        = number
+  default     = 1
+}
+
+variable "outbox_age_alarm_seconds" {
+  description = "Alarm when the oldest outbox entry (a sale not yet on SNS) is older than this in 2 of 3 minutes."
+  type        = number
+  default     = 30
 }

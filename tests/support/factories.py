@@ -72,3 +72,14 @@ def clear_tickets(conn: Any) -> None:
     conn.execute(text("DELETE FROM ticket_conflict"))
     conn.execute(text("DELETE FROM ticket"))
     conn.execute(text("DELETE FROM event_totals"))
+
+
+def sell(scripts: Any, event_id: str, zone: Any, row_index: int, column: int, **kw: Any) -> str:
+    """Sell a seat through the purchase script with a fresh ticket, as the purchase view does;
+    return the outcome (OK, SEAT_TAKEN, …)."""
+    from models.catalog import row_label
+
+    ticket = ticket_message(
+        eventId=event_id, zoneId=zone.zone_id, row=row_label(row_index), column=column
+    )
+    return scripts.purchase(event_id, zone, row_index, column, ticket=ticket, **kw).outcome

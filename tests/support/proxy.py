@@ -23,6 +23,9 @@ class TcpProxy:
     network path that drops packets). `heal()` forwards new connections again; a connection
     that lived through the black hole stays silent until its client gives it up, as a
     half-open TCP connection does after a failover.
+
+    `drop_answers()` still forwards what clients send, and throws away what the server answers
+    (the uncertain failure: the server acted, the client never hears it); `heal()` ends it.
     """
 
     def __init__(self, target_host: str, target_port: int) -> None:
@@ -31,6 +34,7 @@ class TcpProxy:
         self._conns: list[socket.socket] = []
         self._frozen: set[socket.socket] = set()
         self._hole = False
+        self._mute = False
         self._lock = threading.Lock()
         self._listener: socket.socket | None = None
         self._stop = False
@@ -85,6 +89,8 @@ class TcpProxy:
                     data = src.recv(65536)
                     if not data:
                         return
+                    if src is b and self._mute:
+                        continue  # the server's answer is lost on the way back
                     (b if src is a else a).sendall(data)
         except OSError:
             return
@@ -113,9 +119,13 @@ class TcpProxy:
             self._hole = True
             self._frozen.update(self._conns)
 
+    def drop_answers(self) -> None:
+        self._mute = True
+
     def heal(self) -> None:
         with self._lock:
             self._hole = False
+            self._mute = False
 
     def close(self) -> None:
         self._stop = True

@@ -1,8 +1,10 @@
 # One public ALB. Path rules send /purchase*, /query*, /events* to their own target group (each
 # health-checked on its service's shallow health endpoint: the process answers, no dependency
 # is called, so a slow SNS or a dead worker never makes ECS replace healthy tasks); anything
-# else gets a problem+json 404, and so do the operators' endpoints (`…/health/deep`,
-# `…/metrics`), which are not for the internet.
+# else gets a problem-details 404 body, and so do the operators' endpoints (`…/health/deep`,
+# `…/metrics`), which are not for the internet. Its Content-Type is application/json: an ALB
+# fixed response allows only text/plain, text/css, text/html, application/javascript and
+# application/json, so application/problem+json would fail `terraform apply`.
 # Flower has a listener of its own on flower_port, reachable only from var.flower_allowed_cidrs
 # (security group) and protected by Flower's basic auth (FLOWER_BASIC_AUTH from Secrets Manager).
 # With certificate_arn set, 443 serves HTTPS, 80 redirects, and Flower's listener is HTTPS too.
@@ -75,7 +77,7 @@ resource "aws_lb_target_group" "flower" {
 
 locals {
   not_found = {
-    content_type = "application/problem+json"
+    content_type = "application/json"
     message_body = jsonencode({ type = "about:blank", title = "Not Found", status = 404, code = "NOT_FOUND" })
     status_code  = "404"
   }

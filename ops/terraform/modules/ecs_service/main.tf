@@ -280,3 +280,101 @@ resource "aws_appautoscaling_policy" "backlog" {
     }
   }
 }
+
+# Age scaling (the relay): step scaling on the age of the oldest waiting entry, as the service
+# reports it in its EMF lines (namespace age_scaling.namespace, dimension Service = the Procfile
+# type, the series with every other label added up). Steps, not target tracking: an age does
+# not fall in proportion to the tasks (it is near 0 whenever they keep up, however many there
+# are), so target tracking would ask for current × age / target tasks, jump to the maximum at
+# the first backlog and drop to the minimum as soon as it is drained. Here a task is added while
+# the age stays above the scale-out threshold (two while it is far above), and one is removed
+# after ten quiet minutes, one at a time, so the count settles where the relays keep up.
+# Autoscaling repeats a step policy every minute its alarm stays in ALARM, after the cooldown.
+locals {
+  age_scaled = local.scaled && var.age_scaling != null
+}
+
+resource "aws_appautoscaling_policy" "age_out" {
+  count              = local.age_scaled ? 1 : 0
+  name               = "${local.family}-age-out"
+  policy_type        = "StepScaling"
+  service_namespace  = aws_appautoscaling_target.this[0].service_namespace
+  scalable_dimension = aws_appautoscaling_target.this[0].scalable_dimension
+  resource_id        = aws_appautoscaling_target.this[0].resource_id
+
+  step_scaling_policy_configuration {
+    adjustment_type         = "ChangeInCapacity"
+    cooldown                = 120 # a new task starts and drains for a minute before the next step
+    metric_aggregation_type = "Maximum"
+
+    # bounds are relative to the alarm's threshold (the scale-out age)
+    step_adjustment {
+      metric_interval_lower_bound = 0
+      metric_interval_upper_bound = var.age_scaling.far_above_seconds
+      scaling_adjustment          = 1
+    }
+    step_adjustment {
+      metric_interval_lower_bound = var.age_scaling.far_above_seconds
+      scaling_adjustment          = 2
+    }
+  }
+}
+
+resource "aws_appautoscaling_policy" "age_in" {
+  count              = local.age_scaled ? 1 : 0
+  name               = "${local.family}-age-in"
+  policy_type        = "StepScaling"
+  service_namespace  = aws_appautoscaling_target.this[0].service_namespace
+  scalable_dimension = aws_appautoscaling_target.this[0].scalable_dimension
+  resource_id        = aws_appautoscaling_target.this[0].resource_id
+
+  step_scaling_policy_configuration {
+    adjustment_type         = "ChangeInCapacity"
+    cooldown                = 300
+    metric_aggregation_type = "Maximum"
+
+    step_adjustment {
+      metric_interval_upper_bound = 0
+      scaling_adjustment          = -1
+    }
+  }
+}
+
+# The EMF lines arrive once per METRICS_EMF_SECONDS per task, not on the minute, so a minute may
+# have none: scale out on 1 of the last 2 minutes above the threshold; a minute without any line
+# counts as "not above" (a gauge that never moved is not sent at all: nothing ever waited).
+resource "aws_cloudwatch_metric_alarm" "age_high" {
+  count               = local.age_scaled ? 1 : 0
+  alarm_name          = "${local.family}-age-scale-out"
+  alarm_description   = "Scales ${var.name} out: its oldest waiting entry is older than ${var.age_scaling.scale_out_above_seconds} s."
+  namespace           = var.age_scaling.namespace
+  metric_name         = var.age_scaling.metric_name
+  dimensions          = { Service = var.name }
+  statistic           = "Maximum"
+  period              = 60
+  evaluation_periods  = 2
+  datapoints_to_alarm = 1
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = var.age_scaling.scale_out_above_seconds
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = [aws_appautoscaling_policy.age_out[0].arn]
+}
+
+# Scale in after ten minutes below the scale-in age; a minute without any line counts as quiet
+# (no task has had anything waiting since it started).
+resource "aws_cloudwatch_metric_alarm" "age_low" {
+  count               = local.age_scaled ? 1 : 0
+  alarm_name          = "${local.family}-age-scale-in"
+  alarm_description   = "Scales ${var.name} in: its oldest waiting entry stayed younger than ${var.age_scaling.scale_in_below_seconds} s for 10 minutes."
+  namespace           = var.age_scaling.namespace
+  metric_name         = var.age_scaling.metric_name
+  dimensions          = { Service = var.name }
+  statistic           = "Maximum"
+  period              = 60
+  evaluation_periods  = 10
+  datapoints_to_alarm = 10
+  comparison_operator = "LessThanThreshold"
+  threshold           = var.age_scaling.scale_in_below_seconds
+  treat_missing_data  = "breaching"
+  alarm_actions       = [aws_appautoscaling_policy.age_in[0].arn]
+}

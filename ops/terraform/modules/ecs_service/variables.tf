@@ -156,3 +156,20 @@ variable "execution_role_arn" {
   type        = string
   default     = null
 }
+
+variable "age_scaling" {
+  description = <<-EOT
+    Step scaling on the age of the oldest waiting entry the service reports through EMF:
+    namespace and metric_name of the gauge (dimension Service = name), add a task while it is
+    above scale_out_above_seconds (two when more than far_above_seconds above that), remove one
+    after 10 minutes below scale_in_below_seconds. null: not scaled on age.
+  EOT
+  type = object({
+    namespace               = string
+    metric_name             = string
+    scale_out_above_seconds = number
+    far_above_seconds       = number
+    scale_in_below_seconds  = number
+  })
+  default = null
+}

@@ -1,6 +1,7 @@
 # Task roles: what each process may call on AWS, nothing more. (Each service's *execution* role,
 # for the image pull, its log group and its own secrets, is in modules/ecs_service.)
-#   purchase: publish to the topic (+ read its attributes for /purchase/health/deep)
+#   relay:    publish to the topic (sns:Publish, which also authorises sns:PublishBatch): it
+#             carries the outbox's entries from Redis to SNS
 #   worker:   consume the queue, and send to it (a Celery retry goes straight back to its own
 #             queue); the DLQ is reached only through the redrive policy, never sent to
 #   events:   read the depth of the queue and of the DLQ (/events/health/deep)
@@ -8,21 +9,23 @@
 #             `reconcile` read the queue's depth (and peek the DLQ); `dlq list` peeks the DLQ;
 #             `dlq redrive` moves its messages back (StartMessageMoveTask, or receive, send to the
 #             queue, delete)
-#   query, flower, release: no AWS API at all (`catalog load`, run in the release task, needs
-#             MySQL and Redis only: an event that must be rebuilt is left to the ops task)
+#   purchase, query, flower, release: no AWS API at all (a purchase writes the seat state and
+#             its outbox entry in Redis, the relay publishes it; `catalog load`, run in the
+#             release task, needs MySQL and Redis only: an event that must be rebuilt is left to
+#             the ops task)
 #
 # With existing_role_arn set (accounts where no IAM role may be created, such as AWS Academy
 # Learner Lab and its LabRole), nothing here is created and every process gets that role.
 
 locals {
-  services    = ["purchase", "query", "events", "worker", "flower", "release", "ops"]
+  services    = ["purchase", "query", "events", "relay", "worker", "flower", "release", "ops"]
   create_iam  = var.existing_role_arn == ""
   policy_docs = local.create_iam ? local.policies : {}
 
   policies = {
-    purchase = [{
-      # sns:Publish also authorises sns:PublishBatch (group-commit publishing)
-      actions   = ["sns:Publish", "sns:GetTopicAttributes"]
+    relay = [{
+      # sns:Publish also authorises sns:PublishBatch (up to 10 outbox entries a call)
+      actions   = ["sns:Publish"]
       resources = [var.topic_arn]
     }]
     worker = [{

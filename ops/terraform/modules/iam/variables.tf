@@ -4,7 +4,7 @@ variable "name" {
 }
 
 variable "topic_arn" {
-  description = "The ticket topic the purchase API publishes to."
+  description = "The ticket topic the relay publishes the outbox to."
   type        = string
 }
 

@@ -1,5 +1,6 @@
-# Alarms that need an operator: a dead letter (a ticket that could not be persisted) and a
-# ticket queue that is not being drained. Both notify the alarm topic.
+# Alarms that need an operator: a dead letter (a ticket that could not be persisted), a ticket
+# queue that is not being drained, an outbox that is not being relayed (an entry parked, the
+# oldest too old, no relay running), error rates, latency. All notify the alarm topic.
 
 resource "aws_sns_topic" "alarms" {
   name              = "${var.name}-alarms"
@@ -106,7 +107,7 @@ resource "aws_cloudwatch_metric_alarm" "alb_5xx_rate" {
 }
 
 # 503: the ALB's own (no healthy task) and the purchase service's SERVICE_UNAVAILABLE /
-# OUTCOME_UNKNOWN answers (Redis, SNS or a replica too slow), counted from its JSON log.
+# OUTCOME_UNKNOWN answers (Redis or its replica too slow), counted from its JSON log.
 resource "aws_cloudwatch_log_metric_filter" "purchases_unavailable" {
   name           = "${var.name}-purchases-unavailable"
   log_group_name = var.purchase_log_group
@@ -198,7 +199,7 @@ resource "aws_cloudwatch_metric_alarm" "ticket_conflict" {
 
 resource "aws_cloudwatch_metric_alarm" "purchase_latency_p99" {
   alarm_name          = "${var.name}-purchase-latency-p99"
-  alarm_description   = "The slowest purchase task's p99 answer time was above ${var.purchase_p99_alarm_seconds} s in 3 of 5 minutes: Redis, SNS or CPU (see the ${var.name} dashboard)."
+  alarm_description   = "The slowest purchase task's p99 answer time was above ${var.purchase_p99_alarm_seconds} s in 3 of 5 minutes: Redis, its replica (WAIT) or CPU (see the ${var.name} dashboard)."
   namespace           = local.namespace
   metric_name         = "ticketing_purchase_seconds_p99"
   dimensions          = { Service = "purchase" }
@@ -221,4 +222,63 @@ resource "aws_cloudwatch_dashboard" "service" {
     namespace = local.namespace
     region    = data.aws_region.current.name
   })
+}
+
+# --- the relay (the outbox → SNS). Its EMF lines (dimension Service = relay): the age of the
+# oldest outbox entry (a gauge, use Maximum: the task that sees the oldest), and the entries it
+# parked in the dead-letter stream after SNS kept refusing them (a counter, use Sum).
+
+resource "aws_cloudwatch_metric_alarm" "relay_parked" {
+  alarm_name          = "${var.name}-relay-parked"
+  alarm_description   = "The relay parked an outbox entry SNS kept refusing: a sale whose ticket message is not on its way. The relay's log says why; the entry waits in the outbox's dead-letter stream."
+  namespace           = local.namespace
+  metric_name         = "ticketing_relay_parked_total"
+  dimensions          = { Service = "relay" }
+  statistic           = "Sum"
+  period              = 60
+  evaluation_periods  = 1
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = 0
+  treat_missing_data  = "notBreaching" # a counter that never moved is not sent: nothing parked
+  alarm_actions       = [aws_sns_topic.alarms.arn]
+}
+
+# M of N: the lines arrive once a minute per task but not on the minute. No line at all means
+# no relay task ever saw an entry wait (or none runs: relay_not_running says so).
+resource "aws_cloudwatch_metric_alarm" "outbox_age" {
+  alarm_name          = "${var.name}-outbox-age"
+  alarm_description   = "The oldest outbox entry (a sale not yet published to SNS) was older than ${var.outbox_age_alarm_seconds} s in 2 of 3 minutes: relays stuck, SNS refusing or slow, or too few relays (max reached)."
+  namespace           = local.namespace
+  metric_name         = "ticketing_outbox_age_seconds"
+  dimensions          = { Service = "relay" }
+  statistic           = "Maximum"
+  period              = 60
+  evaluation_periods  = 3
+  datapoints_to_alarm = 2
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = var.outbox_age_alarm_seconds
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = [aws_sns_topic.alarms.arn]
+  ok_actions          = [aws_sns_topic.alarms.arn]
+}
+
+# Running tasks from Container Insights (enabled on the cluster), not the relay's own lines: a
+# relay that is down writes nothing, and its gauges are not sent until they first move. A minute
+# without the metric counts as breaching (a service without tasks may report nothing), so the
+# alarm also fires when the service is gone. Three minutes: a crashed task is replaced in about one.
+resource "aws_cloudwatch_metric_alarm" "relay_not_running" {
+  alarm_name          = "${var.name}-relay-not-running"
+  alarm_description   = "No relay task ran for 3 minutes: purchases are sold in Redis but their tickets are not published (the outbox grows). See the relay service's events and log."
+  namespace           = "ECS/ContainerInsights"
+  metric_name         = "RunningTaskCount"
+  dimensions          = { ClusterName = var.cluster_name, ServiceName = var.relay_service_name }
+  statistic           = "Minimum"
+  period              = 60
+  evaluation_periods  = 3
+  datapoints_to_alarm = 3
+  comparison_operator = "LessThanThreshold"
+  threshold           = 1
+  treat_missing_data  = "breaching"
+  alarm_actions       = [aws_sns_topic.alarms.arn]
+  ok_actions          = [aws_sns_topic.alarms.arn]
 }

@@ -59,3 +59,19 @@ variable "purchase_p99_alarm_seconds" {
   type        = number
   default     = 1
 }
+
+variable "cluster_name" {
+  description = "ECS cluster of the services (ClusterName dimension of Container Insights)."
+  type        = string
+}
+
+variable "relay_service_name" {
+  description = "ECS service of the relay (its running task count is alarmed)."
+  type        = string
+}
+
+variable "outbox_age_alarm_seconds" {
+  description = "Alarm when the oldest outbox entry is older than this in 2 of 3 minutes."
+  type        = number
+  default     = 30
+}

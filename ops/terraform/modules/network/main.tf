@@ -1,6 +1,6 @@
 # A VPC of its own over two AZs: public subnets hold only the ALB and the NAT gateway(s); the
 # tasks, Aurora and Redis live in private subnets. Security groups: only the ALB is public,
-# only the ECS tasks reach Aurora and Redis.
+# only the ECS tasks reach Aurora and Redis (the relay, in a group of its own, Redis only).
 
 # The two zones are named, not "the first two available": a zone changing state or AWS adding
 # one must never move (recreate) the subnets.
@@ -292,4 +292,40 @@ resource "aws_vpc_security_group_ingress_rule" "redis_from_tasks" {
   from_port                    = 6379
   to_port                      = 6379
   referenced_security_group_id = aws_security_group.tasks.id
+}
+
+# The relay (the outbox → SNS) serves nothing: no ingress at all, its own group so that nothing
+# else can reach it and it can reach only Redis and the AWS APIs (no Aurora).
+resource "aws_security_group" "relay" {
+  #checkov:skip=CKV2_AWS_5:attached outside this module (module.relay's ECS service); checkov does not follow module outputs into the root module
+  name        = "${var.name}-relay"
+  description = "The outbox relay: no ingress; Redis and the AWS APIs out"
+  vpc_id      = aws_vpc.this.id
+}
+
+resource "aws_vpc_security_group_egress_rule" "relay_https" {
+  security_group_id = aws_security_group.relay.id
+  description       = "AWS APIs (SNS, ECR, Secrets Manager, CloudWatch) through the NAT gateway"
+  ip_protocol       = "tcp"
+  from_port         = 443
+  to_port           = 443
+  cidr_ipv4         = "0.0.0.0/0"
+}
+
+resource "aws_vpc_security_group_egress_rule" "relay_to_redis" {
+  security_group_id            = aws_security_group.relay.id
+  description                  = "Redis to ElastiCache (the outbox streams)"
+  ip_protocol                  = "tcp"
+  from_port                    = 6379
+  to_port                      = 6379
+  referenced_security_group_id = aws_security_group.redis.id
+}
+
+resource "aws_vpc_security_group_ingress_rule" "redis_from_relay" {
+  security_group_id            = aws_security_group.redis.id
+  description                  = "Redis from the outbox relay"
+  ip_protocol                  = "tcp"
+  from_port                    = 6379
+  to_port                      = 6379
+  referenced_security_group_id = aws_security_group.relay.id
 }

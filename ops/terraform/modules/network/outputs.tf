@@ -23,6 +23,11 @@ output "tasks_security_group_id" {
   value       = aws_security_group.tasks.id
 }
 
+output "relay_security_group_id" {
+  description = "Security group of the relay's tasks (Redis and the AWS APIs, no ingress)."
+  value       = aws_security_group.relay.id
+}
+
 output "aurora_security_group_id" {
   description = "Security group of the Aurora cluster."
   value       = aws_security_group.aurora.id

@@ -1,0 +1,236 @@
+"""The Lua scripts that read and change seat state; each call is one atomic EVALSHA.
+
+Every script that changes seat state appends the event of that change to its bucket's outbox
+stream in the same call (keys.py: the stream shares the event's hash tag, so one slot), so a
+seat change without its event, or an event without its change, cannot exist. The relay takes
+the stream's entries to SNS. Entry fields: `kind` (`ticket`), `ticket` (the ticket's JSON with
+its schemaVersion, the persist task's payload) and `rid` (the request id, for the logs).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import redis
+
+from models.catalog import EventSpec, ZoneSpec, row_label
+from models.seats import keys
+from models.seats.connection import Client, node_for
+
+IDEMPOTENCY_TTL_SECONDS = 24 * 3600
+
+# Sells one seat if it and every counter allow: returns OK or the outcome code of the contract.
+# SEAT_TAKEN is checked before the counters. Nothing is written unless the answer is OK.
+DECIDE_LUA = """
+local function decide(sold, left, event, bit, row)
+  if redis.call('EXISTS', left) == 0 or redis.call('EXISTS', event) == 0 then
+    return 'NOT_LOADED'
+  end
+  if redis.call('GETBIT', sold, bit) == 1 then return 'SEAT_TAKEN' end
+  local row_left = tonumber(redis.call('HGET', left, row))
+  if row_left == nil then return 'NOT_LOADED' end
+  if row_left <= 0 then return 'ROW_FULL' end
+  if tonumber(redis.call('HGET', left, 'zone')) <= 0 then return 'ZONE_FULL' end
+  local counts = redis.call('HMGET', event, 'sold', 'capacity')
+  if tonumber(counts[1]) >= tonumber(counts[2]) then return 'EVENT_SOLD_OUT' end
+  redis.call('SETBIT', sold, bit, 1)
+  redis.call('HINCRBY', left, row, -1)
+  redis.call('HINCRBY', left, 'zone', -1)
+  redis.call('HINCRBY', event, 'sold', 1)
+  return 'OK'
+end
+"""
+
+# KEYS: sold bitmap, seats left, event counters, owners, outbox stream[, idempotency record].
+# ARGV: bit, row, ticket JSON (with schemaVersion), ticket id, request id[, fingerprint, TTL].
+# With a record key: an existing record answers REPLAY with its fingerprint and ticket, and
+# decides nothing (its TTL is renewed: that write makes a pipelined WAIT cover the original
+# sale, which came before it in the replication stream). Else the seat is decided; on OK the
+# seat's owner, the outbox entry and the record are written in the same call, so the answer of
+# a key is known as soon as the script ran: no record is ever "pending".
+PURCHASE_LUA = (
+    DECIDE_LUA
+    + """
+local idem = KEYS[6]
+if idem then
+  local record = redis.call('HMGET', idem, 'fp', 'ticket')
+  if record[1] then
+    redis.call('EXPIRE', idem, tonumber(ARGV[7]))
+    return {'REPLAY', record[1], record[2]}
+  end
+end
+local outcome = decide(KEYS[1], KEYS[2], KEYS[3], tonumber(ARGV[1]), ARGV[2])
+if outcome ~= 'OK' then return {outcome} end
+redis.call('HSET', KEYS[4], ARGV[1], ARGV[4])
+redis.call('XADD', KEYS[5], '*', 'kind', 'ticket', 'ticket', ARGV[3], 'rid', ARGV[5])
+if idem then
+  redis.call('HSET', idem, 'fp', ARGV[6], 'ticket', ARGV[3])
+  redis.call('EXPIRE', idem, tonumber(ARGV[7]))
+end
+return {'OK'}
+"""
+)
+
+# Creates counters that do not exist yet; never touches a counter or bit that exists, so
+# loading the catalog again never un-sells a seat. ARGV: zone capacity, row capacity, event
+# capacity, then the row labels.
+INITIALISE_LUA = """
+local left, event = KEYS[1], KEYS[2]
+redis.call('HSETNX', left, 'zone', ARGV[1])
+for i = 4, #ARGV do redis.call('HSETNX', left, ARGV[i], ARGV[2]) end
+redis.call('HSETNX', event, 'sold', 0)
+redis.call('HSET', event, 'capacity', ARGV[3])
+return 1
+"""
+
+# The seat map of one zone in one round trip: the sold bitmap as hex (it is binary, and the
+# client decodes replies as text) and the seats-left hash; NOT_LOADED without seat state.
+ZONE_STATE_LUA = """
+local sold, left, event = KEYS[1], KEYS[2], KEYS[3]
+if redis.call('EXISTS', left) == 0 or redis.call('EXISTS', event) == 0 then
+  return 'NOT_LOADED'
+end
+local raw = redis.call('GET', sold) or ''
+local hex = {}
+for i = 1, #raw do hex[i] = string.format('%02x', string.byte(raw, i)) end
+return {table.concat(hex), redis.call('HGETALL', left)}
+"""
+
+# Seats left in every zone of an event: KEYS[1] the event hash, then each zone's left hash.
+AVAILABILITY_LUA = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 'NOT_LOADED' end
+local out = {}
+for i = 2, #KEYS do
+  local n = redis.call('HGET', KEYS[i], 'zone')
+  if not n then return 'NOT_LOADED' end
+  out[#out + 1] = n
+end
+return out
+"""
+
+
+class ReplicasBehind(redis.RedisError):
+    """The script ran on the primary, but fewer replicas than asked acknowledged it in time:
+    a failover now could lose it. Its outcome is known here, and unknown after a failover."""
+
+    def __init__(self, outcome: Sale, acknowledged: int) -> None:
+        super().__init__(f"{acknowledged} replica(s) acknowledged the write in time")
+        self.outcome = outcome
+        self.acknowledged = acknowledged
+
+
+@dataclass(frozen=True)
+class Sale:
+    """A purchase script's answer: OK, an outcome code, or REPLAY with the key's record."""
+
+    outcome: str
+    fingerprint: str | None = None
+    ticket_json: str | None = None
+
+
+@dataclass(frozen=True)
+class Wait:
+    """WAIT numreplicas timeout, pipelined after a writing script (numreplicas 0: no WAIT)."""
+
+    replicas: int = 0
+    timeout_ms: int = 50
+
+
+def seat_bit(zone: ZoneSpec, row_index: int, column: int) -> int:
+    """Bit offset of a seat: rowIndex × columns + colIndex (columns are 1-based on the wire)."""
+    return row_index * zone.columns + (column - 1)
+
+
+class SeatScripts:
+    """The registered scripts of one client; each call is one EVALSHA (EVAL once after a flush)."""
+
+    def __init__(self, r: Client) -> None:
+        self.redis = r
+        self._purchase = r.register_script(PURCHASE_LUA)
+        self._initialise = r.register_script(INITIALISE_LUA)
+        self._zone_state = r.register_script(ZONE_STATE_LUA)
+        self._availability = r.register_script(AVAILABILITY_LUA)
+
+    def purchase(
+        self,
+        event_id: str,
+        zone: ZoneSpec,
+        row_index: int,
+        column: int,
+        *,
+        ticket: dict,
+        request_id: str = "",
+        record_key: str | None = None,
+        fingerprint: str = "",
+        wait: Wait = Wait(),
+    ) -> Sale:
+        """Sell one seat and append its event to the outbox, in one call; with `record_key`,
+        answer a repeat of the key from its record instead. With `wait.replicas`, WAIT goes in
+        the same round trip; raises ReplicasBehind when it fell short after a write."""
+        bit = seat_bit(zone, row_index, column)
+        script_keys = [
+            *keys.zone_keys(event_id, zone.zone_id),
+            keys.owners_key(event_id, zone.zone_id),
+            keys.outbox_stream(keys.bucket(event_id)),
+        ]
+        args = [bit, row_label(row_index), json.dumps(ticket), ticket["ticketId"], request_id]
+        if record_key is not None:
+            script_keys.append(record_key)
+            args += [fingerprint, IDEMPOTENCY_TTL_SECONDS]
+        if wait.replicas <= 0:
+            reply = self._purchase(keys=script_keys, args=args)
+            return Sale(*reply)
+        reply, acknowledged = self._with_wait(script_keys, args, wait)
+        sale = Sale(*reply)
+        if sale.outcome in ("OK", "REPLAY") and acknowledged < wait.replicas:
+            raise ReplicasBehind(sale, acknowledged)
+        return sale
+
+    def _with_wait(self, script_keys: list, args: list, wait: Wait) -> tuple[list, int]:
+        """EVALSHA and WAIT pipelined in one round trip on the node of the keys' slot."""
+        node = node_for(self.redis, script_keys[0])
+        for attempt in (1, 2):
+            pipe = node.pipeline(transaction=False)
+            pipe.evalsha(self._purchase.sha, len(script_keys), *script_keys, *args)
+            pipe.execute_command("WAIT", wait.replicas, wait.timeout_ms)
+            reply, acknowledged = pipe.execute(raise_on_error=False)
+            if isinstance(reply, redis.exceptions.NoScriptError) and attempt == 1:
+                node.script_load(PURCHASE_LUA)  # NOSCRIPT: the script did not run
+                continue
+            if isinstance(reply, Exception):
+                raise reply
+            if isinstance(acknowledged, Exception):
+                raise acknowledged
+            return reply, int(acknowledged)
+        raise AssertionError("unreachable")
+
+    def zone_state(self, event_id: str, zone: ZoneSpec) -> tuple[list[str], dict[str, int]] | None:
+        """One row string per row ('1' = sold) and the seats-left hash; None if not loaded."""
+        reply = self._zone_state(keys=keys.zone_keys(event_id, zone.zone_id))
+        if reply == "NOT_LOADED":
+            return None
+        hex_bitmap, flat = reply
+        bits = "".join(f"{b:08b}" for b in bytes.fromhex(hex_bitmap))
+        bits = bits.ljust(zone.rows * zone.columns, "0")
+        grid = [bits[i * zone.columns : (i + 1) * zone.columns] for i in range(zone.rows)]
+        return grid, {flat[i]: int(flat[i + 1]) for i in range(0, len(flat), 2)}
+
+    def availability(self, event_id: str, zone_ids: list[int]) -> dict[int, int] | None:
+        """Seats left per zone of an event in one call; None if its seat state is not loaded."""
+        script_keys = [keys.event_key(event_id)] + [
+            keys.zone_keys(event_id, z)[1] for z in zone_ids
+        ]
+        reply = self._availability(keys=script_keys)
+        if reply == "NOT_LOADED":
+            return None
+        return {z: int(n) for z, n in zip(zone_ids, reply, strict=True)}
+
+    def initialise(self, event: EventSpec, zone: ZoneSpec) -> None:
+        """Create the counters of one (event, zone) that are missing."""
+        _, left, event_hash = keys.zone_keys(event.event_id, zone.zone_id)
+        rows = [row_label(i) for i in range(zone.rows)]
+        self._initialise(
+            keys=[left, event_hash],
+            args=[zone.capacity, zone.row_capacity, event.capacity, *rows],
+        )
