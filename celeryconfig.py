@@ -7,8 +7,8 @@ policy, and the raw-delivery subscription. The processes only use them:
   *direct* exchange named like the topic. It never calls SNS Subscribe or edits the queue policy,
   creates nothing, and a `self.retry()` is sent straight to its own queue, not through the topic
   (through the topic a retry would reach every subscribed queue);
-* the purchase API applies `publisher_overrides()`: the same exchange name as a *fanout*
-  exchange mapped to the topic ARN, so a task message goes out as one `sns:Publish`.
+* the relay (relay/envelopes.py) applies `publisher_overrides()`: the same exchange name as a
+  *fanout* exchange mapped to the topic ARN, so a task message is what kombu would send to SNS.
 
 The endpoint comes from botocore's standard `AWS_ENDPOINT_URL` (moto locally, unset on AWS).
 
@@ -54,11 +54,9 @@ def _client_config() -> dict[str, Any]:
     }
 
 
-# kombu's SQS transport with the worker's changes (tasks/transport.py) and the purchase API's
-# (tasks/publish_batching.py), each under a scheme of its own: `broker_transport` would also take
-# over a `--broker redis://` given to Flower.
+# kombu's SQS transport with the worker's changes (tasks/transport.py), under a scheme of its own:
+# `broker_transport` would also take over a `--broker redis://` given to Flower.
 TRANSPORT_ALIASES.setdefault("sqs-tickets", "tasks.transport:Transport")
-TRANSPORT_ALIASES.setdefault("sqs-publisher", "tasks.publish_batching:PublishingTransport")
 broker_url = "sqs-tickets://"
 broker_connection_retry_on_startup = True
 _sqs_transport_options: dict[str, Any] = {
@@ -140,28 +138,19 @@ broker_heartbeat = 0
 
 
 def publisher_overrides() -> dict[str, Any]:
-    """What the purchase API changes: publish to the topic as a fanout exchange."""
+    """What a producer of task messages (the relay) changes: publish to the topic as a fanout
+    exchange."""
     topic = Exchange(_s.topic_name, type="fanout")
     options = dict(_sqs_transport_options)
     options["supports_fanout"] = True
     options["predefined_exchanges"] = {_s.topic_name: {"arn": _s.topic_arn}}
-    if _s.publish_batch_max > 1:
-        # concurrent publishes of a process share one sns:PublishBatch (tasks/publish_batching.py);
-        # a publisher waits for its own entry at most as long as botocore may take, plus slack
-        options["sns_group_commit"] = {
-            "max_batch": _s.publish_batch_max,
-            "window": _s.publish_batch_window,
-            "senders": _s.publish_batch_senders,
-            "timeout": 2 * (_s.broker_connect_timeout + _s.broker_read_timeout) + 1,
-        }
     return {
-        "broker_url": "sqs-publisher://",
+        "broker_url": "sqs://",
         "broker_transport_options": options,
         "task_queues": [],
         "task_routes": {
             TaskNames.PERSIST_TICKET: {"exchange": topic, "routing_key": QueueNames.TICKETS}
         },
-        # botocore retries once with short timeouts; Celery's own publish retry would add
-        # seconds before the buyer hears 503.
+        # the relay sends the messages itself; Celery never retries a publish
         "task_publish_retry": False,
     }

@@ -34,12 +34,6 @@ SLOW = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
 PURCHASES = Counter("ticketing_purchases_total", "Purchase answers by outcome code", ["code"])
 PURCHASE_SECONDS = Histogram("ticketing_purchase_seconds", "Purchase request latency", buckets=FAST)
-PUBLISH_SECONDS = Histogram("ticketing_publish_seconds", "SNS publish latency", buckets=FAST)
-PUBLISH_BATCH_SIZE = Histogram(
-    "ticketing_publish_batch_size",
-    "Messages per SNS PublishBatch (group commit)",
-    buckets=(1, 2, 3, 4, 5, 6, 7, 8, 9, 10),
-)
 PERSIST_SECONDS = Histogram(
     "ticketing_persist_seconds", "Projection transaction latency (one batch)", buckets=FAST
 )

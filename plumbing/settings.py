@@ -177,9 +177,6 @@ class Settings:
     monitor_health_check_seconds: float
     worker_metrics_port: int
     projection_stall_seconds: float
-    publish_batch_max: int
-    publish_batch_window: float
-    publish_batch_senders: int
     persist_batch_max: int
     persist_batch_window: float
     persist_batch_timeout: float
@@ -231,9 +228,6 @@ def load() -> Settings:
     catalog = Path(_str("CATALOG_FILE", str(ROOT / "models" / "catalog.json")))
     redis_url = _str("REDIS_URL", "redis://127.0.0.1:6379/0")
     redis_cluster = _bool("REDIS_CLUSTER", False)
-    publish_batch_max = _int("PUBLISH_BATCH_MAX", 10)
-    if publish_batch_max > 10:
-        raise SettingsError(f"PUBLISH_BATCH_MAX={publish_batch_max} exceeds SNS's 10 per batch")
     app_env = _str("APP_ENV", "development")
     monitor_broker_url = _monitor_url(redis_url, redis_cluster)
     database_read_url = _str("DATABASE_READ_URL", database_url)
@@ -276,9 +270,6 @@ def load() -> Settings:
         worker_metrics_port=int(os.environ.get("WORKER_METRICS_PORT", "9808") or 0),
         monitor_broker_url=monitor_broker_url,
         monitor_health_check_seconds=_float("MONITOR_HEALTH_CHECK_SECONDS", 10.0),
-        publish_batch_max=publish_batch_max,
-        publish_batch_window=_float("PUBLISH_BATCH_WINDOW_MS", 2.0) / 1000,
-        publish_batch_senders=_int("PUBLISH_BATCH_SENDERS", 1),
         persist_batch_max=_int("PERSIST_BATCH_MAX", 10),
         persist_batch_window=_float("PERSIST_BATCH_WINDOW_MS", 10.0) / 1000,
         persist_batch_timeout=_float("PERSIST_BATCH_TIMEOUT", 10.0),

@@ -3,8 +3,9 @@
 The relay does not imitate Celery's envelope: it sends the task through Celery's and kombu's
 stock publish path (`send_task` → `as_task_v2` → `Producer.publish` → the SQS channel's
 `basic_publish` → `_put_fanout`), on a transport whose SNS fanout keeps the string kombu built
-instead of calling `sns:Publish`. What the relay sends is what `messaging.publisher.publish_ticket`
-would have sent for the same ticket; the worker consumes it unchanged.
+instead of calling `sns:Publish`. What the relay sends is what a stock `send_task` through kombu's
+SNS fanout would send for the same ticket (tests/test_relay.py compares them); the worker
+consumes it unchanged.
 """
 
 from __future__ import annotations

@@ -9,15 +9,16 @@ import os
 import shutil
 import signal
 import tempfile
+import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from messaging import publisher
 from models.seats import keys
-from plumbing import logs, settings
-from tests.support.aws import tap_queue
+from plumbing import settings
+from tests.support.aws import receive_all, tap_queue
 from tests.support.outbox import (
     EVENTS,
     add_ticket,
@@ -31,7 +32,6 @@ from tests.support.outbox import (
 )
 from tests.support.processes import Relay, wait_until
 from tests.support.proxy import HttpProxy
-from tests.test_publish_batch import collect, publisher_app
 from tests.test_redis_cluster import LocalCluster
 
 
@@ -51,22 +51,55 @@ def test_outbox_entries_reach_mysql_through_the_real_worker(
     assert parked(redis_client) == []
 
 
+def collect(queue_url: str, count: int) -> list[str]:
+    """At least `count` bodies from the queue, then whatever else arrives within a second."""
+    bodies: list[str] = []
+
+    def enough() -> bool:
+        bodies.extend(receive_all(queue_url))
+        return len(bodies) >= count
+
+    wait_until(enough, 10, f"{count} messages on the tap queue")
+    time.sleep(1)  # a message too many would show up now
+    return bodies + receive_all(queue_url)
+
+
+def stock_publish(ticket: dict, request_id: str) -> None:
+    """The same task sent by a stock Celery app through kombu's own SQS transport and SNS fanout
+    (one sns:Publish), the way a producer without the relay would send it."""
+    from celery import Celery
+    from kombu import Exchange
+
+    import celeryconfig
+    from celeryconfig import QueueNames, TaskNames
+
+    app = Celery(f"stock-{uuid.uuid4().hex[:6]}", set_as_current=False)
+    app.config_from_object("celeryconfig")
+    app.conf.update({**celeryconfig.publisher_overrides(), "broker_url": "sqs://"})
+    topic = Exchange(settings.get().topic_name, type="fanout")
+    kwargs = {"ticket": ticket}
+    app.send_task(
+        TaskNames.PERSIST_TICKET,
+        kwargs=kwargs,
+        kwargsrepr=repr(kwargs),
+        exchange=topic,
+        routing_key=QueueNames.TICKETS,
+        declare=[topic],
+        task_id=ticket["ticketId"],
+        headers={"request_id": request_id},
+    )
+
+
 def test_relay_message_is_exactly_the_stock_kombu_message(
-    monkeypatch, redis_client, pipeline_relay, session_settings
+    redis_client, pipeline_relay, session_settings
 ):
-    """The same ticket relayed from the outbox and published by kombu's own Publish (the
-    purchase API's publisher without batching) arrives as the same SQS body, but for kombu's
-    random delivery tag, the sending app's reply-to id and the sending process's name."""
+    """The same ticket relayed from the outbox and published by a stock Celery app through
+    kombu's own Publish arrives as the same SQS body, but for kombu's random delivery tag, the
+    sending app's reply-to id and the sending process's name."""
     tap = tap_queue(session_settings.topic_arn)
     same = tickets_for(1)[0]
     add_ticket(redis_client, same, request_id="rid-stock")
-    stock_app = publisher_app(disabled=True)
-    monkeypatch.setattr(publisher, "publisher_app", lambda: stock_app)
-    token = logs.request_id.set("rid-stock")
-    try:
-        publisher.publish_ticket(same)
-    finally:
-        logs.request_id.reset(token)
+    stock_publish(same, "rid-stock")
     relayed, stock = (json.loads(b) for b in collect(tap, 2))
     for envelope in (relayed, stock):
         envelope["properties"].pop("delivery_tag")
