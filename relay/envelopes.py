@@ -106,7 +106,7 @@ class Envelopes:
         self.app.send_task(
             self.task_name,
             kwargs=kwargs,
-            # as publish_ticket: the builtin repr of flat JSON data (Celery's saferepr is slow)
+            # the builtin repr of flat JSON data: Celery's saferepr walks it in Python, slowly
             kwargsrepr=repr(kwargs),
             exchange=self.topic,
             routing_key=self.routing_key,
