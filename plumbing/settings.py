@@ -278,7 +278,7 @@ def load() -> Settings:
         relay_batch_window=_float("RELAY_BATCH_WINDOW_MS", 10.0) / 1000,
         relay_max_attempts=_int("RELAY_MAX_ATTEMPTS", 5),
         relay_claim_idle=_float("RELAY_CLAIM_IDLE_MS", 30_000.0) / 1000,
-        relay_idle_sleep=_float("RELAY_IDLE_SLEEP_MS", 20.0) / 1000,
+        relay_idle_sleep=_float("RELAY_IDLE_SLEEP_MS", 50.0) / 1000,
         relay_heartbeat_seconds=_float("RELAY_HEARTBEAT_SECONDS", 5.0),
         relay_alive_seconds=_float("RELAY_ALIVE_SECONDS", 30.0),
         relay_metrics_port=int(os.environ.get("RELAY_METRICS_PORT", "0") or 0),

@@ -66,17 +66,13 @@ class CapturingTransport(SQSTransport):
 
 
 def relay_app() -> Celery:
-    """A producer-only Celery app configured like the purchase API's publisher."""
+    """A producer-only Celery app: `celeryconfig.publisher_overrides()` (the topic as a fanout
+    exchange) on the capturing transport."""
     from celeryconfig import publisher_overrides
 
     app = Celery("ticketing-relay", set_as_current=False)
     app.config_from_object("celeryconfig")
-    overrides = publisher_overrides()
-    overrides["broker_url"] = "sqs-relay://"
-    options = dict(overrides["broker_transport_options"])
-    options.pop("sns_group_commit", None)
-    overrides["broker_transport_options"] = options
-    app.conf.update(overrides)
+    app.conf.update({**publisher_overrides(), "broker_url": "sqs-relay://"})
     return app
 
 
@@ -110,7 +106,7 @@ class Envelopes:
         self.app.send_task(
             self.task_name,
             kwargs=kwargs,
-            # as publish_ticket: the builtin repr of flat JSON data (Celery's saferepr is slow)
+            # the builtin repr of flat JSON data: Celery's saferepr walks it in Python, slowly
             kwargsrepr=repr(kwargs),
             exchange=self.topic,
             routing_key=self.routing_key,

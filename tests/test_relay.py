@@ -177,6 +177,25 @@ def test_a_refused_entry_is_retried_then_parked_alone(
     assert persisted([too_big["ticketId"]]) == 0
 
 
+def test_an_entry_that_cannot_become_a_message_is_parked_at_once(
+    redis_client, clean_tickets, pipeline_worker, pipeline_relay
+):
+    """An unknown kind or an unreadable ticket never reaches SNS: parked on first sight, with
+    the reason, while a good entry beside it arrives."""
+    good = tickets_for(1, "Event7")
+    stream = keys.outbox_stream(keys.bucket("Event7"))
+    redis_client.xadd(stream, {"kind": "refund", "ticket": "{}", "rid": ""})
+    redis_client.xadd(stream, {"kind": "ticket", "ticket": "{not json", "rid": "r-9"})
+    add_ticket(redis_client, good[0])
+    wait_persisted(good)
+    wait_until(lambda: len(parked(redis_client)) == 2, 30, "two parked entries")
+    reasons = sorted(fields["reason"] for _, fields in parked(redis_client))
+    assert reasons[0].startswith("unknown kind 'refund'"), reasons
+    assert reasons[1].startswith("unreadable ticket"), reasons
+    assert {fields["attempts"] for _, fields in parked(redis_client)} == {"0"}
+    wait_until(lambda: stream_lengths(redis_client) == 0, 30, "the outbox emptied")
+
+
 def test_a_dead_relays_pending_entries_are_claimed(
     redis_client, clean_tickets, pipeline_worker, own_outbox
 ):

@@ -175,18 +175,6 @@ class Relay:
         if self.proc.poll() is not None:
             raise RuntimeError(f"relay exited:\n{self.log()}")
 
-    @contextlib.contextmanager
-    def paused(self) -> Iterator[None]:
-        """Stopped (SIGTERM) for the block, then started again with the same environment:
-        a test can run relays of its own on the same outbox."""
-        assert self.stop() == 0, self.log()
-        try:
-            yield
-        finally:
-            again = Relay.spawn(self.env)
-            self.proc, self.log_path = again.proc, again.log_path
-            self.wait_ready()
-
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 

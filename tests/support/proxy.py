@@ -140,10 +140,11 @@ class HttpProxy:
     which acts on it; the answer is thrown away and the connection closed: the client cannot
     know what happened), `hold_answer` (the server acts on the request; its answer waits until
     `release()`, then goes to the client if it still listens), `down` (every connection is
-    closed before anything is forwarded: the server is unreachable).
+    closed before anything is forwarded: the server is unreachable), `drop_one_answer` (as
+    drop_answer for the next call, then `forward`).
     """
 
-    MODES = ("forward", "drop_answer", "hold_answer", "down")
+    MODES = ("forward", "drop_answer", "hold_answer", "down", "drop_one_answer")
 
     def __init__(self, target_url: str) -> None:
         import http.client
@@ -177,6 +178,11 @@ class HttpProxy:
                 data = answer.read()
                 upstream.close()
                 proxy._record(body)
+                if mode == "drop_one_answer":
+                    with proxy.lock:
+                        mode = proxy.mode
+                        if mode == "drop_one_answer":
+                            mode, proxy.mode = "drop_answer", "forward"
                 if mode == "hold_answer":
                     proxy._released.wait(300)
                 if mode == "drop_answer":
