@@ -369,6 +369,7 @@ def test_secrets_are_injected_never_plain_environment():
         "${local.web_environment}",
         "${local.purchase_environment}",
         "${merge(local.common_environment, local.seat_state_environment)}",
+        "${merge(local.web_environment, local.seat_state_environment)}",
     }
     assert root.locals["purchase_environment"] == (
         "${merge(local.web_environment, local.seat_state_environment,"
@@ -436,16 +437,17 @@ def test_seat_state_is_a_redis_cluster_and_the_monitoring_plane_is_not():
     services = service_modules()
     seat_url = "${module.redis.redis_url_secret_arn}"
     monitor_url = "${module.monitor_redis.redis_url_secret_arn}"
-    # the sale; the outbox relay; catalog load / seats rebuild
-    for name in ("purchase", "relay", "release"):
+    # the sale; the outbox relay; catalog load / seats rebuild; the outbox in deep health
+    for name in ("purchase", "relay", "release", "events"):
         assert services[name]["secrets"]["REDIS_URL"] == seat_url
-        assert "MONITOR_BROKER_URL" not in services[name]["secrets"]
+        assert ("MONITOR_BROKER_URL" in services[name]["secrets"]) == (name == "events")
         environment = services[name]["environment"]
         if environment == "${local.purchase_environment}":
             environment = config().locals["purchase_environment"]
         assert "local.seat_state_environment" in environment, name
     for name in ("worker", "flower", "events"):  # events, remote control, heartbeats
         assert services[name]["secrets"]["MONITOR_BROKER_URL"] == monitor_url
+    for name in ("worker", "flower"):
         assert "REDIS_URL" not in services[name]["secrets"]
         assert "seat_state_environment" not in services[name]["environment"]
     assert "REDIS_URL" not in services["query"]["secrets"]

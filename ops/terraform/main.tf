@@ -35,8 +35,9 @@ locals {
     GUNICORN_THREADS = "8"
   })
 
-  # The processes that touch the seat state (purchase; release, which also runs the catalog and
-  # seats CLI commands): REDIS_URL is the cluster's configuration endpoint.
+  # The processes that touch the seat state (purchase; relay; events, which reads the outbox's
+  # depth; release, which also runs the catalog and seats CLI commands): REDIS_URL is the
+  # cluster's configuration endpoint.
   seat_state_environment = {
     REDIS_CLUSTER = "true"
   }
@@ -285,16 +286,20 @@ module "query" {
 }
 
 module "events" {
-  source             = "./modules/ecs_service"
-  name               = "events"
-  prefix             = var.name
-  command            = "gunicorn --config gunicorn.conf.py \"web:create_app('events')\""
-  image              = local.image
-  cpu                = var.task_sizes["events"].cpu
-  memory             = var.task_sizes["events"].memory
-  task_role_arn      = module.iam.task_role_arns["events"]
-  environment        = local.web_environment
-  secrets            = { MONITOR_BROKER_URL = module.monitor_redis.redis_url_secret_arn }
+  source        = "./modules/ecs_service"
+  name          = "events"
+  prefix        = var.name
+  command       = "gunicorn --config gunicorn.conf.py \"web:create_app('events')\""
+  image         = local.image
+  cpu           = var.task_sizes["events"].cpu
+  memory        = var.task_sizes["events"].memory
+  task_role_arn = module.iam.task_role_arns["events"]
+  environment   = merge(local.web_environment, local.seat_state_environment)
+  # the seat cluster too: /events/health/deep reads the outbox's depth and oldest entry there
+  secrets = {
+    MONITOR_BROKER_URL = module.monitor_redis.redis_url_secret_arn
+    REDIS_URL          = module.redis.redis_url_secret_arn
+  }
   container_port     = local.app_port
   target_group_arn   = module.alb.target_group_arns["events"]
   health_check_path  = "/events/health"
@@ -311,8 +316,7 @@ module "events" {
 }
 
 # The outbox → SNS: reads the seat cluster's outbox streams (a consumer group), publishes their
-# entries to the topic with sns:PublishBatch and deletes them once SNS has them; also sweeps
-# expired holds. No port, no load balancer; a security group of its own (Redis and the AWS APIs
+# entries to the topic with sns:PublishBatch and deletes them once SNS has them. No port, no load balancer; a security group of its own (Redis and the AWS APIs
 # only). Scaled on the age of the oldest waiting entry (its EMF gauge, see modules/ecs_service);
 # alarms in modules/monitoring.
 module "relay" {
