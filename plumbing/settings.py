@@ -183,6 +183,7 @@ class Settings:
     metrics_emf_seconds: float
     metrics_namespace: str
     relay_batch_window: float
+    relay_senders: int
     relay_max_attempts: int
     relay_claim_idle: float
     relay_idle_sleep: float
@@ -276,6 +277,7 @@ def load() -> Settings:
         metrics_emf_seconds=_seconds_or_off("METRICS_EMF_SECONDS", 0.0),
         metrics_namespace=_str("METRICS_NAMESPACE", "Ticketing/ticketing"),
         relay_batch_window=_float("RELAY_BATCH_WINDOW_MS", 10.0) / 1000,
+        relay_senders=_int("RELAY_SENDERS", 4),
         relay_max_attempts=_int("RELAY_MAX_ATTEMPTS", 5),
         relay_claim_idle=_float("RELAY_CLAIM_IDLE_MS", 30_000.0) / 1000,
         relay_idle_sleep=_float("RELAY_IDLE_SLEEP_MS", 50.0) / 1000,

@@ -31,6 +31,7 @@ def main() -> int:
         config.aws_region,
         connect_timeout=config.broker_connect_timeout,
         read_timeout=config.broker_read_timeout,
+        senders=config.relay_senders,
     )
     relay = Relay(seats.client(), sns, Envelopes(), config, consumer=name)
 

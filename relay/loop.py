@@ -1,8 +1,10 @@
 """The relay's loop: read the outbox, publish full batches, delete what SNS took.
 
-One thread. Each turn reads every outbox stream with one non-blocking XREADGROUP each (one
+One loop thread. Each turn reads every outbox stream with one non-blocking XREADGROUP each (one
 pipeline), and sends what it holds in PublishBatch calls of 10 once 10 are ready, or once the
-oldest ready one has waited RELAY_BATCH_WINDOW_MS. An entry is deleted only after SNS listed it
+oldest ready one has waited RELAY_BATCH_WINDOW_MS; the calls of one turn go out on up to
+RELAY_SENDERS threads at once, and their answers are settled (delete, retry, park) by the loop
+thread alone. An entry is deleted only after SNS listed it
 as published. A refused entry is tried again after a pause, and parked after
 RELAY_MAX_ATTEMPTS refusals (a sender fault: after two). A call that failed as a whole (timeout,
 connection) says nothing about its entries: all of them are sent again after a pause, and a
@@ -17,6 +19,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,7 +35,6 @@ from relay.sns import MAX_ENTRIES, Refusal, Sns, chunks, entry_size
 
 log = logging.getLogger(__name__)
 
-READ_COUNT = 10  # per stream and read
 MAX_HELD = 200  # no reads beyond this: while SNS is down the backlog stays in Redis
 RETRY_FIRST = 0.1  # seconds before a failed entry or call is sent again, doubling …
 RETRY_CAP = 5.0  # … up to this
@@ -81,6 +83,10 @@ class Relay:
         self._idle = 0.0
         self._next_claim = 0.0
         self._next_gauges = 0.0
+        senders = config.relay_senders
+        self._senders = ThreadPoolExecutor(senders, "sender") if senders > 1 else None
+        # per stream and read: a full batch for every sender (a hot event is one stream)
+        self._read_count = MAX_ENTRIES * max(1, senders)
 
     def stop(self) -> None:
         """Finish the call in flight, then leave `run()` (from a signal handler too)."""
@@ -122,7 +128,7 @@ class Relay:
                 self._next_gauges = now + GAUGE_SECONDS
                 self.update_gauges()
             if self._ready(now) < MAX_ENTRIES and len(self.held) < MAX_HELD:
-                fresh += self.take(outbox.read(self.redis, self.consumer, READ_COUNT), now)
+                fresh += self.take(outbox.read(self.redis, self.consumer, self._read_count), now)
         except redis.ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise
@@ -195,33 +201,56 @@ class Relay:
         together = [h for h in sendable if not h.alone]
         batches = chunks(together, lambda h: entry_size(h.message))
         batches += [[h] for h in sendable if h.alone]
-        for number, batch in enumerate(batches):
-            if not self.publish(batch):  # SNS unreachable: the rest waits as long
+        results = self._calls(batches)
+        published: list[Held] = []
+        for number, (batch, result) in enumerate(zip(batches, results, strict=True)):
+            if not self.settle(batch, result, published):  # SNS unreachable: the rest waits
                 for later in batches[number + 1 :]:
                     for held in later:
-                        held.ready_at = batch[0].ready_at
-                return
+                        held.ready_at = max(held.ready_at, batch[0].ready_at)
+        self.delete(published)
 
-    def publish(self, batch: list[Held]) -> bool:
-        """One PublishBatch call and what follows from its answer; False if the call failed."""
+    def _calls(self, batches: list[list[Held]]) -> list[list[Refusal | None] | Exception]:
+        """One PublishBatch per batch, up to RELAY_SENDERS of them on the wire at once (the
+        relay's throughput is SNS's round trip × batch, not its CPU); each call's answer, or
+        the exception that ended it."""
+        if len(batches) <= 1 or self._senders is None:
+            return [self._call(batch) for batch in batches]
+        return list(self._senders.map(self._call, batches))
+
+    def _call(self, batch: list[Held]) -> list[Refusal | None] | Exception:
         metrics.RELAY_BATCH_SIZE.observe(len(batch))
         started = time.perf_counter()
         try:
-            outcomes = self.sns.publish_batch([h.message for h in batch])
-        except ClientError as exc:
-            if self.refused_whole(batch, exc):
-                return True
-            self.call_failed(batch, exc)
-            return False
-        except Exception as exc:  # botocore and socket errors: the outcome is unknown
-            self.call_failed(batch, exc)
-            return False
+            return self.sns.publish_batch([h.message for h in batch])
+        except Exception as exc:  # botocore and socket errors: settled by the loop's thread
+            return exc
         finally:
             metrics.RELAY_PUBLISH_SECONDS.observe(time.perf_counter() - started)
-        self._call_failures = 0
-        published = [h for h, refusal in zip(batch, outcomes, strict=True) if refusal is None]
+
+    def publish(self, batch: list[Held]) -> bool:
+        """One PublishBatch call and what follows from its answer; False if the call failed."""
+        published: list[Held] = []
+        ok = self.settle(batch, self._call(batch), published)
         self.delete(published)
-        for held, refusal in zip(batch, outcomes, strict=True):
+        return ok
+
+    def settle(
+        self, batch: list[Held], result: list[Refusal | None] | Exception, published: list[Held]
+    ) -> bool:
+        """What follows from one call's answer: its published entries join `published` (to be
+        deleted), refused ones are retried or parked; False if the call failed as a whole."""
+        if isinstance(result, ClientError):
+            if self.refused_whole(batch, result):
+                return True
+            self.call_failed(batch, result)
+            return False
+        if isinstance(result, Exception):  # the outcome is unknown
+            self.call_failed(batch, result)
+            return False
+        self._call_failures = 0
+        published += [h for h, refusal in zip(batch, result, strict=True) if refusal is None]
+        for held, refusal in zip(batch, result, strict=True):
             if refusal is not None:
                 self.refused(held, refusal)
         return True

@@ -42,7 +42,12 @@ class Sns:
     """One topic's PublishBatch through a botocore client of its own."""
 
     def __init__(
-        self, topic_arn: str, region: str, connect_timeout: float, read_timeout: float
+        self,
+        topic_arn: str,
+        region: str,
+        connect_timeout: float,
+        read_timeout: float,
+        senders: int = 1,
     ) -> None:
         self.topic_arn = topic_arn
         config = Config(
@@ -50,7 +55,7 @@ class Sns:
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
             retries={"total_max_attempts": 1, "mode": "standard"},
-            max_pool_connections=2,
+            max_pool_connections=max(2, senders),
         )
         session = botocore.session.get_session()
         self.client = session.create_client("sns", region_name=region, config=config)
