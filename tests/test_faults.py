@@ -333,3 +333,27 @@ def test_reconcile_reports_disagreements_and_changes_nothing(fresh):
     assert "sold in Redis, no ticket, no outbox entry: 1\n  Event1/15/B7" in done.stdout
     assert "ticket in MySQL, seat free in Redis: 1\n  Event1/15/A1" in done.stdout
     assert {k: r.dump(k) for k in r.scan_iter("seats:*")} == before  # nothing changed
+
+
+def test_rebuild_waits_for_sales_still_in_the_outbox(fresh):
+    """A rebuild with sales of the event still in the outbox (the relay stopped): writing the
+    state from MySQL now would free their seats while their tickets are on the way. It refuses,
+    leaving the event closed; once relayed and persisted, it counts them."""
+    from models import seats
+
+    with Worker.start(fresh.env):
+        os.killpg(fresh.relay.proc.pid, signal.SIGSTOP)
+        try:
+            answers = buy_many(fresh.base, "Event1", 18, 6)
+            sold = [a for a in answers if a["httpStatus"] == 201]
+            assert outbox_depth() == len(sold) > 0
+            refused = fresh.cli("seats", "rebuild", "--event", "Event1", "--drain-timeout", "3")
+            assert refused.returncode != 0
+            assert "outbox not relayed" in refused.stderr
+            assert not seats.event_loaded(seats.client(), "Event1")  # closed: purchases 503
+        finally:
+            os.killpg(fresh.relay.proc.pid, signal.SIGCONT)
+        rebuilt = fresh.cli("seats", "rebuild", "--event", "Event1", "--drain-timeout", "120")
+        assert rebuilt.returncode == 0, rebuilt.stderr
+        assert f"Event1: {len(sold)} seats sold" in rebuilt.stdout
+        assert_every_201_persisted_once(fresh, answers)
