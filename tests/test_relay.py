@@ -220,11 +220,14 @@ def test_two_relays_share_the_work_without_loss_or_double_sends(
     redis_client, clean_tickets, pipeline_worker, own_outbox, sns_proxy
 ):
     """Two relays on the same outbox: every entry reaches MySQL, each relay sends some, and
-    SNS gets each entry once."""
+    SNS gets each entry once. The entries arrive a few at a time, as sales do (one relay's
+    read takes up to a batch per sender of every stream)."""
     tickets = [t for event in EVENTS for t in tickets_for(40, event)]
     with Relay.start(relay_env(sns_proxy)) as first, Relay.start(relay_env(sns_proxy)) as second:
-        for t in tickets:
+        for n, t in enumerate(tickets):
             add_ticket(redis_client, t)
+            if n % 5 == 4:
+                time.sleep(0.02)
         wait_persisted(tickets, 120)
         wait_until(lambda: stream_lengths(redis_client) == 0, 30, "the outbox emptied")
         sent = [r.metrics()["ticketing_relay_batch_size_sum"] for r in (first, second)]

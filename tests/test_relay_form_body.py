@@ -4,9 +4,11 @@ moto's SNS (a real form decoder) publishes is the message sent, byte for byte.""
 from __future__ import annotations
 
 import json
+import uuid
 from urllib.parse import parse_qsl
 
 import pytest
+from aws_resources import create_messaging
 
 from relay import form_body
 from relay.sns import Sns
@@ -27,8 +29,10 @@ def test_the_encoding_decodes_to_the_same_pairs(value):
 def test_botocore_sends_the_encoded_body_and_sns_publishes_the_message_unchanged(
     session_settings,
 ):
-    tap = tap_queue(session_settings.topic_arn)
-    sns = Sns(session_settings.topic_arn, session_settings.aws_region, 2.0, 5.0)
+    # a topic of its own: these are not task messages, and the session worker would take them
+    topic_arn = create_messaging(f"fb{uuid.uuid4().hex[:8]}").topic_arn
+    tap = tap_queue(topic_arn)
+    sns = Sns(topic_arn, session_settings.aws_region, 2.0, 5.0)
     sent: list[object] = []
     sns.client.meta.events.register(
         "before-send.sns.PublishBatch", lambda request, **_: sent.append(request.body)
