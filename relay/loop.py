@@ -203,20 +203,28 @@ class Relay:
         batches += [[h] for h in sendable if h.alone]
         results = self._calls(batches)
         published: list[Held] = []
-        for number, (batch, result) in enumerate(zip(batches, results, strict=True)):
-            if not self.settle(batch, result, published):  # SNS unreachable: the rest waits
-                for later in batches[number + 1 :]:
-                    for held in later:
-                        held.ready_at = max(held.ready_at, batch[0].ready_at)
+        failed_at: float | None = None
+        for batch, result in zip(batches, results, strict=False):
+            if not self.settle(batch, result, published):
+                failed_at = batch[0].ready_at
+        for unsent in batches[len(results) :]:  # SNS unreachable: the rest waits as long
+            for held in unsent:
+                held.ready_at = max(held.ready_at, failed_at or held.ready_at)
         self.delete(published)
 
     def _calls(self, batches: list[list[Held]]) -> list[list[Refusal | None] | Exception]:
         """One PublishBatch per batch, up to RELAY_SENDERS of them on the wire at once (the
         relay's throughput is SNS's round trip × batch, not its CPU); each call's answer, or
-        the exception that ended it."""
-        if len(batches) <= 1 or self._senders is None:
-            return [self._call(batch) for batch in batches]
-        return list(self._senders.map(self._call, batches))
+        the exception that ended it. One sender stops at the first failed call: the batches
+        after it are not sent (no answer for them)."""
+        if len(batches) > 1 and self._senders is not None:
+            return list(self._senders.map(self._call, batches))
+        results: list[list[Refusal | None] | Exception] = []
+        for batch in batches:
+            results.append(self._call(batch))
+            if isinstance(results[-1], Exception):
+                break
+        return results
 
     def _call(self, batch: list[Held]) -> list[Refusal | None] | Exception:
         metrics.RELAY_BATCH_SIZE.observe(len(batch))
