@@ -7,7 +7,6 @@ builds a Celery app, so the events API and the CLI can use it.
 from __future__ import annotations
 
 import logging
-import time
 from functools import cache
 from typing import Any
 
@@ -15,6 +14,7 @@ import boto3
 from botocore.config import Config
 
 from plumbing import settings
+from plumbing.waiting import until_steady
 
 log = logging.getLogger(__name__)
 
@@ -55,12 +55,4 @@ def is_drained(queue_url: str) -> bool:
 
 def wait_for_drain(queue_url: str, timeout: float, confirmations: int = 2) -> bool:
     """Wait until the queue reads empty `confirmations` times in a row, a second apart."""
-    deadline = time.monotonic() + timeout
-    seen = 0
-    while True:
-        seen = seen + 1 if is_drained(queue_url) else 0
-        if seen >= confirmations:
-            return True
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(1)
+    return until_steady(lambda: is_drained(queue_url), timeout, confirmations)

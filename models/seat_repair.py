@@ -23,9 +23,10 @@ from messaging import queues
 from models import catalog as catalog_model
 from models import seats
 from models.catalog import Catalog, row_index, row_label
-from models.seats import keys
+from models.seats import keys, outbox
 from models.tickets import sold_seats
 from plumbing import heartbeats, settings
+from plumbing.waiting import until_steady
 
 log = logging.getLogger(__name__)
 
@@ -38,32 +39,14 @@ def outbox_tickets(r: seats.Client, event_ids: set[str]) -> list[dict]:
     """The tickets of `event_ids` whose events are still in the outbox (not yet relayed)."""
     found = []
     for bucket in sorted({keys.bucket(e) for e in event_ids}):
-        for _, fields in r.xrange(keys.outbox_stream(bucket)):
-            ticket = _decode(fields)
-            if ticket is not None and ticket.get("eventId") in event_ids:
+        for entry in outbox.waiting(r, bucket):
+            try:
+                ticket = json.loads(entry.fields[outbox.TICKET])
+            except (KeyError, ValueError):
+                continue  # not a ticket: the relay parks it
+            if ticket.get("eventId") in event_ids:
                 found.append(ticket)
     return found
-
-
-def _decode(fields: dict) -> dict | None:
-    raw = fields.get("ticket") or fields.get(b"ticket")
-    try:
-        return json.loads(raw) if raw else None
-    except ValueError:
-        return None
-
-
-def wait_until(check: Callable[[], bool], timeout: float, confirmations: int = 2) -> bool:
-    """Wait until `check` holds `confirmations` times in a row, a second apart."""
-    deadline = time.monotonic() + timeout
-    seen = 0
-    while True:
-        seen = seen + 1 if check() else 0
-        if seen >= confirmations:
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(1)
 
 
 def relays_emptied_hands_since(started: float) -> Callable[[], bool]:
@@ -104,11 +87,11 @@ def rebuild(
     # No new sale of these events can start now; the ones decided before are in the outbox,
     # in a relay's hands, or in the queue: wait for all three to be empty of them.
     outbox_empty = lambda: not outbox_tickets(r, set(chosen))  # noqa: E731
-    if not wait_until(outbox_empty, drain_timeout):
+    if not until_steady(outbox_empty, drain_timeout):
         raise QueueNotDrained(f"outbox not relayed within {drain_timeout:g}s; events stay closed")
     if relays_hold_nothing is None:
         relays_hold_nothing = relays_emptied_hands_since(time.time())
-    if not wait_until(relays_hold_nothing, drain_timeout):
+    if not until_steady(relays_hold_nothing, drain_timeout):
         raise QueueNotDrained(f"relays still hold entries after {drain_timeout:g}s")
     if not queues.wait_for_drain(settings.get().queue_url, drain_timeout):
         raise QueueNotDrained(f"queue not drained within {drain_timeout:g}s; events stay closed")

@@ -236,13 +236,6 @@ class Relay:
         finally:
             metrics.RELAY_PUBLISH_SECONDS.observe(time.perf_counter() - started)
 
-    def publish(self, batch: list[Held]) -> bool:
-        """One PublishBatch call and what follows from its answer; False if the call failed."""
-        published: list[Held] = []
-        ok = self.settle(batch, self._call(batch), published)
-        self.delete(published)
-        return ok
-
     def settle(
         self, batch: list[Held], result: list[Refusal | None] | Exception, published: list[Held]
     ) -> bool:

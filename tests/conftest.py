@@ -23,6 +23,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "ops" / "local"))
+sys.path.insert(0, str(ROOT / "ops" / "bench"))  # the stand-in SNS endpoint (`standin`)
 
 from tests.support.factories import test_catalog_document  # noqa: E402
 from tests.support.processes import Relay, Worker, free_port, wait_for_port  # noqa: E402
@@ -187,6 +188,20 @@ def _stop_session_relay() -> Iterator[None]:
     yield
     while _session_relay:
         _session_relay.pop()[1].close()
+
+
+@pytest.fixture
+def standin():
+    """The bench's stand-in SNS endpoint on a free port for the session's topic: a real HTTP
+    server of the query protocol that can answer chosen entries in `Failed`; yields (state,
+    endpoint URL)."""
+    import sns_standin
+
+    state, port, stop = sns_standin.serve_in_thread(settings.get().topic_arn)
+    try:
+        yield state, f"http://127.0.0.1:{port}"
+    finally:
+        stop()
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ script reads, and the result line must keep its form."""
 from __future__ import annotations
 
 import shutil
-import sys
 import threading
 import time
 import uuid
@@ -16,19 +15,12 @@ from decimal import Decimal
 
 import boto3
 import pytest
-from botocore.exceptions import ClientError
-from sqlalchemy import select
-
-from tests.support.factories import sell
-from tests.support.outbox import stream_lengths
-from tests.support.processes import ROOT, Relay, wait_until
-
-sys.path.insert(0, str(ROOT / "ops" / "bench"))
-
 import report
 import seating
 import sns_standin
 import wrk_load
+from botocore.exceptions import ClientError
+from sqlalchemy import select
 
 import models
 from models import seats
@@ -36,16 +28,9 @@ from models.catalog import ZoneSpec, row_label
 from models.tables import Ticket
 from models.tickets import is_ticket_id
 from plumbing import settings
-
-
-@pytest.fixture
-def standin():
-    """The stand-in on a free port for the session's topic; yields (state, endpoint URL)."""
-    state, port, stop = sns_standin.serve_in_thread(settings.get().topic_arn)
-    try:
-        yield state, f"http://127.0.0.1:{port}"
-    finally:
-        stop()
+from tests.support.factories import sell
+from tests.support.outbox import stream_lengths
+from tests.support.processes import Relay, wait_until
 
 
 def sns_client(url: str):

@@ -8,11 +8,9 @@ import json
 import os
 import shutil
 import signal
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -328,13 +326,8 @@ def redis_cluster() -> Iterator[LocalCluster]:
     """A local 3-master Redis Cluster, as tests/test_redis_cluster.py starts it."""
     if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
         pytest.skip("redis-server and redis-cli not installed")
-    with tempfile.TemporaryDirectory(prefix="redis-cluster-") as directory:
-        local = LocalCluster(Path(directory))
-        try:
-            local.start()
-            yield local
-        finally:
-            local.stop()
+    with LocalCluster.running() as local:
+        yield local
 
 
 def test_relay_on_redis_cluster(redis_cluster, clean_tickets, pipeline_worker):

@@ -6,27 +6,13 @@ the query protocol that answers a chosen entry in `Failed`; the relay is the rea
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
-
-from models.seats import keys
-from plumbing import settings
-from tests.support.outbox import add_tickets, parked, stream_lengths, tickets_for
-from tests.support.processes import ROOT, Relay, wait_until
-
-sys.path.insert(0, str(ROOT / "ops" / "bench"))
-
 import sns_standin
 
-
-@pytest.fixture
-def standin():
-    state, port, stop = sns_standin.serve_in_thread(settings.get().topic_arn)
-    try:
-        yield state, f"http://127.0.0.1:{port}"
-    finally:
-        stop()
+from models.seats import keys
+from tests.support.outbox import add_tickets, parked, stream_lengths, tickets_for
+from tests.support.processes import Relay, wait_until
 
 
 def relayed_ids(state) -> list[str]:

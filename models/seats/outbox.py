@@ -16,15 +16,14 @@ from typing import Any
 
 import redis
 
-from models.seats.keys import BUCKETS, RELAY_GROUP, outbox_streams, parked_stream
+from models.seats.connection import Client
+from models.seats.keys import BUCKETS, RELAY_GROUP, outbox_stream, outbox_streams, parked_stream
 
 # the fields of an entry, as the purchase script writes them
 KIND = "kind"
 TICKET = "ticket"
 REQUEST_ID = "rid"
 KIND_TICKET = "ticket"
-
-Client = Any  # redis.Redis | RedisCluster: both pipeline the same way
 
 
 @dataclass(frozen=True)
@@ -84,6 +83,12 @@ def parked_depth(r: Client) -> int:
     for b in range(BUCKETS):
         pipe.xlen(parked_stream(b))
     return sum(int(n) for n in pipe.execute())
+
+
+def waiting(r: Client, bucket: int) -> list[Entry]:
+    """Every entry of one bucket's stream, delivered to a relay or not (XRANGE)."""
+    stream = outbox_stream(bucket)
+    return [Entry(stream, _text(i), _fields(f)) for i, f in r.xrange(stream)]
 
 
 def ensure_groups(r: Client) -> None:

@@ -190,20 +190,21 @@ class SeatScripts:
     def _with_wait(self, script_keys: list, args: list, wait: Wait) -> tuple[list, int]:
         """EVALSHA and WAIT pipelined in one round trip on the node of the keys' slot."""
         node = node_for(self.redis, script_keys[0])
-        for attempt in (1, 2):
+
+        def send() -> list:
             pipe = node.pipeline(transaction=False)
             pipe.evalsha(self._purchase.sha, len(script_keys), *script_keys, *args)
             pipe.execute_command("WAIT", wait.replicas, wait.timeout_ms)
-            reply, acknowledged = pipe.execute(raise_on_error=False)
-            if isinstance(reply, redis.exceptions.NoScriptError) and attempt == 1:
-                node.script_load(PURCHASE_LUA)  # NOSCRIPT: the script did not run
-                continue
-            if isinstance(reply, Exception):
-                raise reply
-            if isinstance(acknowledged, Exception):
-                raise acknowledged
-            return reply, int(acknowledged)
-        raise AssertionError("unreachable")
+            return pipe.execute(raise_on_error=False)
+
+        reply, acknowledged = send()
+        if isinstance(reply, redis.exceptions.NoScriptError):  # the script did not run
+            node.script_load(PURCHASE_LUA)
+            reply, acknowledged = send()
+        for result in (reply, acknowledged):
+            if isinstance(result, Exception):
+                raise result
+        return reply, int(acknowledged)
 
     def zone_state(self, event_id: str, zone: ZoneSpec) -> tuple[list[str], dict[str, int]] | None:
         """One row string per row ('1' = sold) and the seats-left hash; None if not loaded."""

@@ -92,6 +92,4 @@ def parked(r: Any) -> list[tuple[str, dict[str, str]]]:
 def drop_leftovers(r: Any) -> None:
     """Delete the outbox streams (and their groups): a relay a module starts must not take the
     sales earlier tests left there (made with no relay running) into this module's tickets."""
-    from models.seats import keys
-
     r.delete(*keys.outbox_streams())

@@ -58,7 +58,32 @@ def procfile_command(process_type: str) -> list[str]:
     raise KeyError(process_type)
 
 
-class Worker:
+class _Observed:
+    """A test's subprocess with a log file and a Prometheus endpoint on `metrics_port`."""
+
+    log_path: Path
+    metrics_port: int
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def count(self, text: str) -> int:
+        return self.log().count(text)
+
+    def metrics(self) -> dict[str, float]:
+        """The process's Prometheus samples: {'name{labels}': value}."""
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics") as r:
+            text = r.read().decode()
+        return {
+            line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line and not line.startswith("#")
+        }
+
+
+class Worker(_Observed):
     """A real `celery worker` subprocess with its own log file."""
 
     def __init__(self, proc: subprocess.Popen, log_path: Path, hostname: str) -> None:
@@ -98,24 +123,6 @@ class Worker:
         finally:
             worker.stop()
 
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def count(self, text: str) -> int:
-        return self.log().count(text)
-
-    def metrics(self) -> dict[str, float]:
-        """The worker's Prometheus samples: {'name{labels}': value}."""
-        import urllib.request
-
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics") as r:
-            text = r.read().decode()
-        return {
-            line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
-            for line in text.splitlines()
-            if line and not line.startswith("#")
-        }
-
     def stop(self) -> None:
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
@@ -126,7 +133,7 @@ class Worker:
                 self.proc.wait()
 
 
-class Relay:
+class Relay(_Observed):
     """A real relay subprocess (the Procfile's `relay` command) with its own log file."""
 
     def __init__(
@@ -174,24 +181,6 @@ class Relay:
         )
         if self.proc.poll() is not None:
             raise RuntimeError(f"relay exited:\n{self.log()}")
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def count(self, text: str) -> int:
-        return self.log().count(text)
-
-    def metrics(self) -> dict[str, float]:
-        """The relay's Prometheus samples: {'name{labels}': value}."""
-        import urllib.request
-
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics") as r:
-            text = r.read().decode()
-        return {
-            line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
-            for line in text.splitlines()
-            if line and not line.startswith("#")
-        }
 
     def stop(self, timeout: float = 30) -> int:
         """SIGTERM, and its exit status (SIGKILL if it does not exit within `timeout`)."""
