@@ -24,7 +24,7 @@ from models import catalog as catalog_model
 from models import seats
 from models.catalog import Catalog, row_index, row_label
 from models.seats import keys, outbox
-from models.tickets import sold_seats
+from models.tickets import seats_per_buyer, sold_seats
 from plumbing import heartbeats, settings
 from plumbing.waiting import until_steady
 
@@ -102,8 +102,9 @@ def rebuild(
         event = catalog.events[event_id]
         with models.writer().connect() as conn:  # the writer: a reader may lag behind
             tickets = sold_seats(conn, event_id)
+            buyers = seats_per_buyer(conn, event_id)
         sold[event_id] = seats.rebuild_event(
-            r, event, catalog.venues[event.venue_id].zones, tickets
+            r, event, catalog.venues[event.venue_id].zones, tickets, buyers
         )
         log.info("seat state of %s rebuilt: %d sold", event_id, sold[event_id])
     seats.publish_catalog(r, catalog)

@@ -112,6 +112,7 @@ class Ticket(Base):
         Index("ix_ticket_venue_created", "venue_id", "created_on", "ticket_id"),
         Index("ix_ticket_venue_zone_created", "venue_id", "zone_id", "created_on", "ticket_id"),
         Index("ix_ticket_zone_created", "zone_id", "created_on", "ticket_id"),
+        Index("ix_ticket_event_buyer", "event_id", "buyer"),  # a buyer's seats (rebuild)
     )
 
     ticket_id: Mapped[str] = mapped_column(Id(36), primary_key=True)
@@ -126,6 +127,8 @@ class Ticket(Base):
     status: Mapped[str] = mapped_column(String(16))
     created_on: Mapped[datetime] = mapped_column(UtcTimestamp)
     persisted_on: Mapped[datetime] = mapped_column(UtcTimestamp, server_default=func.now(6))
+    # the token's `sub` of the sale; NULL for tickets sold before identities existed
+    buyer: Mapped[str | None] = mapped_column(Id(1020), nullable=True)
 
 
 class TicketConflict(Base):

@@ -12,7 +12,7 @@ from decimal import Decimal
 from typing import Any
 
 from pymysql.err import InterfaceError as PyMySQLInterfaceError
-from sqlalchemy import Connection, Select, insert, or_, select
+from sqlalchemy import Connection, Select, func, insert, or_, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
@@ -59,6 +59,7 @@ class TicketRecord:
     price: Decimal
     status: str
     created_on: datetime
+    buyer: str | None = None  # who bought it (the token's `sub`); not in the public JSON
 
     def to_json(self) -> dict[str, Any]:
         """camelCase JSON of the contract; price as a decimal string, time as ISO-8601 UTC."""
@@ -87,6 +88,7 @@ class TicketRecord:
             price=Decimal(data["price"]),
             status=str(data["status"]),
             created_on=datetime.fromisoformat(data["createdOn"]).astimezone(UTC),
+            buyer=str(data["buyer"]) if data.get("buyer") is not None else None,
         )
 
 
@@ -127,7 +129,7 @@ def _row_values(t: TicketRecord) -> dict[str, Any]:
 
 
 def _ticket_values(t: TicketRecord) -> dict[str, Any]:
-    return {"status": t.status, **_row_values(t)}
+    return {"status": t.status, "buyer": t.buyer, **_row_values(t)}
 
 
 def persist_ticket(conn: Connection, ticket: TicketRecord) -> Outcome:
@@ -257,6 +259,7 @@ def _record(row: Ticket) -> TicketRecord:
         price=row.price,
         status=row.status,
         created_on=row.created_on,
+        buyer=row.buyer,
     )
 
 
@@ -340,6 +343,16 @@ def ticket_page_query(
             or_(Ticket.created_on < created, Ticket.ticket_id < ticket_id),
         )
     return query
+
+
+def seats_per_buyer(conn: Connection, event_id: str) -> dict[str, int]:
+    """How many seats of an event each buyer holds (tickets without a buyer are left out)."""
+    query = (
+        select(Ticket.buyer, func.count())
+        .where(Ticket.event_id == event_id, Ticket.buyer.is_not(None))
+        .group_by(Ticket.buyer)
+    )
+    return {buyer: n for buyer, n in conn.execute(query)}
 
 
 def sold_seats(conn: Connection, event_id: str) -> dict[int, list[tuple[str, int, str]]]:

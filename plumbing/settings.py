@@ -18,6 +18,9 @@ ROOT = Path(__file__).resolve().parents[1]
 ENVIRONMENTS = ("development", "production")
 LOOPBACK = ("localhost", "127.0.0.1", "::1", "0.0.0.0")
 MOTO_ACCOUNT = "123456789012"  # moto's fixed account id; never a real one
+# The token issuer and secret `make run` and the tests use; a production process refuses both.
+DEVELOPMENT_JWT_ISSUER = "ticketing-development"
+DEVELOPMENT_JWT_SECRET = "development-only-jwt-secret-0123456789abcdef"
 
 
 class SettingsError(RuntimeError):
@@ -125,6 +128,10 @@ def _development_leftovers(values: dict[str, str]) -> list[str]:
             found.append(f"{name} points at {host}")
         if f":{MOTO_ACCOUNT}:" in value or f"/{MOTO_ACCOUNT}/" in value:
             found.append(f"{name} names moto's account {MOTO_ACCOUNT}")
+    if values.get("JWT_SECRET") == DEVELOPMENT_JWT_SECRET:
+        found.append("JWT_SECRET is the development secret")
+    if values.get("JWT_ISSUER") == DEVELOPMENT_JWT_ISSUER:
+        found.append(f"JWT_ISSUER is the development issuer {DEVELOPMENT_JWT_ISSUER}")
     for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_SNS", "AWS_ENDPOINT_URL_SQS"):
         if os.environ.get(name):
             found.append(f"{name} is set ({os.environ[name]}): AWS calls would not reach AWS")
@@ -190,6 +197,15 @@ class Settings:
     relay_heartbeat_seconds: float
     relay_alive_seconds: float
     relay_metrics_port: int
+    jwt_issuer: str
+    jwt_audience: str
+    jwt_roles_claim: str
+    jwt_secret: str
+    jwt_jwks_url: str
+    jwt_jwks_cache_seconds: float
+    max_seats_per_buyer: int
+    rate_limit_burst: int
+    rate_limit_window_seconds: float
 
     def monitor_url(self) -> str:
         """The monitoring plane's Redis (events, remote control, heartbeats); never the cluster.
@@ -232,6 +248,8 @@ def load() -> Settings:
     app_env = _str("APP_ENV", "development")
     monitor_broker_url = _monitor_url(redis_url, redis_cluster)
     database_read_url = _str("DATABASE_READ_URL", database_url)
+    jwt_secret, jwt_jwks_url = _optional("JWT_SECRET"), _optional("JWT_JWKS_URL")
+    jwt_issuer = _optional("JWT_ISSUER")
     _check_environment(
         app_env,
         {
@@ -242,6 +260,9 @@ def load() -> Settings:
             "TICKET_TOPIC_ARN": topic_arn,
             "TICKET_QUEUE_URL": queue_url,
             "TICKET_DLQ_URL": dlq_url,
+            "JWT_SECRET": jwt_secret,
+            "JWT_ISSUER": jwt_issuer,
+            "JWT_JWKS_URL": jwt_jwks_url,
         },
     )
     settings = Settings(
@@ -284,8 +305,18 @@ def load() -> Settings:
         relay_heartbeat_seconds=_float("RELAY_HEARTBEAT_SECONDS", 5.0),
         relay_alive_seconds=_float("RELAY_ALIVE_SECONDS", 30.0),
         relay_metrics_port=int(os.environ.get("RELAY_METRICS_PORT", "0") or 0),
+        jwt_issuer=jwt_issuer,
+        jwt_audience=os.environ.get("JWT_AUDIENCE", "ticketing"),  # "" = not checked
+        jwt_roles_claim=_str("JWT_ROLES_CLAIM", "roles"),
+        jwt_secret=jwt_secret,
+        jwt_jwks_url=jwt_jwks_url,
+        jwt_jwks_cache_seconds=_float("JWT_JWKS_CACHE_SECONDS", 300.0),
+        max_seats_per_buyer=_int("MAX_SEATS_PER_BUYER", 8),
+        rate_limit_burst=_int("RATE_LIMIT_BURST", 30),
+        rate_limit_window_seconds=_float("RATE_LIMIT_WINDOW_SECONDS", 10.0),
     )
     _check_wait(settings)
+    _check_tokens(settings)
     return settings
 
 
@@ -297,6 +328,17 @@ def _check_wait(s: Settings) -> None:
             f"REDIS_WAIT_TIMEOUT_MS={s.redis_wait_timeout_ms} must be shorter than "
             f"REDIS_SOCKET_TIMEOUT={s.redis_socket_timeout:g} s"
         )
+
+
+def _check_tokens(s: Settings) -> None:
+    """One way to verify tokens at most, and an issuer with it: a token from anyone who knows
+    the secret of another deployment must not pass here."""
+    if s.jwt_secret and s.jwt_jwks_url:
+        raise SettingsError("set JWT_SECRET (HS256) or JWT_JWKS_URL (RS256), not both")
+    if (s.jwt_secret or s.jwt_jwks_url) and not s.jwt_issuer:
+        raise SettingsError("JWT_ISSUER must be set with JWT_SECRET or JWT_JWKS_URL")
+    if s.jwt_secret and len(s.jwt_secret.encode()) < 32:
+        raise SettingsError("JWT_SECRET must be at least 32 bytes (HS256 keys shorter are weak)")
 
 
 @cache

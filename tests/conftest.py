@@ -71,6 +71,14 @@ TEST_CATALOG = test_catalog_document()
 (_catalog_dir / "catalog.json").write_text(json.dumps(TEST_CATALOG))
 os.environ["CATALOG_FILE"] = str(_catalog_dir / "catalog.json")
 os.environ["CATALOG_CACHE_SECONDS"] = "30"
+# Tokens as `make run` has them; limits out of the way of tests that buy many seats as one
+# buyer (tests of the limits set their own).
+from plumbing.settings import DEVELOPMENT_JWT_ISSUER, DEVELOPMENT_JWT_SECRET  # noqa: E402
+
+os.environ.setdefault("JWT_SECRET", DEVELOPMENT_JWT_SECRET)
+os.environ.setdefault("JWT_ISSUER", DEVELOPMENT_JWT_ISSUER)
+os.environ.setdefault("MAX_SEATS_PER_BUYER", "1000000")
+os.environ.setdefault("RATE_LIMIT_BURST", "1000000")
 
 import models  # noqa: E402
 from models import seats  # noqa: E402
@@ -146,8 +154,13 @@ def app():
 
 @pytest.fixture
 def client(app, clean_tickets, loaded_seats):
-    """A test client on a fresh seat state and an empty ticket table."""
-    return app.test_client()
+    """A test client signed in as an operator (every route is open to it) on a fresh seat state
+    and an empty ticket table; tests of who may call what send their own Authorization."""
+    from tests.support.tokens import operator
+
+    test_client = app.test_client()
+    test_client.environ_base["HTTP_AUTHORIZATION"] = operator("test-operator")["Authorization"]
+    return test_client
 
 
 @pytest.fixture(scope="session")

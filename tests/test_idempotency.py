@@ -2,7 +2,8 @@
 
 The key's record is written by the sale's own script, with the answer, so a record is never
 pending; a repeat is answered by the same script without a decision. Keys are scoped to the
-event: the record lives in the event's slot, so the one call that sells can write it."""
+buyer and the event: the record lives in the event's slot, so the one call that sells can write
+it, and only a sale writes one."""
 
 from __future__ import annotations
 
@@ -78,12 +79,11 @@ def test_a_rejected_purchase_stores_nothing(client, redis_client):
 
 
 def test_record_lives_24_hours_in_the_events_slot(client, redis_client):
-    from models import seats
     from web import purchase
 
     key = "order-42"
     assert buy(client, key).status_code == 201
-    record = seats.idempotency_key("Event1", purchase._sha256(key))
+    record = purchase.idempotency_record("Event1", "test-operator", key)
     assert record.startswith("seats:" + keys.tag("Event1") + ":Event1:")
     assert json.loads(redis_client.hget(record, "ticket"))["eventId"] == "Event1"
     assert 86000 < redis_client.ttl(record) <= 86400
@@ -99,6 +99,7 @@ def test_concurrent_duplicates_give_exactly_one_ticket(app, client, redis_client
 
     def attempt() -> None:
         own = app.test_client()
+        own.environ_base.update(client.environ_base)  # the same buyer
         barrier.wait()
         response = buy(own, key)
         with lock:

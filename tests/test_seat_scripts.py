@@ -114,7 +114,7 @@ def test_a_sale_appends_its_event_to_the_outbox_in_the_same_call(redis_client):
     s.initialise(event(6), z)
     ticket = ticket_message(eventId="E", zoneId=1, row="B", column=3)
     before = redis_client.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0)
-    sale = s.purchase("E", z, 1, 3, ticket=ticket, request_id="rid-1")
+    sale = s.purchase("E", z, 1, 3, ticket=ticket, buyer="b", request_id="rid-1")
     after = redis_client.info("commandstats")["cmdstat_evalsha"]["calls"]
     assert sale.outcome == "OK" and after - before == 1
     stream = keys.outbox_stream(keys.bucket("E"))
@@ -135,17 +135,24 @@ def test_a_keyed_sale_stores_its_answer_and_a_repeat_replays_it(redis_client):
     s.initialise(event(6), z)
     record = seats.idempotency_key("E", "k1")
     first = ticket_message(eventId="E", zoneId=1, row="A", column=1)
-    sale = s.purchase("E", z, 0, 1, ticket=first, record_key=record, fingerprint="fp")
+    sale = s.purchase("E", z, 0, 1, ticket=first, buyer="b", record_key=record, fingerprint="fp")
     assert sale.outcome == "OK"
     assert redis_client.hgetall(record) == {"fp": "fp", "ticket": json.dumps(first)}
     assert 0 < redis_client.ttl(record) <= seats.IDEMPOTENCY_TTL_SECONDS
     other = ticket_message(eventId="E", zoneId=1, row="A", column=2)
-    again = s.purchase("E", z, 0, 2, ticket=other, record_key=record, fingerprint="fp2")
+    again = s.purchase("E", z, 0, 2, ticket=other, buyer="b", record_key=record, fingerprint="fp2")
     assert again == seats.Sale("REPLAY", "fp", json.dumps(first))
     assert redis_client.getbit(seats.zone_keys("E", 1)[0], seats.seat_bit(z, 0, 2)) == 0
     assert redis_client.xlen(keys.outbox_stream(keys.bucket("E"))) == 1
     refused = s.purchase(
-        "E", z, 0, 1, ticket=other, record_key=seats.idempotency_key("E", "k2"), fingerprint="x"
+        "E",
+        z,
+        0,
+        1,
+        ticket=other,
+        buyer="b",
+        record_key=seats.idempotency_key("E", "k2"),
+        fingerprint="x",
     )
     assert refused.outcome == "SEAT_TAKEN"
     assert not redis_client.exists(seats.idempotency_key("E", "k2"))  # a refusal stores nothing

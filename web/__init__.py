@@ -9,6 +9,7 @@ from __future__ import annotations
 from flask import Flask, Response, g, request
 
 from plumbing import logs, metrics, settings
+from web.access import Access, allow
 
 SERVICES = ("purchase", "query", "events")
 
@@ -24,11 +25,31 @@ def create_app(services: str = ",".join(SERVICES)) -> Flask:
     app.json.sort_keys = False
     logs.configure("web:" + "+".join(chosen))
     register_request_ids(app)
+    register_access(app, chosen)
     register_input_rules(app)
     register_blueprints(app, chosen)
     register_error_handlers(app)
     register_commands(app)
+    from web.access import check_every_view_declared
+
+    check_every_view_declared(app)
     return app
+
+
+def register_access(app: Flask, services: list[str]) -> None:
+    """Who may call what (web.access), checked before the body is read; a serving purchase or
+    query API needs a way to verify tokens (JWT_SECRET or JWT_JWKS_URL)."""
+    from web.access import register_access_rules
+
+    s = settings.get()
+    needs_tokens = {"purchase", "query"} & set(services)
+    if needs_tokens and not (s.jwt_secret or s.jwt_jwks_url) and not _for_cli():
+        raise settings.SettingsError(
+            "JWT_SECRET (HS256) or JWT_JWKS_URL (RS256) must be set to serve "
+            + " and ".join(sorted(needs_tokens))
+            + ": buyers and operators are identified by their tokens"
+        )
+    register_access_rules(app)
 
 
 def register_request_ids(app: Flask) -> None:
@@ -90,6 +111,7 @@ def register_blueprints(app: Flask, services: list[str]) -> None:
         app.add_url_rule(f"/{service}/metrics", f"{service}_metrics", metrics_view)
 
 
+@allow(Access.INTERNAL)
 def metrics_view() -> Response:
     """Prometheus metrics of this service's processes (every gunicorn worker added up)."""
     body, content_type = metrics.render()

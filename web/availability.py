@@ -13,6 +13,7 @@ from flask import Response, jsonify
 
 from models import seats
 from models.catalog import Catalog, EventSpec, is_id, row_label
+from web.access import Access, allow
 from web.openapi import documented
 from web.problems import Problem, unavailable
 from web.purchase import _catalog as catalog
@@ -34,6 +35,7 @@ def _event(event_id: str) -> tuple[Catalog, EventSpec]:
     return current, event
 
 
+@allow(Access.PUBLIC)
 @bp.get("/api/v1/events/<event_id>/availability")
 @documented({200: AvailabilitySchema}, problems=_CATALOG_PROBLEMS)
 def availability(event_id: str) -> Response:
@@ -59,6 +61,7 @@ def availability(event_id: str) -> Response:
     )
 
 
+@allow(Access.PUBLIC)
 @bp.get("/api/v1/events/<event_id>/zones/<positive:zone_id>/seats")
 @documented({200: SeatMapSchema}, problems=(*_CATALOG_PROBLEMS, "UNKNOWN_ZONE"))
 def seat_map(event_id: str, zone_id: int) -> Response:

@@ -21,6 +21,7 @@ from models import seats
 from models.seats import outbox
 from plumbing import settings
 from plumbing.heartbeats import alive_relays, alive_workers, monitor_redis, progress
+from web.access import Access, allow
 from web.openapi import documented
 from web.schemas import EventsHealthSchema, LivenessSchema
 
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 bp = Blueprint("events", __name__, url_prefix="/events")
 
 
+@allow(Access.PUBLIC)
 @bp.get("/health")
 @documented({200: LivenessSchema})
 def health() -> tuple[Response, int]:
@@ -36,6 +38,7 @@ def health() -> tuple[Response, int]:
     return jsonify({"status": "UP"}), 200
 
 
+@allow(Access.INTERNAL)
 @bp.get("/health/deep")
 @documented({200: EventsHealthSchema, 503: EventsHealthSchema})
 def health_deep() -> tuple[Response, int]:

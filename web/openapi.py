@@ -21,6 +21,7 @@ from werkzeug.routing import IntegerConverter, Rule
 
 from models.catalog import ID_PATTERN
 from models.tickets import TICKET_ID_PATTERN
+from web.access import Access, access_of, allow
 from web.problems import PROBLEM_JSON, STATUSES, TITLES
 from web.schemas import Cursor, ProblemSchema
 
@@ -29,7 +30,7 @@ SchemaLike = type[Schema] | Schema
 
 # Headers that go with some answers.
 RETRY_AFTER = {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}
-_RETRY_CODES = {"SERVICE_UNAVAILABLE", "OUTCOME_UNKNOWN"}
+_RETRY_CODES = {"SERVICE_UNAVAILABLE", "OUTCOME_UNKNOWN", "RATE_LIMITED"}
 # Example values of path parameters (Swagger UI's "try it out" and the fuzzer's first cases).
 _EXAMPLES = {
     "eventId": "Event1",
@@ -39,6 +40,7 @@ _EXAMPLES = {
 }
 _IDS = {"eventId", "venueId"}  # the contract's id pattern
 # Every operation with a body can answer these (web.bodies checks them before the view).
+BEARER = "bearerAuth"
 _BODY_PROBLEMS = ("MALFORMED_JSON", "PAYLOAD_TOO_LARGE", "UNSUPPORTED_MEDIA_TYPE")
 
 
@@ -125,6 +127,11 @@ def _operation(view: Callable[..., Any], op: Operation, path_params: list) -> di
         problems.append("NOT_FOUND")  # a path value that routes nowhere
     if op.body is not None:
         problems += [code for code in _BODY_PROBLEMS if code not in problems]
+    level = access_of(view)
+    if level in (Access.BUYER, Access.OPERATOR):
+        problems.append("UNAUTHENTICATED")
+    if level is Access.OPERATOR:
+        problems.append("FORBIDDEN")
     parameters = list(path_params)
     if op.query is not None:
         parameters.append({"in": "query", "schema": op.query})
@@ -149,6 +156,10 @@ def _operation(view: Callable[..., Any], op: Operation, path_params: list) -> di
         "parameters": parameters,
         "responses": responses,
     }
+    if level in (Access.BUYER, Access.OPERATOR):
+        operation["security"] = [{BEARER: []}]
+        if level is Access.OPERATOR:
+            operation["description"] = "Operators only (a token with the `operator` role)."
     if op.body is not None:
         operation["requestBody"] = {
             "required": True,
@@ -169,6 +180,17 @@ def build_spec(app: Flask, blueprint: str) -> dict[str, Any]:
     )
     plugin.map_to_openapi_type(Cursor, fields.String)
     spec.components.schema("Problem", schema=ProblemSchema)
+    spec.components.security_scheme(
+        BEARER,
+        {
+            "type": "http",
+            "scheme": "bearer",
+            "bearerFormat": "JWT",
+            "description": "A token of the identity provider (locally: "
+            "`flask --app web token buyer NAME`); `sub` is the buyer, the `operator` role "
+            "marks an operator.",
+        },
+    )
     paths: dict[str, dict[str, Any]] = {}
     for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
         if not rule.endpoint.startswith(blueprint + "."):
@@ -197,7 +219,8 @@ _UI_PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
 <link rel="stylesheet" href="{css}"></head>
 <body><div id="swagger-ui"></div><script src="{js}"></script>
-<script>window.ui = SwaggerUIBundle({{url: "{spec}", dom_id: "#swagger-ui"}});</script>
+<script>window.ui = SwaggerUIBundle({{url: "{spec}", dom_id: "#swagger-ui",
+  persistAuthorization: true}});</script>
 </body></html>
 """
 
@@ -208,11 +231,13 @@ def docs_blueprint(api: Blueprint) -> Blueprint:
     docs = Blueprint(f"{api.name}_docs", __name__, url_prefix=api.url_prefix)
 
     @docs.get("/openapi.json")
+    @allow(Access.PUBLIC)
     def spec() -> Response:
         """The OpenAPI 3 document of this API."""
         return jsonify(spec_for(current_app, api.name))
 
     @docs.get("/docs")
+    @allow(Access.PUBLIC)
     def ui() -> Response:
         """Swagger UI on this API's spec."""
         page = _UI_PAGE.format(
@@ -224,6 +249,7 @@ def docs_blueprint(api: Blueprint) -> Blueprint:
         return Response(page, mimetype="text/html")
 
     @docs.get("/docs/<path:filename>")
+    @allow(Access.PUBLIC)
     def assets(filename: str) -> Response:
         """Swagger UI's static files, shipped by the swagger-ui-bundle package."""
         from swagger_ui_bundle import swagger_ui_path

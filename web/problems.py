@@ -38,6 +38,11 @@ TITLES = {
     "EXPECTATION_FAILED": "Expectation failed",
     "NOT_IMPLEMENTED": "Not implemented",
     "BAD_REQUEST": "Bad request",
+    "UNAUTHENTICATED": "Authentication required",
+    "BAD_SIGNATURE": "Bad webhook signature",
+    "FORBIDDEN": "Not allowed",
+    "BUYER_LIMIT_REACHED": "Buyer's seat limit reached",
+    "RATE_LIMITED": "Too many attempts",
     "INTERNAL_ERROR": "Internal error",
 }
 
@@ -65,6 +70,11 @@ STATUSES = {
     "EVENT_NOT_AT_VENUE": 422,
     "SEAT_OUT_OF_RANGE": 422,
     "IDEMPOTENCY_KEY_REUSED": 422,
+    "UNAUTHENTICATED": 401,
+    "BAD_SIGNATURE": 401,
+    "FORBIDDEN": 403,
+    "BUYER_LIMIT_REACHED": 409,
+    "RATE_LIMITED": 429,
     "INTERNAL_ERROR": 500,
     "SERVICE_UNAVAILABLE": 503,
     "OUTCOME_UNKNOWN": 503,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import re
 import threading
 import time
@@ -30,6 +31,7 @@ from models import seats
 from models.catalog import Catalog, ZoneSpec, row_index, row_label
 from models.tickets import SCHEMA_VERSION, TicketRecord
 from plumbing import logs, metrics, settings
+from web.access import Access, allow, current
 from web.bodies import json_object
 from web.openapi import documented
 from web.problems import Problem, outcome_unknown, unavailable
@@ -43,6 +45,7 @@ _request_schema = PurchaseRequestSchema()
 _IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}\Z")
 
 
+@allow(Access.BUYER)
 @bp.post("/api/v1/tickets")
 @documented(
     {201: TicketSchema},
@@ -57,6 +60,8 @@ _IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}\Z")
         "SEAT_OUT_OF_RANGE",
         "IDEMPOTENCY_KEY_REUSED",
         "SEAT_TAKEN",
+        "BUYER_LIMIT_REACHED",
+        "RATE_LIMITED",
         "ROW_FULL",
         "ZONE_FULL",
         "EVENT_SOLD_OUT",
@@ -66,9 +71,10 @@ _IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}\Z")
     ),
     headers={
         "Idempotency-Key": {
-            "description": "1-255 visible ASCII characters, scoped to the event; a repeat with "
-            "the same body within 24 h answers the original 201 (no second seat, no second "
-            "event), and it is the only way to learn the outcome after 503 OUTCOME_UNKNOWN.",
+            "description": "1-255 visible ASCII characters, scoped to the buyer and the event; "
+            "a repeat with the same body within 24 h answers the original 201 (no second seat, "
+            "no second event), and it is the only way to learn the outcome after 503 "
+            "OUTCOME_UNKNOWN. A refused request keeps no record of its key.",
             "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$"},
         }
     },
@@ -77,7 +83,8 @@ _IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}\Z")
     },
 )
 def purchase_ticket() -> Response:
-    """Sell one seat: validate, then one Redis call marks it sold and appends its event."""
+    """Sell one seat to the caller: validate, then one Redis call marks it sold and appends
+    its event."""
     # 1. Parse and validate: nothing below runs for bad input (media type and size were
     #    checked before the view, see web.bodies).
     body = json_object(request.get_data())
@@ -89,6 +96,7 @@ def purchase_ticket() -> Response:
         ) from None
     row = req["row"].upper()
     idempotency_key = _idempotency_key()
+    buyer = current().subject  # verified before the view (web.access)
 
     # 2. The catalog (cached in this process): venue, event, zone, seat in range.
     catalog = _catalog()
@@ -116,14 +124,15 @@ def purchase_ticket() -> Response:
             f"and columns 1 to {zone.columns}.",
         )
 
-    # 3. The decision, in one round trip: the script checks the seat and every counter, marks
-    #    it sold, and appends the ticket event to the outbox; with an Idempotency-Key it stores
-    #    the answer too, or answers a repeat from it. Its outcome is the answer.
+    # 3. The decision, in one round trip: the script checks the buyer's attempt rate and seat
+    #    count, the seat and every counter, marks it sold, counts it for the buyer and appends
+    #    the ticket event to the outbox; with an Idempotency-Key it stores the answer too, or
+    #    answers a repeat from it. Its outcome is the answer.
     ticket = _new_ticket(venue.venue_id, event.event_id, zone, row, column)
     record_key = fingerprint = None
     if idempotency_key is not None:
         fingerprint = _fingerprint({**req, "row": row})
-        record_key = seats.idempotency_key(event.event_id, _sha256(idempotency_key))
+        record_key = idempotency_record(event.event_id, buyer, idempotency_key)
     s = settings.get()
     try:
         sale = seats.scripts_for(seats.client()).purchase(
@@ -131,7 +140,11 @@ def purchase_ticket() -> Response:
             zone,
             r_index,
             column,
-            ticket={**ticket, "schemaVersion": SCHEMA_VERSION},
+            ticket={**ticket, "buyer": buyer, "schemaVersion": SCHEMA_VERSION},
+            buyer=buyer,
+            limits=seats.Limits(
+                s.max_seats_per_buyer, s.rate_limit_burst, s.rate_limit_window_seconds
+            ),
             request_id=logs.request_id.get() or "",
             record_key=record_key,
             fingerprint=fingerprint or "",
@@ -154,6 +167,19 @@ def purchase_ticket() -> Response:
         return _replay(sale, fingerprint)
     if sale.outcome == "NOT_LOADED":
         raise unavailable("Seat state is not loaded yet; try again.", _retry_after())
+    if sale.outcome == "RATE_LIMITED":
+        raise Problem(
+            429,
+            "RATE_LIMITED",
+            f"Too many purchase attempts for {event.event_id}; try again later.",
+            headers={"Retry-After": str(math.ceil(sale.wait_ms / 1000))},
+        )
+    if sale.outcome == "BUYER_LIMIT_REACHED":
+        raise Problem(
+            409,
+            "BUYER_LIMIT_REACHED",
+            f"A buyer may hold at most {s.max_seats_per_buyer} seats of {event.event_id}.",
+        )
     if sale.outcome != "OK":
         raise Problem(
             409, sale.outcome, f"Seat {row}{column} in zone {zone.zone_id}: {sale.outcome}."
@@ -207,6 +233,12 @@ def _idempotency_key() -> str | None:
     return key
 
 
+def idempotency_record(event_id: str, buyer: str, key: str) -> str:
+    """The Redis key of a buyer's Idempotency-Key on an event: another buyer sending the same
+    key (and body) makes a purchase of its own, and never learns this buyer's answer."""
+    return seats.idempotency_key(event_id, _sha256(f"{buyer}\n{key}"))
+
+
 def _sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -224,6 +256,7 @@ def _replay(sale: seats.Sale, fingerprint: str | None) -> Response:
         )
     ticket = json.loads(sale.ticket_json or "{}")
     ticket.pop("schemaVersion", None)
+    ticket.pop("buyer", None)
     g.replayed = True
     g.ticket_id = ticket["ticketId"]
     response = _created(ticket)
@@ -255,6 +288,7 @@ def _account_purchase(response: Response) -> Response:
     return response
 
 
+@allow(Access.PUBLIC)
 @bp.get("/health")
 @documented({200: LivenessSchema})
 def health() -> tuple[Response, int]:
@@ -263,6 +297,7 @@ def health() -> tuple[Response, int]:
     return jsonify({"status": "UP"}), 200
 
 
+@allow(Access.INTERNAL)
 @bp.get("/health/deep")
 @documented({200: HealthSchema, 503: HealthSchema})
 def health_deep() -> tuple[Response, int]:

@@ -28,6 +28,7 @@ from models.catalog import is_id
 from models.tables import Event, Venue, Zone
 from models.tickets import get_ticket, is_ticket_id, list_tickets
 from plumbing import settings
+from web.access import Access, allow, owns
 from web.openapi import documented
 from web.problems import Problem, problem_response, unavailable
 from web.schemas import (
@@ -61,6 +62,7 @@ def _database_down(exc: SQLAlchemyError) -> Response:
     )
 
 
+@allow(Access.OPERATOR)
 @bp.get("/api/v1/tickets")
 @documented(
     {200: TicketSchema(many=True)},
@@ -100,19 +102,22 @@ def list_all() -> Response:
     return response
 
 
+@allow(Access.BUYER)
 @bp.get("/api/v1/tickets/<ticket_id>")
 @documented({200: TicketSchema}, problems=("TICKET_NOT_FOUND", _DOWN))
 def get_one(ticket_id: str) -> Response:
-    """One ticket by id, or 404 TICKET_NOT_FOUND."""
+    """One ticket by id: its buyer's or any for an operator; 404 TICKET_NOT_FOUND otherwise (a
+    ticket of another buyer is not found, so ids of others' tickets tell nothing)."""
     ticket = None
     if is_ticket_id(ticket_id):
         with models.reader().connect() as conn:
             ticket = get_ticket(conn, ticket_id)
-    if ticket is None:
+    if ticket is None or not owns(ticket.buyer):
         raise Problem(404, "TICKET_NOT_FOUND", f"No ticket {ticket_id!r}.")
     return jsonify(ticket.to_json())
 
 
+@allow(Access.OPERATOR)
 @bp.get("/api/v1/tickets/count/<event_id>")
 @documented({200: CountSchema}, problems=("UNKNOWN_EVENT", _DOWN))
 def count(event_id: str) -> Response:
@@ -126,6 +131,7 @@ def count(event_id: str) -> Response:
     return jsonify({"eventId": event_id, "count": sold.tickets})
 
 
+@allow(Access.OPERATOR)
 @bp.get("/api/v1/tickets/revenue/<venue_id>/<event_id>")
 @documented(
     {200: RevenueSchema},
@@ -159,6 +165,7 @@ def revenue_of(venue_id: str, event_id: str) -> Response:
     )
 
 
+@allow(Access.PUBLIC)
 @bp.get("/api/v1/venues")
 @documented({200: VenueSummarySchema(many=True)}, problems=(_DOWN,))
 def list_venues() -> Response:
@@ -192,6 +199,7 @@ def list_venues() -> Response:
     )
 
 
+@allow(Access.PUBLIC)
 @bp.get("/api/v1/venues/<venue_id>")
 @documented({200: VenueSchema}, problems=("UNKNOWN_VENUE", _DOWN))
 def get_venue(venue_id: str) -> Response:
@@ -225,6 +233,7 @@ def get_venue(venue_id: str) -> Response:
     )
 
 
+@allow(Access.PUBLIC)
 @bp.get("/api/v1/events")
 @documented({200: EventSchema(many=True)}, problems=(_DOWN,))
 def list_events() -> Response:
@@ -234,6 +243,7 @@ def list_events() -> Response:
     return jsonify([_event_json(e) for e in events])
 
 
+@allow(Access.PUBLIC)
 @bp.get("/api/v1/events/<event_id>")
 @documented({200: EventSchema}, problems=("UNKNOWN_EVENT", _DOWN))
 def get_event(event_id: str) -> Response:
@@ -266,6 +276,7 @@ def _event_json(e: Event) -> dict:
     }
 
 
+@allow(Access.PUBLIC)
 @bp.get("/health")
 @documented({200: LivenessSchema})
 def health() -> tuple[Response, int]:
@@ -273,6 +284,7 @@ def health() -> tuple[Response, int]:
     return jsonify({"status": "UP"}), 200
 
 
+@allow(Access.INTERNAL)
 @bp.get("/health/deep")
 @documented({200: HealthSchema, 503: HealthSchema})
 def health_deep() -> tuple[Response, int]:

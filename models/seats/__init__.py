@@ -16,7 +16,14 @@ from __future__ import annotations
 from functools import cache
 
 from models.seats.connection import Client, client, connect, node_for, nothing_was_sent, ping
-from models.seats.keys import event_key, idempotency_key, owners_key, zone_keys
+from models.seats.keys import (
+    buyers_key,
+    event_key,
+    idempotency_key,
+    owners_key,
+    rate_key,
+    zone_keys,
+)
 from models.seats.loading import (
     CATALOG_KEY,
     disable_event,
@@ -30,6 +37,7 @@ from models.seats.loading import (
 from models.seats.scripts import (
     DECIDE_LUA,
     IDEMPOTENCY_TTL_SECONDS,
+    Limits,
     ReplicasBehind,
     Sale,
     SeatScripts,
@@ -42,10 +50,12 @@ __all__ = [
     "DECIDE_LUA",
     "IDEMPOTENCY_TTL_SECONDS",
     "Client",
+    "Limits",
     "ReplicasBehind",
     "Sale",
     "SeatScripts",
     "Wait",
+    "buyers_key",
     "client",
     "connect",
     "disable_event",
@@ -59,6 +69,7 @@ __all__ = [
     "owners_key",
     "ping",
     "publish_catalog",
+    "rate_key",
     "read_catalog",
     "rebuild_event",
     "scripts_for",

@@ -57,6 +57,17 @@ def owners_key(event_id: str, zone_id: int) -> str:
     return f"seats:{tag(event_id)}:{event_id}:zone:{zone_id}:owner"
 
 
+def buyers_key(event_id: str) -> str:
+    """Seats held or sold per buyer of the event: buyer id → count (the per-buyer limit)."""
+    return f"seats:{tag(event_id)}:{event_id}:buyers"
+
+
+def rate_key(event_id: str, buyer: str) -> str:
+    """A buyer's purchase attempts on the event (the rate limit); it expires on its own."""
+    return f"seats:{tag(event_id)}:{event_id}:rate:{buyer}"
+
+
 def idempotency_key(event_id: str, key_hash: str) -> str:
-    """A purchase's idempotency record, in the event's slot so the purchase script writes it."""
+    """A purchase's idempotency record (the hash of buyer and key), in the event's slot so the
+    purchase script writes it."""
     return f"seats:{tag(event_id)}:{event_id}:idem:{key_hash}"

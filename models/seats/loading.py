@@ -37,10 +37,12 @@ def rebuild_event(
     event: EventSpec,
     zones: dict[int, ZoneSpec],
     sold: dict[int, list[tuple[str, int, str]]],
+    buyers: dict[str, int] | None = None,
 ) -> int:
     """Write an event's seat state from its persisted tickets ({zone: [(row, column, ticket
-    id)]}): bitmaps, seats left and owners; the event hash last, so the event is sellable only
-    once every zone is written. Returns the seats marked sold."""
+    id)]}) and their buyers' seat counts: bitmaps, seats left, owners and per-buyer counts; the
+    event hash last, so the event is sellable only once every zone is written. Returns the
+    seats marked sold."""
     total = 0
     for zone in zones.values():
         cells = sold.get(zone.zone_id, [])
@@ -66,6 +68,11 @@ def rebuild_event(
             pipe.hset(owners_key, mapping=owners)
         pipe.execute()
         total += len(cells)
+    pipe = r.pipeline(transaction=True)
+    pipe.delete(keys.buyers_key(event.event_id))
+    if buyers:
+        pipe.hset(keys.buyers_key(event.event_id), mapping=buyers)
+    pipe.execute()
     r.hset(keys.event_key(event.event_id), mapping={"sold": total, "capacity": event.capacity})
     return total
 

@@ -42,31 +42,61 @@ local function decide(sold, left, event, bit, row)
 end
 """
 
-# KEYS: sold bitmap, seats left, event counters, owners, outbox stream[, idempotency record].
-# ARGV: bit, row, ticket JSON (with schemaVersion), ticket id, request id[, fingerprint, TTL].
+# Purchase attempts per buyer per event (GCRA): an attempt at `now` is let through when the
+# theoretical arrival time `tat` is at most `tolerance` ms ahead, and then moves it `interval` ms
+# on; a refused attempt moves nothing. interval = window / burst, tolerance = window - interval,
+# so `burst` attempts pass at once and then one per interval. Returns 0, or the ms to wait.
+RATE_LUA = """
+local function rate_wait(rate, interval, tolerance)
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local tat = tonumber(redis.call('GET', rate) or '0')
+  if tat < now then tat = now end
+  if tat - now > tolerance then return tat - now - tolerance end
+  redis.call('SET', rate, tat + interval, 'PX', tat + interval - now)
+  return 0
+end
+"""
+
+# KEYS: sold bitmap, seats left, event counters, owners, outbox stream, the event's per-buyer
+# seat counts, the buyer's rate key[, idempotency record].
+# ARGV: bit, row, ticket JSON (with schemaVersion), ticket id, request id, buyer, seats allowed
+# per buyer, rate interval ms, rate tolerance ms[, fingerprint, TTL].
 # With a record key: an existing record answers REPLAY with its fingerprint and ticket, and
 # decides nothing (its TTL is renewed: that write makes a pipelined WAIT cover the original
-# sale, which came before it in the replication stream). Else the seat is decided; on OK the
-# seat's owner, the outbox entry and the record are written in the same call, so the answer of
-# a key is known as soon as the script ran: no record is ever "pending".
+# sale, which came before it in the replication stream). Else, with the event loaded, the
+# attempt is rate-limited
+# (RATE_LIMITED with the ms to wait), the buyer's seats are counted (BUYER_LIMIT_REACHED), and
+# the seat is decided; on OK the seat's owner, the buyer's count, the outbox entry and the record
+# are written in the same call, so the answer of a key is known as soon as the script ran: no
+# record is ever "pending", and no refused request leaves one.
 PURCHASE_LUA = (
     DECIDE_LUA
+    + RATE_LUA
     + """
-local idem = KEYS[6]
+local idem = KEYS[8]
 if idem then
   local record = redis.call('HMGET', idem, 'fp', 'ticket')
   if record[1] then
-    redis.call('EXPIRE', idem, tonumber(ARGV[7]))
+    redis.call('EXPIRE', idem, tonumber(ARGV[11]))
     return {'REPLAY', record[1], record[2]}
   end
 end
+if redis.call('EXISTS', KEYS[2]) == 0 or redis.call('EXISTS', KEYS[3]) == 0 then
+  return {'NOT_LOADED'}
+end
+local wait = rate_wait(KEYS[7], tonumber(ARGV[8]), tonumber(ARGV[9]))
+if wait > 0 then return {'RATE_LIMITED', tostring(wait)} end
+local held = tonumber(redis.call('HGET', KEYS[6], ARGV[6]) or '0')
+if held >= tonumber(ARGV[7]) then return {'BUYER_LIMIT_REACHED'} end
 local outcome = decide(KEYS[1], KEYS[2], KEYS[3], tonumber(ARGV[1]), ARGV[2])
 if outcome ~= 'OK' then return {outcome} end
 redis.call('HSET', KEYS[4], ARGV[1], ARGV[4])
+redis.call('HINCRBY', KEYS[6], ARGV[6], 1)
 redis.call('XADD', KEYS[5], '*', 'kind', 'ticket', 'ticket', ARGV[3], 'rid', ARGV[5])
 if idem then
-  redis.call('HSET', idem, 'fp', ARGV[6], 'ticket', ARGV[3])
-  redis.call('EXPIRE', idem, tonumber(ARGV[7]))
+  redis.call('HSET', idem, 'fp', ARGV[10], 'ticket', ARGV[3])
+  redis.call('EXPIRE', idem, tonumber(ARGV[11]))
 end
 return {'OK'}
 """
@@ -122,11 +152,32 @@ class ReplicasBehind(redis.RedisError):
 
 @dataclass(frozen=True)
 class Sale:
-    """A purchase script's answer: OK, an outcome code, or REPLAY with the key's record."""
+    """A purchase script's answer: OK, an outcome code, REPLAY with the key's record, or
+    RATE_LIMITED with the ms to wait (in `fingerprint`'s place on the wire: see `wait_ms`)."""
 
     outcome: str
     fingerprint: str | None = None
     ticket_json: str | None = None
+
+    @property
+    def wait_ms(self) -> int:
+        """RATE_LIMITED: how long until an attempt passes."""
+        return int(self.fingerprint or 0) if self.outcome == "RATE_LIMITED" else 0
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per buyer per event: seats held or sold at most, and attempts (`burst` per `window`)."""
+
+    seats_per_buyer: int = 8
+    burst: int = 30
+    window_seconds: float = 10.0
+
+    def rate_args(self) -> tuple[int, int]:
+        """GCRA's interval and tolerance in ms."""
+        window_ms = max(1, int(self.window_seconds * 1000))
+        interval = max(1, window_ms // max(1, self.burst))
+        return interval, window_ms - interval
 
 
 @dataclass(frozen=True)
@@ -160,21 +211,35 @@ class SeatScripts:
         column: int,
         *,
         ticket: dict,
+        buyer: str,
+        limits: Limits = Limits(),
         request_id: str = "",
         record_key: str | None = None,
         fingerprint: str = "",
         wait: Wait = Wait(),
     ) -> Sale:
-        """Sell one seat and append its event to the outbox, in one call; with `record_key`,
-        answer a repeat of the key from its record instead. With `wait.replicas`, WAIT goes in
-        the same round trip; raises ReplicasBehind when it fell short after a write."""
+        """Sell one seat to `buyer` within `limits` and append its event to the outbox, in one
+        call; with `record_key`, answer a repeat of the key from its record instead. With
+        `wait.replicas`, WAIT goes in the same round trip; raises ReplicasBehind when it fell
+        short after a write."""
         bit = seat_bit(zone, row_index, column)
         script_keys = [
             *keys.zone_keys(event_id, zone.zone_id),
             keys.owners_key(event_id, zone.zone_id),
             keys.outbox_stream(keys.bucket(event_id)),
+            keys.buyers_key(event_id),
+            keys.rate_key(event_id, buyer),
         ]
-        args = [bit, row_label(row_index), json.dumps(ticket), ticket["ticketId"], request_id]
+        args = [
+            bit,
+            row_label(row_index),
+            json.dumps(ticket),
+            ticket["ticketId"],
+            request_id,
+            buyer,
+            limits.seats_per_buyer,
+            *limits.rate_args(),
+        ]
         if record_key is not None:
             script_keys.append(record_key)
             args += [fingerprint, IDEMPOTENCY_TTL_SECONDS]

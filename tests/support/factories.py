@@ -76,9 +76,12 @@ def clear_tickets(conn: Any) -> None:
 
 def sell(scripts: Any, event_id: str, zone: Any, row_index: int, column: int, **kw: Any) -> str:
     """Sell a seat through the purchase script with a fresh ticket, as the purchase view does;
-    return the outcome (OK, SEAT_TAKEN, …)."""
+    return the outcome (OK, SEAT_TAKEN, …). By default to one buyer without limits."""
     from models.catalog import row_label
+    from models.seats import Limits
 
+    kw.setdefault("buyer", "buyer-a")
+    kw.setdefault("limits", Limits(10**9, 10**9))
     ticket = ticket_message(
         eventId=event_id, zoneId=zone.zone_id, row=row_label(row_index), column=column
     )

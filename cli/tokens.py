@@ -1,0 +1,67 @@
+"""`flask --app web token buyer NAME` and `token operator NAME`: development tokens.
+
+HS256 with JWT_SECRET, for the issuer and audience the services check. Only with development
+settings: on AWS the identity provider issues the tokens (RS256), and a production process
+refuses the development secret anyway.
+"""
+
+from __future__ import annotations
+
+import time
+
+import click
+import jwt
+
+from plumbing import settings
+from web.identity import OPERATOR
+
+DEFAULT_TTL_SECONDS = 12 * 3600
+
+
+def development_token(
+    subject: str, roles: tuple[str, ...] = (), ttl_seconds: int = DEFAULT_TTL_SECONDS
+) -> str:
+    """A token the local services accept: `sub` = subject, the roles in JWT_ROLES_CLAIM."""
+    s = settings.get()
+    if s.app_env != "development":
+        raise click.ClickException("tokens are minted only with APP_ENV=development")
+    if not s.jwt_secret:
+        raise click.ClickException("JWT_SECRET is not set: `make run` sets a development one")
+    now = int(time.time())
+    claims: dict = {
+        "sub": subject,
+        "iss": s.jwt_issuer,
+        "iat": now,
+        "exp": now + ttl_seconds,
+        s.jwt_roles_claim: list(roles),
+    }
+    if s.jwt_audience:
+        claims["aud"] = s.jwt_audience
+    return jwt.encode(claims, s.jwt_secret, algorithm="HS256")
+
+
+@click.group("token")
+def token_group() -> None:
+    """Development tokens (APP_ENV=development, JWT_SECRET set)."""
+
+
+@token_group.command("buyer")
+@click.argument("name")
+@click.option("--ttl", default=DEFAULT_TTL_SECONDS, show_default=True, help="Seconds it lives.")
+def buyer_command(name: str, ttl: int) -> None:
+    """Print a buyer's token (sub = NAME)."""
+    click.echo(development_token(_subject(name), (), ttl))
+
+
+@token_group.command("operator")
+@click.argument("name")
+@click.option("--ttl", default=DEFAULT_TTL_SECONDS, show_default=True, help="Seconds it lives.")
+def operator_command(name: str, ttl: int) -> None:
+    """Print an operator's token (sub = NAME, role operator)."""
+    click.echo(development_token(_subject(name), (OPERATOR,), ttl))
+
+
+def _subject(name: str) -> str:
+    if not 1 <= len(name) <= 255:
+        raise click.BadParameter("1 to 255 characters", param_hint="NAME")
+    return name

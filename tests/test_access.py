@@ -1,0 +1,160 @@
+"""Who may call what: every route of the app × {anonymous, buyer A, buyer B, operator}, against
+one table of expected answers (the contract's "Who may call what"), on real Redis and MariaDB.
+
+The table is checked against the app's routes both ways: a route without a row fails, and so
+does a row without a route; a new route must say here who may call it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+
+import models
+from models.tickets import TicketRecord, persist_ticket
+from tests.support.tokens import bearer, operator
+
+CALLERS = ("anonymous", "buyer A", "buyer B", "operator")
+SERVED = (200, 503)  # internal routes: answered (deep health is 503 while a dependency is down)
+ALL_200 = (200, 200, 200, 200)
+
+# (method, rule) → the statuses for anonymous, buyer A (the ticket's owner), buyer B, operator
+TABLE: dict[tuple[str, str], tuple] = {
+    ("POST", "/purchase/api/v1/tickets"): (401, 201, 201, 201),
+    ("GET", "/purchase/api/v1/events/<event_id>/availability"): ALL_200,
+    ("GET", "/purchase/api/v1/events/<event_id>/zones/<positive:zone_id>/seats"): ALL_200,
+    ("GET", "/purchase/health"): ALL_200,
+    ("GET", "/purchase/health/deep"): (SERVED,) * 4,
+    ("GET", "/purchase/metrics"): (SERVED,) * 4,
+    ("GET", "/purchase/openapi.json"): ALL_200,
+    ("GET", "/purchase/docs"): ALL_200,
+    ("GET", "/purchase/docs/<path:filename>"): ALL_200,
+    ("GET", "/query/api/v1/tickets"): (401, 403, 403, 200),
+    ("GET", "/query/api/v1/tickets/<ticket_id>"): (401, 200, 404, 200),
+    ("GET", "/query/api/v1/tickets/count/<event_id>"): (401, 403, 403, 200),
+    ("GET", "/query/api/v1/tickets/revenue/<venue_id>/<event_id>"): (401, 403, 403, 200),
+    ("GET", "/query/api/v1/venues"): ALL_200,
+    ("GET", "/query/api/v1/venues/<venue_id>"): ALL_200,
+    ("GET", "/query/api/v1/events"): ALL_200,
+    ("GET", "/query/api/v1/events/<event_id>"): ALL_200,
+    ("GET", "/query/health"): ALL_200,
+    ("GET", "/query/health/deep"): (SERVED,) * 4,
+    ("GET", "/query/metrics"): (SERVED,) * 4,
+    ("GET", "/query/openapi.json"): ALL_200,
+    ("GET", "/query/docs"): ALL_200,
+    ("GET", "/query/docs/<path:filename>"): ALL_200,
+    ("GET", "/events/health"): ALL_200,
+    ("GET", "/events/health/deep"): (SERVED,) * 4,
+    ("GET", "/events/metrics"): (SERVED,) * 4,
+    ("GET", "/events/openapi.json"): ALL_200,
+    ("GET", "/events/docs"): ALL_200,
+    ("GET", "/events/docs/<path:filename>"): ALL_200,
+}
+
+INTERNAL = {rule for (_, rule), expected in TABLE.items() if expected[0] == SERVED}
+
+
+def _routes(app) -> set[tuple[str, str]]:
+    return {
+        (method, rule.rule)
+        for rule in app.url_map.iter_rules()
+        if rule.endpoint != "static"
+        for method in (rule.methods or set()) - {"HEAD", "OPTIONS"}
+    }
+
+
+def test_every_route_has_a_row_and_every_row_a_route(app):
+    routes = _routes(app)
+    assert routes - TABLE.keys() == set(), "routes without a row in TABLE: say who may call them"
+    assert TABLE.keys() - routes == set(), "rows without a route"
+
+
+@pytest.fixture
+def owned_ticket(clean_tickets) -> str:
+    """A ticket of buyer A in MySQL (what the worker writes for A's sale)."""
+    ticket = TicketRecord(
+        ticket_id=str(uuid.uuid4()),
+        venue_id="Venue1",
+        event_id="Event1",
+        zone_id=2,
+        row="C",
+        column=3,
+        price=Decimal("10.00"),
+        status="PAID",
+        created_on=datetime.now(UTC),
+        buyer="buyer-a",
+    )
+    with models.writer().begin() as conn:
+        persist_ticket(conn, ticket)
+    return ticket.ticket_id
+
+
+def _headers(caller: str) -> dict[str, str]:
+    return {
+        "anonymous": {},
+        "buyer A": bearer("buyer-a"),
+        "buyer B": bearer("buyer-b"),
+        "operator": operator("ops"),
+    }[caller]
+
+
+def _path(rule: str, ticket_id: str) -> str:
+    values = {
+        "<event_id>": "Event1",
+        "<venue_id>": "Venue1",
+        "<positive:zone_id>": "1",
+        "<ticket_id>": ticket_id,
+        "<path:filename>": "swagger-ui.css",
+    }
+    for name, value in values.items():
+        rule = rule.replace(name, value)
+    return rule
+
+
+def _body(caller: str) -> dict:
+    """A seat of its own for each caller, so that each purchase can succeed."""
+    column = str(CALLERS.index(caller) + 1)
+    return {"venueId": "Venue1", "eventId": "Event1", "zoneId": 1, "row": "A", "column": column}
+
+
+@pytest.mark.parametrize(("method", "rule"), sorted(TABLE))
+def test_who_may_call_what(app, loaded_seats, owned_ticket, method, rule):
+    anonymous = app.test_client()
+    path = _path(rule, owned_ticket)
+    for caller, expected in zip(CALLERS, TABLE[(method, rule)], strict=True):
+        send: Callable = anonymous.post if method == "POST" else anonymous.get
+        kwargs = {"json": _body(caller)} if method == "POST" else {}
+        response = send(path, headers=_headers(caller), **kwargs)
+        response.close()  # static files are streamed
+        allowed = expected if isinstance(expected, tuple) else (expected,)
+        assert response.status_code in allowed, (caller, response.get_data(as_text=True)[:300])
+        if response.status_code in (401, 403):
+            body = response.get_json(force=True)
+            assert body["code"] == (
+                "UNAUTHENTICATED" if response.status_code == 401 else "FORBIDDEN"
+            )
+        if response.status_code == 401:
+            assert response.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+@pytest.mark.parametrize("rule", sorted(INTERNAL))
+def test_internal_routes_are_not_served_through_a_proxy(app, rule):
+    """Metrics and deep health answer 404 to a request that came through the load balancer (it
+    adds X-Forwarded-For), even with an operator's token: the back office is not public."""
+    client = app.test_client()
+    response = client.get(rule, headers={"X-Forwarded-For": "203.0.113.9", **operator()})
+    assert response.status_code == 404
+    assert response.get_json(force=True)["code"] == "NOT_FOUND"
+
+
+def test_a_view_without_declared_access_stops_the_app(monkeypatch):
+    """Nothing is open by omission: an undeclared view makes create_app fail."""
+    from web import create_app, purchase
+
+    monkeypatch.setattr(purchase.health, "access", None)
+    with pytest.raises(RuntimeError, match="without a declared access"):
+        create_app("purchase")
