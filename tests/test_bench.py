@@ -31,6 +31,7 @@ from plumbing import settings
 from tests.support.factories import sell
 from tests.support.outbox import stream_lengths
 from tests.support.processes import Relay, wait_until
+from tests.support.tokens import operator
 
 
 def sns_client(url: str):
@@ -285,6 +286,7 @@ def test_the_read_phase_generates_valid_distinct_tickets_and_the_recount_counts_
         is_ticket_id(t.ticket_id) for t in rows
     )
     client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = operator()["Authorization"]
     page = client.get("/query/api/v1/tickets?eventId=Event1&limit=2").get_json()
     assert [(t["row"], t["column"]) for t in page] == [s.seat(999), s.seat(998)]
     assert client.get("/query/api/v1/tickets/count/Event1").get_json()["count"] == 1_000

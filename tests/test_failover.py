@@ -28,6 +28,9 @@ from models.seats import keys
 from tests.conftest import TEST_CATALOG
 from tests.support.processes import gunicorn, wait_until
 from tests.support.replication import REDIS_SERVER, Pair, primary_and_replica
+from tests.support.tokens import operator_session
+
+API = operator_session()  # every request with an operator's token
 
 pytestmark = pytest.mark.skipif(
     REDIS_SERVER is None,
@@ -94,7 +97,7 @@ def purchase_api(url: str, wait_replicas: int) -> Iterator[str]:
 
 def _ready(base: str) -> bool:
     with contextlib.suppress(requests.RequestException):
-        return requests.get(base + "/purchase/health/deep", timeout=10).status_code == 200
+        return API.get(base + "/purchase/health/deep", timeout=10).status_code == 200
     return False
 
 
@@ -121,7 +124,7 @@ def buy_again(base: str, attempt: Attempt) -> requests.Response:
 
 def _post(base: str, row: str, column: int, key: str) -> requests.Response:
     body = {"venueId": VENUE, "eventId": EVENT, "zoneId": ZONE_ID, "row": row}
-    return requests.post(
+    return API.post(
         base + PURCHASE,
         json={**body, "column": str(column)},
         headers={"Idempotency-Key": key},

@@ -30,6 +30,7 @@ from tests.support.aws import queue_counts
 from tests.support.factories import sell
 from tests.support.outbox import drop_leftovers
 from tests.support.processes import BIN, ROOT, Relay, Worker, gunicorn, wait_until
+from tests.support.tokens import operator_session
 
 VISIBILITY = 4
 
@@ -82,7 +83,7 @@ def outbox_depth() -> int:
 
 def buy_many(base: str, event: str, zone: int, count: int, threads: int = 16) -> list[dict]:
     """`count` purchases of distinct seats; the JSON of each answer, with its status."""
-    session = requests.Session()
+    session = operator_session()
     session.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=threads))
     columns = 40
 

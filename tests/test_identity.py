@@ -193,7 +193,9 @@ def test_a_new_signing_key_is_fetched_when_a_token_names_it(provider):
     assert p.fetches == 1
     verifier = rs256(p.url, refetch_cooldown=0)
     assert verifier.verify(p.token("k1")).subject == "alice"
-    assert verifier.verify(p.token("k2")).subject == "alice"
+    assert p.fetches == 2
+    p.add_key("k3")
+    assert verifier.verify(p.token("k3")).subject == "alice"
     assert p.fetches == 3
 
 

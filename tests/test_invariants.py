@@ -30,6 +30,7 @@ from models.seats import keys
 from models.tables import Ticket, TicketConflict
 from models.tickets import Outcome, TicketRecord, persist_ticket, sold_seats
 from tests.support.factories import clear_tickets
+from tests.support.tokens import operator
 from web import purchase
 
 EVENTS = ("TinyEvent", "TinyCapped")
@@ -50,6 +51,7 @@ class SaleMachine(RuleBasedStateMachine):
         self.catalog = _catalog()
         self.venue = self.catalog.venues["TinyVenue"]
         self.client = self.app.test_client()
+        self.client.environ_base["HTTP_AUTHORIZATION"] = operator()["Authorization"]
         self.redis = seats.client()
         with models.writer().begin() as conn:
             clear_tickets(conn)

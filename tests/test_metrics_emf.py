@@ -30,6 +30,7 @@ from plumbing import emf, settings
 from tests.support.aws import direct_sender
 from tests.support.factories import ticket_message
 from tests.support.processes import Worker, gunicorn, wait_until
+from tests.support.tokens import operator
 from tests.test_deploy_alarms import matches
 from tests.test_terraform import MODULES, config
 
@@ -451,7 +452,8 @@ def test_the_gunicorn_master_adds_up_every_workers_purchases_once(
         def buy(seat: dict) -> requests.Response:
             url = f"{base}/purchase/api/v1/tickets"
             # a connection each: the kernel hands them to whichever worker accepts first
-            return requests.post(url, json=seat, headers={"Connection": "close"}, timeout=10)
+            headers = {"Connection": "close", **operator()}
+            return requests.post(url, json=seat, headers=headers, timeout=10)
 
         sold = 0
         deadline = time.monotonic() + 60

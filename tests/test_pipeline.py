@@ -16,6 +16,9 @@ from aws_resources import create_messaging
 from models import seats
 from tests.support.outbox import drop_leftovers
 from tests.support.processes import Relay, Worker, gunicorn, wait_until
+from tests.support.tokens import operator_session
+
+API = operator_session()  # every request with an operator's token
 
 SEED = {"venueId": "Venue1", "eventId": "Event1", "zoneId": 1, "row": "A", "column": "1"}
 
@@ -36,40 +39,40 @@ def base(no_session_relay, stack, clean_tickets, loaded_seats) -> str:
 
 
 def readable(base: str, ticket_id: str) -> bool:
-    return requests.get(f"{base}/query/api/v1/tickets/{ticket_id}", timeout=5).status_code == 200
+    return API.get(f"{base}/query/api/v1/tickets/{ticket_id}", timeout=5).status_code == 200
 
 
 def test_seed_example_end_to_end(base):
-    before_count = requests.get(f"{base}/query/api/v1/tickets/count/Event1").json()["count"]
-    before_revenue = requests.get(f"{base}/query/api/v1/tickets/revenue/Venue1/Event1").json()
+    before_count = API.get(f"{base}/query/api/v1/tickets/count/Event1").json()["count"]
+    before_revenue = API.get(f"{base}/query/api/v1/tickets/revenue/Venue1/Event1").json()
     started = time.monotonic()
-    response = requests.post(f"{base}/purchase/api/v1/tickets", json=SEED, timeout=10)
+    response = API.post(f"{base}/purchase/api/v1/tickets", json=SEED, timeout=10)
     assert response.status_code == 201, response.text
     ticket = response.json()
     wait_until(lambda: readable(base, ticket["ticketId"]), 10, "the ticket in the query API")
     lag = time.monotonic() - started
     print(f"purchase → readable: {lag * 1000:.0f} ms")
-    assert requests.get(f"{base}{response.headers['Location']}").json() == ticket
-    assert requests.get(f"{base}/query/api/v1/tickets/count/Event1").json()["count"] == (
+    assert API.get(f"{base}{response.headers['Location']}").json() == ticket
+    assert API.get(f"{base}/query/api/v1/tickets/count/Event1").json()["count"] == (
         before_count + 1
     )
-    revenue = requests.get(f"{base}/query/api/v1/tickets/revenue/Venue1/Event1").json()
+    revenue = API.get(f"{base}/query/api/v1/tickets/revenue/Venue1/Event1").json()
     assert revenue["ticketCount"] == before_revenue["ticketCount"] + 1
     assert float(revenue["revenue"]) == float(before_revenue["revenue"]) + 100.0
-    listed = requests.get(f"{base}/query/api/v1/tickets").json()
+    listed = API.get(f"{base}/query/api/v1/tickets").json()
     assert ticket in listed
 
 
 def test_health_endpoints(base):
     for service in ("purchase", "query", "events"):
-        assert requests.get(f"{base}/{service}/health").json() == {"status": "UP"}
-    assert requests.get(f"{base}/purchase/health/deep").json() == {
+        assert API.get(f"{base}/{service}/health").json() == {"status": "UP"}
+    assert API.get(f"{base}/purchase/health/deep").json() == {
         "status": "UP",
         "checks": {"redis": "UP"},
     }
-    assert requests.get(f"{base}/query/health/deep").status_code == 200
+    assert API.get(f"{base}/query/health/deep").status_code == 200
     events = wait_until(
-        lambda: requests.get(f"{base}/events/health/deep").json().get("workers"),
+        lambda: API.get(f"{base}/events/health/deep").json().get("workers"),
         10,
         "a worker heartbeat",
     )
@@ -80,7 +83,7 @@ def test_400_buyers_on_20_seats(base):
     """Exactly one winner per seat; every loser hears SEAT_TAKEN; exactly 20 rows in the end."""
     seats = [{**SEED, "zoneId": 7, "row": "B", "column": str(c)} for c in range(1, 21)]
     attempts = [seats[n % 20] for n in range(400)]
-    session = requests.Session()
+    session = operator_session()
     session.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=32))
 
     def attempt(body: dict) -> tuple[int, str, str]:
@@ -96,12 +99,12 @@ def test_400_buyers_on_20_seats(base):
     assert set(winners.values()) == {1} and len(winners) == 20
 
     def persisted() -> list:
-        page = requests.get(f"{base}/query/api/v1/tickets?eventId=Event1&zoneId=7").json()
+        page = API.get(f"{base}/query/api/v1/tickets?eventId=Event1&zoneId=7").json()
         return page if len(page) >= 20 else []
 
     page = wait_until(persisted, 60, "20 rows")
     time.sleep(2)  # a straggling duplicate would show up now
-    page = requests.get(f"{base}/query/api/v1/tickets?eventId=Event1&zoneId=7").json()
+    page = API.get(f"{base}/query/api/v1/tickets?eventId=Event1&zoneId=7").json()
     assert sorted(int(t["column"]) for t in page) == list(range(1, 21))
 
 
@@ -111,7 +114,7 @@ def test_request_id_joins_request_ticket_task_and_row(base, stack):
 
     worker = stack[1]
     request_id = f"req-{uuid.uuid4().hex}"
-    response = requests.post(
+    response = API.post(
         f"{base}/purchase/api/v1/tickets",
         json={**SEED, "column": "9"},
         headers={"X-Request-ID": request_id},
@@ -134,9 +137,9 @@ def test_request_id_joins_request_ticket_task_and_row(base, stack):
         ticket_id,
         "INSERTED",
     )
-    generated = requests.get(f"{base}/query/health").headers["X-Request-ID"]
+    generated = API.get(f"{base}/query/health").headers["X-Request-ID"]
     assert len(generated) == 32
-    bad = requests.get(f"{base}/query/health", headers={"X-Request-ID": "x" * 500})
+    bad = API.get(f"{base}/query/health", headers={"X-Request-ID": "x" * 500})
     assert bad.headers["X-Request-ID"] != "x" * 500
 
 
@@ -150,13 +153,13 @@ def test_metrics_add_up_across_gunicorn_workers_and_the_worker(base, stack):
                 return float(line.split()[-1])
         return 0.0
 
-    before = requests.get(f"{base}/purchase/metrics").text
-    session = requests.Session()
+    before = API.get(f"{base}/purchase/metrics").text
+    session = operator_session()
     for column in range(21, 31):
         body = {**SEED, "zoneId": 8, "column": str(column)}
         assert session.post(f"{base}/purchase/api/v1/tickets", json=body).status_code == 201
         assert session.post(f"{base}/purchase/api/v1/tickets", json=body).status_code == 409
-    after = requests.get(f"{base}/purchase/metrics").text
+    after = API.get(f"{base}/purchase/metrics").text
     sold = 'ticketing_purchases_total{code="SOLD"}'
     taken = 'ticketing_purchases_total{code="SEAT_TAKEN"}'
     assert value(after, sold) - value(before, sold) == 10
@@ -164,7 +167,7 @@ def test_metrics_add_up_across_gunicorn_workers_and_the_worker(base, stack):
     worker_text = wait_until(
         lambda: (
             lambda t: t if value(t, 'ticketing_persisted_total{outcome="INSERTED"}') >= 10 else None
-        )(requests.get(f"http://127.0.0.1:{worker.metrics_port}/metrics").text),
+        )(API.get(f"http://127.0.0.1:{worker.metrics_port}/metrics").text),
         30,
         "the worker's metrics",
     )
@@ -183,7 +186,7 @@ def test_concurrent_purchases_are_relayed_in_shared_batches_and_all_persist(base
 
     seats = [{**SEED, "zoneId": 6, "row": r, "column": str(c)} for r in "CD" for c in range(1, 33)]
     before = relay.metrics()
-    session = requests.Session()
+    session = operator_session()
     session.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=32))
     with ThreadPoolExecutor(32) as pool:
         responses = list(
@@ -210,7 +213,7 @@ def test_concurrent_purchases_are_relayed_in_shared_batches_and_all_persist(base
     ids = {r.json()["ticketId"] for r in responses}
 
     def persisted() -> set[str]:
-        page = requests.get(f"{base}/query/api/v1/tickets?eventId=Event1&zoneId=6&limit=100")
+        page = API.get(f"{base}/query/api/v1/tickets?eventId=Event1&zoneId=6&limit=100")
         got = {t["ticketId"] for t in page.json()}
         return got if len(got) >= 64 else set()
 

@@ -41,6 +41,9 @@ from plumbing import settings
 from tests.conftest import TEST_CATALOG
 from tests.support.factories import clear_tickets, sell, ticket_message
 from tests.support.processes import BIN, ROOT, Relay, gunicorn, wait_for_port, wait_until
+from tests.support.tokens import operator_session
+
+API = operator_session()  # every request with an operator's token
 
 REDIS_SERVER = shutil.which("redis-server")
 REDIS_CLI = shutil.which("redis-cli")
@@ -279,7 +282,7 @@ def base(loaded_cluster, cluster_env) -> Iterator[str]:
 def buy(base: str, event_id: str, zone_id: int, row: str, column: int, **headers: str):
     venue = CATALOG.events[event_id].venue_id
     body = {"venueId": venue, "eventId": event_id, "zoneId": zone_id, "row": row}
-    return requests.post(
+    return API.post(
         base + PURCHASE, json={**body, "column": str(column)}, headers=headers, timeout=30
     )
 
@@ -324,19 +327,19 @@ def test_idempotency_keys_on_the_cluster(cluster, base):
 
 def test_availability_seat_map_and_health_on_the_cluster(base):
     zones = CATALOG.venues["TinyVenue"].zones
-    after_sales = requests.get(base + "/purchase/api/v1/events/TinyEvent/availability", timeout=30)
+    after_sales = API.get(base + "/purchase/api/v1/events/TinyEvent/availability", timeout=30)
     assert after_sales.status_code == 200, after_sales.text
     remaining = {z["zoneId"]: z["remaining"] for z in after_sales.json()["zones"]}
     assert remaining == {1: zones[1].capacity - 2, 2: zones[2].capacity - 3, 3: zones[3].capacity}
-    seat_map = requests.get(base + "/purchase/api/v1/events/TinyEvent/zones/1/seats", timeout=30)
+    seat_map = API.get(base + "/purchase/api/v1/events/TinyEvent/zones/1/seats", timeout=30)
     assert seat_map.status_code == 200, seat_map.text
     assert seat_map.json()["seats"] == ["110", "000"]
     assert seat_map.json()["remaining"]["rows"] == {"A": 0, "B": 2}
 
-    health = requests.get(base + "/purchase/health/deep", timeout=30)
+    health = API.get(base + "/purchase/health/deep", timeout=30)
     assert (health.status_code, health.json()["checks"]["redis"]) == (200, "UP")
     # /events/health reads the heartbeats from the monitoring plane, not from the cluster
-    events = requests.get(base + "/events/health/deep", timeout=30).json()
+    events = API.get(base + "/events/health/deep", timeout=30).json()
     assert not any("heartbeats unreadable" in r for r in events.get("reasons", []))
 
 

@@ -9,11 +9,13 @@ import time
 from collections.abc import Iterator
 
 import pytest
-import requests
 
 from tests.support.outbox import persisted, stream_lengths, wait_persisted
 from tests.support.processes import Relay, gunicorn, wait_until
 from tests.support.proxy import HttpProxy
+from tests.support.tokens import operator_session
+
+API = operator_session()  # every request with an operator's token
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +37,7 @@ def buy(base: str, event_id: str, seats: list[tuple[str, int]]) -> list[str]:
     sold = []
     for row, column in seats:
         body = {"venueId": venue, "eventId": event_id, "zoneId": 1, "row": row}
-        answer = requests.post(
+        answer = API.post(
             f"{base}/purchase/api/v1/tickets", json={**body, "column": str(column)}, timeout=30
         )
         assert answer.status_code == 201, answer.text
