@@ -1,8 +1,8 @@
 """`flask --app web token buyer NAME` and `token operator NAME`: development tokens.
 
-HS256 with JWT_SECRET, for the issuer and audience the services check. Only with development
-settings: on AWS the identity provider issues the tokens (RS256), and a production process
-refuses the development secret anyway.
+HS256 with JWT_SECRET, for the issuer and audience the services check (unset: the development
+values `make run` gives its processes). Only with development settings: on AWS the identity
+provider issues the tokens (RS256), and a production process refuses the development secret.
 """
 
 from __future__ import annotations
@@ -25,19 +25,22 @@ def development_token(
     s = settings.get()
     if s.app_env != "development":
         raise click.ClickException("tokens are minted only with APP_ENV=development")
-    if not s.jwt_secret:
-        raise click.ClickException("JWT_SECRET is not set: `make run` sets a development one")
+    if s.jwt_jwks_url:
+        raise click.ClickException("JWT_JWKS_URL is set: the identity provider issues tokens")
+    # unset: the values `make run` gives its processes, so a plain shell mints for them
+    secret = s.jwt_secret or settings.DEVELOPMENT_JWT_SECRET
+    issuer = s.jwt_issuer or settings.DEVELOPMENT_JWT_ISSUER
     now = int(time.time())
     claims: dict = {
         "sub": subject,
-        "iss": s.jwt_issuer,
+        "iss": issuer,
         "iat": now,
         "exp": now + ttl_seconds,
         s.jwt_roles_claim: list(roles),
     }
     if s.jwt_audience:
         claims["aud"] = s.jwt_audience
-    return jwt.encode(claims, s.jwt_secret, algorithm="HS256")
+    return jwt.encode(claims, secret, algorithm="HS256")
 
 
 @click.group("token")

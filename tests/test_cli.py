@@ -153,3 +153,31 @@ def test_catalog_load_refuses_while_tickets_may_be_in_flight(redis_client, clean
     assert done.returncode != 0
     assert "queue not drained" in done.stderr
     assert not seats.event_loaded(redis_client, "Event1")  # still closed: purchases answer 503
+
+
+def test_token_commands_mint_what_the_services_accept(app, clean_tickets):
+    """`token buyer NAME` and `token operator NAME`: a buyer is refused the back office, the
+    operator is not; a plain shell (no JWT_* set) mints for `make run`'s development values."""
+    buyer = flask("token", "buyer", "alice", env={"JWT_SECRET": "", "JWT_ISSUER": ""})
+    ops = flask("token", "operator", "ops")
+    assert buyer.returncode == 0 and ops.returncode == 0, buyer.stderr + ops.stderr
+    client = app.test_client()
+    back_office = "/query/api/v1/tickets"
+    as_buyer = {"Authorization": f"Bearer {buyer.stdout.strip()}"}
+    assert client.get(back_office, headers=as_buyer).status_code == 403
+    as_operator = {"Authorization": f"Bearer {ops.stdout.strip()}"}
+    assert client.get(back_office, headers=as_operator).status_code == 200
+
+
+def test_tokens_are_not_minted_outside_development(monkeypatch):
+    import dataclasses
+
+    import click
+
+    from cli.tokens import development_token
+    from plumbing import settings
+
+    production = dataclasses.replace(settings.get(), app_env="production")
+    monkeypatch.setattr(settings, "get", lambda: production)
+    with pytest.raises(click.ClickException, match="only with APP_ENV=development"):
+        development_token("alice")

@@ -131,5 +131,5 @@ def test_deep_health_answers_503_with_reasons_with_every_dependency_down(app, de
     events = client.get("/events/health/deep")
     assert events.status_code == 503
     reasons = events.get_json()["reasons"]
-    assert any(reason.startswith("heartbeats unreadable") for reason in reasons)
+    assert "heartbeats unreadable" in reasons  # the reason, never the exception's text
     assert "queue attributes unreadable" in reasons

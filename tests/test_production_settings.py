@@ -24,6 +24,9 @@ PRODUCTION = {
     "TICKET_TOPIC_ARN": f"arn:aws:sns:eu-west-1:{ACCOUNT}:ticket-events",
     "TICKET_QUEUE_URL": f"https://sqs.eu-west-1.amazonaws.com/{ACCOUNT}/ticket-sql",
     "TICKET_DLQ_URL": f"https://sqs.eu-west-1.amazonaws.com/{ACCOUNT}/ticket-sql-dlq",
+    "JWT_ISSUER": "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_Abc",
+    "JWT_JWKS_URL": "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_Abc/.well-known/jwks.json",
+    "JWT_SECRET": "",
 }
 ENDPOINTS = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_SNS", "AWS_ENDPOINT_URL_SQS")
 
@@ -157,3 +160,52 @@ def test_wait_settings(monkeypatch, replicas, timeout_ms, refused):
     else:
         with pytest.raises(settings.SettingsError, match=refused):
             settings.load()
+
+
+@pytest.mark.parametrize(
+    ("changes", "said"),
+    [
+        (
+            {"JWT_JWKS_URL": "", "JWT_SECRET": settings.DEVELOPMENT_JWT_SECRET},
+            "JWT_SECRET is the development secret",
+        ),
+        ({"JWT_ISSUER": settings.DEVELOPMENT_JWT_ISSUER}, "JWT_ISSUER is the development issuer"),
+        ({"JWT_JWKS_URL": "http://127.0.0.1:9000/jwks.json"}, "JWT_JWKS_URL points at 127.0.0.1"),
+    ],
+)
+def test_production_refuses_development_tokens(production, monkeypatch, changes, said):
+    for name, value in changes.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(settings.SettingsError, match=said):
+        settings.load()
+
+
+@pytest.mark.parametrize(
+    ("changes", "said"),
+    [
+        ({"JWT_SECRET": "x" * 40, "JWT_JWKS_URL": "https://idp/jwks"}, "not both"),
+        ({"JWT_SECRET": "short"}, "at least 32 bytes"),
+        ({"JWT_SECRET": "x" * 40, "JWT_ISSUER": ""}, "JWT_ISSUER must be set"),
+    ],
+)
+def test_token_settings_that_cannot_be_right_are_refused(monkeypatch, changes, said):
+    for name, value in changes.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(settings.SettingsError, match=said):
+        settings.load()
+
+
+def test_a_purchase_api_without_a_way_to_verify_tokens_does_not_start():
+    """gunicorn with neither JWT_SECRET nor JWT_JWKS_URL: the process exits naming them,
+    instead of refusing every buyer with 401."""
+    env = {**os.environ, "JWT_SECRET": "", "JWT_JWKS_URL": ""}
+    done = subprocess.run(
+        [str(BIN / "python"), "-c", "from web import create_app; create_app('purchase')"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0
+    assert "JWT_SECRET (HS256) or JWT_JWKS_URL (RS256) must be set" in done.stderr

@@ -70,7 +70,8 @@ def health_deep() -> tuple[Response, int]:
         relays = alive_relays(monitor_redis(), s.relay_alive_seconds)
         body["relays"], body["relayHeartbeats"] = len(relays), relays
     except redis.RedisError as exc:
-        reasons.append(f"heartbeats unreadable: {exc}")
+        log.warning("events health: heartbeats unreadable: %s", exc)
+        reasons.append("heartbeats unreadable")
     reasons += _outbox(body, s.projection_stall_seconds)
     try:
         queue = queues.depths(s.queue_url)

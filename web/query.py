@@ -295,6 +295,6 @@ def health_deep() -> tuple[Response, int]:
         return jsonify({"status": "UP", "checks": {"database": "UP"}}), 200
     except SQLAlchemyError as exc:
         log.warning("query health: %s", exc)
-        reason = f"database: {type(exc).__name__}"
+        reason = "database: no answer"
         body = {"status": "DOWN", "checks": {"database": "DOWN"}, "reasons": [reason]}
         return jsonify(body), 503

@@ -247,6 +247,16 @@ def stop_children(*_: object) -> None:
     children.clear()
 
 
+def development_identity(env: dict[str, str]) -> dict[str, str]:
+    """The development token secret and issuer (`flask --app web token buyer NAME` mints tokens
+    for them), unless the caller's environment sets its own; a production process refuses
+    these values."""
+    from plumbing.settings import DEVELOPMENT_JWT_ISSUER, DEVELOPMENT_JWT_SECRET
+
+    chosen = {"JWT_SECRET": DEVELOPMENT_JWT_SECRET, "JWT_ISSUER": DEVELOPMENT_JWT_ISSUER}
+    return {name: env.get(name) or value for name, value in chosen.items()}
+
+
 def run() -> int:
     """Set up, then serve web (8000), worker, relay and Flower (5555) in the foreground."""
     env = dict(os.environ)
@@ -261,6 +271,7 @@ def run() -> int:
     env.setdefault("MONITOR_BROKER_URL", env["REDIS_URL"])
     env.setdefault("FLOWER_UNAUTHENTICATED_API", "true")  # local only: Flower's API on loopback
     env.setdefault("GUNICORN_BIND", "127.0.0.1:8000")
+    env.update(development_identity(env))
     say("migrating: alembic upgrade head")
     subprocess.run([str(BIN / "alembic"), "upgrade", "head"], cwd=ROOT, env=env, check=True)
     flask = [str(BIN / "flask"), "--app", "web"]
