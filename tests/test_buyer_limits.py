@@ -41,7 +41,7 @@ def seat(n: int) -> dict:
     return {**GOOD, "row": "ABCDEFGHIJ"[n // 10], "column": str(n % 10 + 1)}
 
 
-def test_one_buyer_racing_50_purchases_gets_exactly_the_limit(loaded_seats, clean_tickets):
+def test_one_buyer_racing_50_purchases_gets_exactly_the_limit(clean_tickets, loaded_seats):
     """50 concurrent purchases of distinct free seats by one buyer, over two processes: exactly
     MAX_SEATS_PER_BUYER are sold, the rest are 409 BUYER_LIMIT_REACHED; another buyer still
     buys."""
