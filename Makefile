@@ -32,8 +32,8 @@ bench: $(STAMP) ## Measure the purchase path vs its ceiling, the relay, the flas
 	$(BIN)/python ops/bench/bench.py $(BENCH_ARGS)
 
 docs: $(STAMP) ## Regenerate docs/reference.md and the Postman collection from the code
-	$(BIN)/python ops/docs/reference.py > docs/reference.md
-	$(BIN)/python ops/docs/postman.py > docs/ticketing.postman_collection.json
+	$(BIN)/python ops/docs/reference.py > docs/reference.md.new && mv docs/reference.md.new docs/reference.md
+	$(BIN)/python ops/docs/postman.py > docs/postman.json.new && mv docs/postman.json.new docs/ticketing.postman_collection.json
 
 lint: $(STAMP) ## ruff check and format check
 	$(BIN)/ruff check .

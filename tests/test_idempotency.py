@@ -117,3 +117,18 @@ def test_concurrent_duplicates_give_exactly_one_ticket(app, client, redis_client
     assert outbox_len(redis_client) == 1
     again = buy(client, key)  # once done, every repeat is the original 201
     assert (again.status_code, again.get_json()["ticketId"]) == (201, created[0])
+
+
+def test_a_key_is_the_buyers_own(app, client, redis_client):
+    """Another buyer replaying a guessed key with a guessed body gets a purchase of its own (here
+    SEAT_TAKEN), never the first buyer's ticket."""
+    from tests.support.tokens import bearer
+
+    key = "guessable-key-1"
+    assert buy(client, key).status_code == 201
+    stranger = app.test_client()
+    stranger.environ_base["HTTP_AUTHORIZATION"] = bearer("stranger")["Authorization"]
+    answer = buy(stranger, key)
+    assert_problem(answer, 409, "SEAT_TAKEN")
+    assert "Idempotent-Replayed" not in answer.headers
+    assert buy(client, key).headers["Idempotent-Replayed"] == "true"  # the owner still replays

@@ -232,3 +232,35 @@ def test_an_rs256_buyer_buys_through_the_app(app, client, provider, monkeypatch)
         URL, json=SEAT, headers={"Authorization": f"Bearer {p.token('k1', sub='carol')}"}
     )
     assert response.status_code == 201, response.get_data(as_text=True)
+
+
+def test_a_verified_token_is_remembered_briefly_and_boundedly(monkeypatch):
+    """A token seen again within VERIFIED_SECONDS is not checked again (the secret changed
+    meanwhile: still accepted); after that it is (and now refused); at most VERIFIED_MAX are
+    kept."""
+    monkeypatch.setattr(identity, "VERIFIED_SECONDS", 0.3)
+    verifier = TokenVerifier(settings.get())
+    token = hs256()
+    assert verifier.verify(token).subject == "alice"
+    verifier._secret = "a-rotated-secret-of-at-least-32-bytes!"
+    assert verifier.verify(token).subject == "alice"  # remembered
+    time.sleep(0.35)
+    with pytest.raises(jwt.PyJWTError):
+        verifier.verify(token)  # checked again, against the new secret
+    monkeypatch.setattr(identity, "VERIFIED_MAX", 3)
+    fresh = TokenVerifier(settings.get())
+    for n in range(5):
+        fresh.verify(hs256(sub=f"buyer-{n}"))
+    assert len(fresh._verified) == 3
+
+
+def test_a_remembered_token_still_expires(monkeypatch):
+    """Remembered at most until its own `exp`: a token about to expire is checked again after
+    it, and refused once past the leeway."""
+    verifier = TokenVerifier(settings.get())
+    token = hs256(exp=int(time.time()) - identity.LEEWAY_SECONDS + 1)  # valid for ~1 s more
+    assert verifier.verify(token).subject == "alice"
+    assert verifier._verified[token][0] <= time.time()  # not kept: its exp has passed
+    time.sleep(1.5)
+    with pytest.raises(jwt.ExpiredSignatureError):
+        verifier.verify(token)

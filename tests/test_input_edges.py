@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.support.processes import gunicorn
+from tests.support.tokens import operator
 from tests.test_purchase_api import GOOD, URL, assert_problem, sold_bits
 
 BODY = json.dumps(GOOD).encode()
@@ -113,7 +114,7 @@ def chunked_post(server: tuple[str, int], body: bytes) -> tuple[int, str, dict]:
             "POST",
             URL,
             body=chunks,
-            headers={"Content-Type": "application/json"},
+            headers={"Content-Type": "application/json", **operator()},
             encode_chunked=True,
         )
         response = conn.getresponse()

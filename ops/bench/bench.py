@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -47,6 +48,8 @@ from results import print_results  # noqa: E402
 from services import BENCH_RUN, Service, say  # noqa: E402
 
 STARTED = time.monotonic()
+AUTHORIZATION = services.authorization()
+os.environ["BENCH_AUTHORIZATION"] = AUTHORIZATION  # load.lua sends it with every request
 SERVERS: list[subprocess.Popen] = []  # stopped last
 PURCHASE_APP = services.procfile_command("purchase")[-1]  # "web:create_app('purchase')"
 QUERY_APP = services.procfile_command("query")[-1]  # "web:create_app('query')"
@@ -119,7 +122,7 @@ def wait_until_serving(service: Service, path: str, method: str = "GET", seconds
             service.url + path,
             data=body,
             method=method,
-            headers={"Content-Type": "application/json"},
+            headers={"Content-Type": "application/json", "Authorization": AUTHORIZATION},
         )
         try:
             with urllib.request.urlopen(request, timeout=5) as response:

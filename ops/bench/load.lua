@@ -57,6 +57,13 @@ local function row_label(index)
 end
 
 local headers = { ["Content-Type"] = "application/json" }
+local get_headers = {}
+-- the bench's token (bench.py puts it in the environment): every request is authenticated
+local authorization = os.getenv("BENCH_AUTHORIZATION")
+if authorization then
+  headers["Authorization"] = authorization
+  get_headers["Authorization"] = authorization
+end
 
 local function seat_request(index)
   local row = row_label(math.floor(index / columns))
@@ -71,10 +78,10 @@ function init(args)
   if mode == "fixed" then
     body = wrk.format("POST", path, headers, args[3])
   elseif mode == "get" then
-    body = wrk.format("GET", path)
+    body = wrk.format("GET", path, get_headers)
   elseif mode == "rotate" then
     for i = 2, #args do
-      gets[i - 1] = wrk.format("GET", args[i])
+      gets[i - 1] = wrk.format("GET", args[i], get_headers)
       took[i - 1] = {}
       _G["took_" .. (i - 1)] = took[i - 1]
     end

@@ -46,7 +46,17 @@ _OWNED = (
     "GUNICORN_BIND",
     "WORKER_METRICS_PORT",
     "RELAY_METRICS_PORT",
+    "JWT_SECRET",
+    "JWT_ISSUER",
+    "JWT_JWKS_URL",
+    "JWT_AUDIENCE",
+    "JWT_ROLES_CLAIM",
+    "MAX_SEATS_PER_BUYER",
+    "RATE_LIMIT_BURST",
 )
+# One bench buyer makes every purchase: its limits must not refuse the load, yet the script
+# still counts its seats and attempts on every purchase, as it does for a real buyer.
+BUYER_LIMITS = {"MAX_SEATS_PER_BUYER": str(10**9), "RATE_LIMIT_BURST": str(10**9)}
 
 
 def say(message: str) -> None:
@@ -56,9 +66,33 @@ def say(message: str) -> None:
 def base_env() -> dict[str, str]:
     """The caller's environment without anything the bench owns (GUNICORN_* stays: the bench
     measures the gunicorn configuration it is given)."""
+    from plumbing.settings import DEVELOPMENT_JWT_ISSUER, DEVELOPMENT_JWT_SECRET
+
     env = {k: v for k, v in os.environ.items() if k not in _OWNED}
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env.update(JWT_SECRET=DEVELOPMENT_JWT_SECRET, JWT_ISSUER=DEVELOPMENT_JWT_ISSUER, **BUYER_LIMITS)
     return env
+
+
+def authorization() -> str:
+    """The Authorization header of every bench request: an operator (it buys, and reads the
+    back office in the read phases) with a token of the development secret `base_env` gives the
+    services, whatever the caller's environment says."""
+    import time
+
+    import jwt
+
+    from plumbing.settings import DEVELOPMENT_JWT_ISSUER, DEVELOPMENT_JWT_SECRET
+
+    now = int(time.time())
+    claims = {
+        "sub": "bench-buyer",
+        "iss": DEVELOPMENT_JWT_ISSUER,
+        "aud": "ticketing",
+        "exp": now + 12 * 3600,
+        "roles": ["operator"],
+    }
+    return f"Bearer {jwt.encode(claims, DEVELOPMENT_JWT_SECRET, algorithm='HS256')}"
 
 
 def start_redis() -> tuple[str, subprocess.Popen]:

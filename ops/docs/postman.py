@@ -3,12 +3,15 @@
     .venv/bin/python ops/docs/postman.py > docs/ticketing.postman_collection.json
 
 One folder per API, one request per operation, with `{{baseUrl}}` (default
-http://127.0.0.1:8000) and each path parameter's example as a collection variable.
+http://127.0.0.1:8000) and each path parameter's example as a collection variable. Operations
+that need a token send `Bearer {{token}}` (set it to `flask --app web token buyer NAME`, or an
+operator's for the back office).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -41,6 +44,11 @@ def _request(path: str, method: str, operation: dict[str, Any]) -> dict[str, Any
         },
         "description": operation.get("summary", ""),
     }
+    if operation.get("security"):
+        request["auth"] = {
+            "type": "bearer",
+            "bearer": [{"key": "token", "value": "{{token}}", "type": "string"}],
+        }
     if "requestBody" in operation:
         request["header"].append({"key": "Content-Type", "value": "application/json"})
         request["body"] = {"mode": "raw", "raw": json.dumps(EXAMPLE_BODY, indent=2)}
@@ -49,7 +57,7 @@ def _request(path: str, method: str, operation: dict[str, Any]) -> dict[str, Any
 
 def collection(specs: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The collection of every operation of the given specs (service name → OpenAPI doc)."""
-    folders, variables = [], {"baseUrl": "http://127.0.0.1:8000"}
+    folders, variables = [], {"baseUrl": "http://127.0.0.1:8000", "token": ""}
     for spec in specs.values():
         items = []
         for path, operations in spec["paths"].items():
@@ -74,6 +82,11 @@ def collection(specs: dict[str, dict[str, Any]]) -> dict[str, Any]:
 def main() -> None:
     """Print the collection of the app's three specs."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from plumbing import settings
+
+    # the specs need no token, but the apps refuse to be built without a way to verify one
+    os.environ.setdefault("JWT_SECRET", settings.DEVELOPMENT_JWT_SECRET)
+    os.environ.setdefault("JWT_ISSUER", settings.DEVELOPMENT_JWT_ISSUER)
     from web import SERVICES, create_app
     from web.openapi import spec_for
 

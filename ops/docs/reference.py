@@ -8,6 +8,7 @@ A test fails when the committed page differs from what this prints.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -146,6 +147,11 @@ def render(
 def main() -> None:
     """Print the page for the app's three specs."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from plumbing import settings
+
+    # the specs need no token, but the apps refuse to be built without a way to verify one
+    os.environ.setdefault("JWT_SECRET", settings.DEVELOPMENT_JWT_SECRET)
+    os.environ.setdefault("JWT_ISSUER", settings.DEVELOPMENT_JWT_ISSUER)
     from web import SERVICES, create_app
     from web.openapi import spec_for
     from web.problems import STATUSES, TITLES
