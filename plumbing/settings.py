@@ -169,6 +169,9 @@ class Settings:
     catalog_cache_seconds: float
     currency: str
     retry_after_seconds: int
+    seat_map_cache_seconds: float
+    seat_map_cache_entries: int
+    seat_map_cache_bytes: int
     worker_heartbeat_seconds: float
     worker_alive_seconds: float
     task_max_retries: int
@@ -263,6 +266,9 @@ def load() -> Settings:
         catalog_cache_seconds=_float("CATALOG_CACHE_SECONDS", 30.0),
         currency=_currency(),
         retry_after_seconds=_int("RETRY_AFTER_SECONDS", 1),
+        seat_map_cache_seconds=_seconds_or_off("SEAT_MAP_CACHE_MS", 250.0) / 1000,
+        seat_map_cache_entries=_int("SEAT_MAP_CACHE_ENTRIES", 1000),
+        seat_map_cache_bytes=int(_float("SEAT_MAP_CACHE_MB", 64.0) * 2**20),
         worker_heartbeat_seconds=_float("WORKER_HEARTBEAT_SECONDS", 5.0),
         worker_alive_seconds=_float("WORKER_ALIVE_SECONDS", 30.0),
         task_max_retries=_int("TASK_MAX_RETRIES", 8),
