@@ -18,6 +18,9 @@ ROOT = Path(__file__).resolve().parents[1]
 ENVIRONMENTS = ("development", "production")
 LOOPBACK = ("localhost", "127.0.0.1", "::1", "0.0.0.0")
 MOTO_ACCOUNT = "123456789012"  # moto's fixed account id; never a real one
+# Secrets `make run` and the tests may use; production refuses each (setting name => value).
+DEVELOPMENT_PAYMENT_WEBHOOK_SECRET = "development-payment-webhook-secret"
+DEVELOPMENT_SECRETS = {"PAYMENT_WEBHOOK_SECRET": DEVELOPMENT_PAYMENT_WEBHOOK_SECRET}
 
 
 class SettingsError(RuntimeError):
@@ -128,6 +131,9 @@ def _development_leftovers(values: dict[str, str]) -> list[str]:
     for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_SNS", "AWS_ENDPOINT_URL_SQS"):
         if os.environ.get(name):
             found.append(f"{name} is set ({os.environ[name]}): AWS calls would not reach AWS")
+    for name, development in DEVELOPMENT_SECRETS.items():
+        if os.environ.get(name) == development:
+            found.append(f"{name} is the development value")
     return found
 
 
@@ -168,6 +174,7 @@ class Settings:
     catalog_file: Path
     catalog_cache_seconds: float
     currency: str
+    payment_webhook_secret: str  # "" when unset: every webhook is then refused
     retry_after_seconds: int
     seat_map_cache_seconds: float
     seat_map_cache_entries: int
@@ -265,6 +272,7 @@ def load() -> Settings:
         catalog_file=catalog,
         catalog_cache_seconds=_float("CATALOG_CACHE_SECONDS", 30.0),
         currency=_currency(),
+        payment_webhook_secret=_optional("PAYMENT_WEBHOOK_SECRET"),
         retry_after_seconds=_int("RETRY_AFTER_SECONDS", 1),
         seat_map_cache_seconds=_seconds_or_off("SEAT_MAP_CACHE_MS", 250.0) / 1000,
         seat_map_cache_entries=_int("SEAT_MAP_CACHE_ENTRIES", 1000),
