@@ -167,3 +167,29 @@ def test_ttl_zero_reads_every_time(client, monkeypatch, script_calls):
     for _ in range(3):
         assert client.get(TINY_MAP).status_code == 200
     assert script_calls["zone_state"] == 3
+
+
+def test_the_settings_size_the_process_cache(monkeypatch):
+    from plumbing import settings
+
+    for name in ("SEAT_MAP_CACHE_MS", "SEAT_MAP_CACHE_ENTRIES", "SEAT_MAP_CACHE_MB"):
+        monkeypatch.delenv(name, raising=False)
+    defaults = settings.load()
+    assert (defaults.seat_map_cache_seconds, defaults.seat_map_cache_entries) == (0.25, 1000)
+    assert defaults.seat_map_cache_bytes == 64 * 2**20
+    monkeypatch.setenv("SEAT_MAP_CACHE_MS", "0")  # off
+    monkeypatch.setenv("SEAT_MAP_CACHE_ENTRIES", "10")
+    monkeypatch.setenv("SEAT_MAP_CACHE_MB", "0.5")
+    loaded = settings.load()
+    monkeypatch.setattr(settings, "get", lambda: loaded)
+    availability.read_cache.cache_clear()
+    try:
+        cache = availability.read_cache()
+        assert (cache.ttl, cache.max_entries, cache.max_bytes) == (0, 10, 2**19)
+    finally:
+        availability.read_cache.cache_clear()
+    for name, value in (("SEAT_MAP_CACHE_MS", "-1"), ("SEAT_MAP_CACHE_ENTRIES", "0")):
+        monkeypatch.setenv(name, value)
+        with pytest.raises(settings.SettingsError, match=name):
+            settings.load()
+        monkeypatch.setenv(name, "1")
