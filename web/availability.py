@@ -56,10 +56,10 @@ def forget_reads() -> None:
 def _cached(key: tuple, build: Callable[[], Response]) -> Response:
     """The JSON answer kept under `key`, or `build()`'s; with Cache-Control saying how long a
     client may keep it (whole seconds, rounded down: 0 below a second)."""
-    cache = read_cache()
-    body = cache.get(key, lambda: build().get_data())
+    kept = read_cache()
+    body = kept.get(key, lambda: build().get_data())
     response = Response(body, mimetype="application/json")
-    response.headers["Cache-Control"] = f"max-age={int(cache.ttl)}"
+    response.headers["Cache-Control"] = f"max-age={int(kept.ttl)}"
     return response
 
 
