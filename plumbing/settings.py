@@ -18,9 +18,14 @@ ROOT = Path(__file__).resolve().parents[1]
 ENVIRONMENTS = ("development", "production")
 LOOPBACK = ("localhost", "127.0.0.1", "::1", "0.0.0.0")
 MOTO_ACCOUNT = "123456789012"  # moto's fixed account id; never a real one
-# The token issuer and secret `make run` and the tests use; a production process refuses both.
+# Secrets and the token issuer `make run` and the tests use; production refuses each.
 DEVELOPMENT_JWT_ISSUER = "ticketing-development"
 DEVELOPMENT_JWT_SECRET = "development-only-jwt-secret-0123456789abcdef"
+DEVELOPMENT_PAYMENT_WEBHOOK_SECRET = "development-payment-webhook-secret"
+DEVELOPMENT_SECRETS = {  # setting name => value
+    "JWT_SECRET": DEVELOPMENT_JWT_SECRET,
+    "PAYMENT_WEBHOOK_SECRET": DEVELOPMENT_PAYMENT_WEBHOOK_SECRET,
+}
 
 
 class SettingsError(RuntimeError):
@@ -128,13 +133,14 @@ def _development_leftovers(values: dict[str, str]) -> list[str]:
             found.append(f"{name} points at {host}")
         if f":{MOTO_ACCOUNT}:" in value or f"/{MOTO_ACCOUNT}/" in value:
             found.append(f"{name} names moto's account {MOTO_ACCOUNT}")
-    if values.get("JWT_SECRET") == DEVELOPMENT_JWT_SECRET:
-        found.append("JWT_SECRET is the development secret")
     if values.get("JWT_ISSUER") == DEVELOPMENT_JWT_ISSUER:
         found.append(f"JWT_ISSUER is the development issuer {DEVELOPMENT_JWT_ISSUER}")
     for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_SNS", "AWS_ENDPOINT_URL_SQS"):
         if os.environ.get(name):
             found.append(f"{name} is set ({os.environ[name]}): AWS calls would not reach AWS")
+    for name, development in DEVELOPMENT_SECRETS.items():
+        if os.environ.get(name) == development:
+            found.append(f"{name} is the development value")
     return found
 
 
@@ -175,7 +181,11 @@ class Settings:
     catalog_file: Path
     catalog_cache_seconds: float
     currency: str
+    payment_webhook_secret: str  # "" when unset: every webhook is then refused
     retry_after_seconds: int
+    seat_map_cache_seconds: float
+    seat_map_cache_entries: int
+    seat_map_cache_bytes: int
     worker_heartbeat_seconds: float
     worker_alive_seconds: float
     task_max_retries: int
@@ -283,7 +293,11 @@ def load() -> Settings:
         catalog_file=catalog,
         catalog_cache_seconds=_float("CATALOG_CACHE_SECONDS", 30.0),
         currency=_currency(),
+        payment_webhook_secret=_optional("PAYMENT_WEBHOOK_SECRET"),
         retry_after_seconds=_int("RETRY_AFTER_SECONDS", 1),
+        seat_map_cache_seconds=_seconds_or_off("SEAT_MAP_CACHE_MS", 250.0) / 1000,
+        seat_map_cache_entries=_int("SEAT_MAP_CACHE_ENTRIES", 1000),
+        seat_map_cache_bytes=int(_float("SEAT_MAP_CACHE_MB", 64.0) * 2**20),
         worker_heartbeat_seconds=_float("WORKER_HEARTBEAT_SECONDS", 5.0),
         worker_alive_seconds=_float("WORKER_ALIVE_SECONDS", 30.0),
         task_max_retries=_int("TASK_MAX_RETRIES", 8),

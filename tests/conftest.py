@@ -123,9 +123,12 @@ def clean_tickets(database: None) -> None:
 
 @pytest.fixture
 def redis_client():
-    """The test Redis database, emptied."""
+    """The test Redis database, emptied, and no seat read kept from before."""
+    from web.availability import forget_reads
+
     r = seats.client()
     r.flushdb()
+    forget_reads()
     return r
 
 

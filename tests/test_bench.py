@@ -246,6 +246,69 @@ def test_wrk_flash_mode_sends_exactly_the_attempts_asked_for(standin):
     assert state.stats()["calls"] == {"": 500}
 
 
+class _Recorder:
+    """A local HTTP server that answers 200 and keeps each request's method, path and headers."""
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        seen = self.seen = []
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _answer(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                seen.append((self.command, self.path, dict(self.headers)))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            do_GET = do_POST = _answer
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture
+def recorder():
+    server = _Recorder()
+    yield server
+    server.server.shutdown()
+    server.server.server_close()
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
+def test_wrk_purchases_carry_the_headers_of_purchase_requests(recorder, monkeypatch):
+    """A header added in ops/bench/purchase_requests.py reaches every purchase wrk sends."""
+    import purchase_requests
+
+    extra = {"Content-Type": "application/json", "Authorization": "Bearer bench-token"}
+    monkeypatch.setattr(purchase_requests, "headers", lambda: extra)
+    wrk = shutil.which("wrk")
+    wrk_load.run(
+        wrk, recorder.url, wrk_load.flash("V", "E", 1, 40, 10, 20, 2), connections=2, seconds=30
+    )
+    wrk_load.run(wrk, recorder.url, wrk_load.seats("V", "E", 1, 40, 0, 9), connections=1, seconds=1)
+    posts = [(path, headers) for method, path, headers in recorder.seen if method == "POST"]
+    assert len(posts) > 20
+    assert all(path == purchase_requests.PATH for path, _ in posts)
+    assert all(h.get("Authorization") == "Bearer bench-token" for _, h in posts)
+    assert all(h.get("Content-Type") == "application/json" for _, h in posts)
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
+def test_wrk_paced_mode_keeps_to_its_rate(recorder):
+    wrk = shutil.which("wrk")
+    result = wrk_load.run(wrk, recorder.url, wrk_load.paced("/x", 50, 5), connections=5, seconds=2)
+    assert 60 <= result.requests <= 110  # about 50/s for 2 s; unpaced it would be thousands
+    assert {path for _, path, _ in recorder.seen} == {"/x"}
+
+
 def test_sold_prefix_is_the_state_the_purchase_script_reads(redis_client):
     """The flatness phase writes 'n seats sold' straight into Redis: it must agree with
     models/seats.py's key layout, bit order and counters."""

@@ -167,7 +167,7 @@ def test_wait_settings(monkeypatch, replicas, timeout_ms, refused):
     [
         (
             {"JWT_JWKS_URL": "", "JWT_SECRET": settings.DEVELOPMENT_JWT_SECRET},
-            "JWT_SECRET is the development secret",
+            "JWT_SECRET is the development value",
         ),
         ({"JWT_ISSUER": settings.DEVELOPMENT_JWT_ISSUER}, "JWT_ISSUER is the development issuer"),
         ({"JWT_JWKS_URL": "http://127.0.0.1:9000/jwks.json"}, "JWT_JWKS_URL points at 127.0.0.1"),

@@ -3,6 +3,7 @@
     python ops/bench/bench.py                     # every phase, a table, then the result line
     python ops/bench/bench.py --compare-classes   # ceiling and purchase per gunicorn worker class
     python ops/bench/bench.py --reads-only        # count, revenue, a list page at 0/100k/1M
+    python ops/bench/bench.py --seat-reads-only   # purchase p99 alone vs beside seat-map reads
 
 Everything runs on data of its own: a Redis server on a free port, the MariaDB database
 `ticketing_bench` (fresh each run, `alembic upgrade head`), moto on a free port, the bench catalog
@@ -40,6 +41,7 @@ import machine  # noqa: E402
 import projection  # noqa: E402
 import reads  # noqa: E402
 import redis  # noqa: E402
+import seat_reads  # noqa: E402
 import seating  # noqa: E402
 import services  # noqa: E402
 import stack  # noqa: E402
@@ -173,6 +175,7 @@ def run_bench(args: argparse.Namespace, setup: Setup, wrk: str) -> int:
     accept_reject = load_phases.accept_vs_reject(rig, args.light_clients, runs=6, seconds=1)
     say("flatness: 0 vs 1,000,000 seats sold in the zone")
     flat = load_phases.flatness(rig, runs=8, seconds=1)
+    seat_map = run_seat_reads(args, setup, rig)
     rss = [
         ("gunicorn purchase", services.rss_mib(purchase.processes())),
         ("gunicorn ceiling", services.rss_mib(ceiling.processes())),
@@ -228,6 +231,7 @@ def run_bench(args: argparse.Namespace, setup: Setup, wrk: str) -> int:
         setup.standin.url,
         STARTED,
         machine.describe(mariadb_version),
+        seat_map,
     )
     (BENCH_RUN / "results.json").write_text(json.dumps(figures, indent=1, default=str))
     refusals_clean = accept_reject.reject_appends == accept_reject.reject_messages == 0
@@ -248,6 +252,40 @@ def run_reads(args: argparse.Namespace, setup: Setup, wrk: str) -> reads.Reads:
     result.seed_seconds = took
     query.stop()
     return result
+
+
+def run_seat_reads(args: argparse.Namespace, setup: Setup, rig: load_phases.Rig):
+    """The seat-map phase: purchases alone, beside kept reads, beside uncached reads (a second
+    purchase API with SEAT_MAP_CACHE_MS=0, stopped after)."""
+    uncached = services.start_gunicorn(
+        "purchase-uncached", PURCHASE_APP, {**setup.env, "SEAT_MAP_CACHE_MS": "0"}
+    )
+    wait_until_serving(uncached, "/purchase/health")
+    say(
+        f"seat-map reads: purchases at 64 clients alone and beside {args.seat_read_rate:g} "
+        f"seat-map reads/s, kept and uncached, {args.rounds} rounds of {args.seconds:g} s"
+    )
+    try:
+        return seat_reads.measure(rig, uncached, args.rounds, args.seconds, args.seat_read_rate)
+    finally:
+        uncached.stop()
+
+
+def seat_reads_only(args: argparse.Namespace, setup: Setup, wrk: str) -> int:
+    """Only the seat-map phase, and its table."""
+    from report import Table
+
+    ceiling, purchase = start_web(setup, {})
+    rig = rig_for(setup, wrk, ceiling, purchase)
+    result = run_seat_reads(args, setup, rig)
+    t = Table()
+    t.add(*seat_reads.verdict(result))
+    print()
+    print(seat_reads.render(result))
+    print()
+    print(t.render())
+    (BENCH_RUN / "seat_reads.json").write_text(json.dumps(seat_reads.figures(result), indent=1))
+    return 0
 
 
 def reads_only(args: argparse.Namespace, setup: Setup, wrk: str) -> int:
@@ -360,6 +398,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--read-rounds", type=int, default=4, help="1-client runs of the reads")
     parser.add_argument("--read-seconds", type=float, default=1, help="seconds per read run")
     parser.add_argument("--reads-only", action="store_true", help="the read phase alone")
+    parser.add_argument(
+        "--seat-read-rate", type=float, default=400, help="seat-map reads/s beside the purchases"
+    )
+    parser.add_argument(
+        "--seat-reads-only", action="store_true", help="the seat-map read phase alone"
+    )
     return parser.parse_args()
 
 
@@ -375,6 +419,8 @@ def main() -> int:
             return compare_classes(args, setup, wrk)
         if args.reads_only:
             return reads_only(args, setup, wrk)
+        if args.seat_reads_only:
+            return seat_reads_only(args, setup, wrk)
         return run_bench(args, setup, wrk)
     except KeyboardInterrupt:
         say("interrupted: stopping what the bench started")

@@ -4,6 +4,8 @@
 --
 -- MODE fixed   PATH BODY                                  the same POST each time (the ceiling)
 -- MODE get     PATH                                       the same GET each time (the reads)
+-- MODE paced   PATH PERIOD_MS                             the same GET, each connection pausing
+--              PERIOD_MS between its requests (about connections * 1000 / PERIOD_MS per second)
 -- MODE rotate  PATH1 PATH2 ...                            GETs of each path in turn, on ONE
 --              connection (-c1 -t1), so requests to different paths are next to each other in
 --              time; done() adds each path's answers and latency percentiles ("paths")
@@ -14,6 +16,9 @@
 --              race), seat k = floor(attempt / PER_SEAT) mod SEATS; then the thread stops.
 --              Counts statuses and problem codes and the seat of every 201 (double sales).
 --
+-- seats and flash take the purchase request's headers after their numbers, one "Name: value"
+-- argument each (ops/bench/purchase_requests.py decides them; the ceiling's POST has its own).
+--
 -- done() prints one line "BENCH_RESULT {json}" that the Python side parses. In flash mode the
 -- thread prints "BENCH_QUOTA_DONE" once every attempt is answered: wrk's main thread sleeps for
 -- the whole -d duration whatever the threads do, so the Python side then sends it SIGINT, which
@@ -22,7 +27,7 @@
 -- wrk (4.1) calls request() once before the run to check the script; that call is not sent,
 -- so the first call is not counted (the bench runs wrk with one thread, where it happens).
 
-local mode, path, body
+local mode, path, body, period
 local venue, event, zone, columns, first, last, seats, quota, per_seat
 local issued, answered, reserved, checked = 0, 0, 0, false
 statuses, codes, sold, sent = {}, {}, {}, 0
@@ -56,19 +61,23 @@ local function row_label(index)
   return label
 end
 
-local headers = { ["Content-Type"] = "application/json" }
-local get_headers = {}
--- the bench's token (bench.py puts it in the environment): every request is authenticated
-local authorization = os.getenv("BENCH_AUTHORIZATION")
-if authorization then
-  headers["Authorization"] = authorization
-  get_headers["Authorization"] = authorization
+local headers = { ["Content-Type"] = "application/json" } -- the ceiling's POST
+local purchase_headers = {}
+-- the reads' token (bench.py puts an operator's in the environment: the back office's reads)
+local get_headers = { Authorization = os.getenv("BENCH_AUTHORIZATION") }
+
+local function take_headers(args, from)
+  for i = from, #args do
+    local name, value = string.match(args[i], "^([^:]+):%s*(.*)$")
+    if not name then error("not a header: " .. args[i]) end
+    purchase_headers[name] = value
+  end
 end
 
 local function seat_request(index)
   local row = row_label(math.floor(index / columns))
   local column = index % columns + 1
-  return wrk.format("POST", path, headers, string.format(
+  return wrk.format("POST", path, purchase_headers, string.format(
     '{"venueId":"%s","eventId":"%s","zoneId":%d,"row":"%s","column":"%d"}',
     venue, event, zone, row, column))
 end
@@ -77,8 +86,9 @@ function init(args)
   mode, path = args[1], args[2]
   if mode == "fixed" then
     body = wrk.format("POST", path, headers, args[3])
-  elseif mode == "get" then
+  elseif mode == "get" or mode == "paced" then
     body = wrk.format("GET", path, get_headers)
+    period = tonumber(args[3])
   elseif mode == "rotate" then
     for i = 2, #args do
       gets[i - 1] = wrk.format("GET", args[i], get_headers)
@@ -91,8 +101,10 @@ function init(args)
   end
   if mode == "seats" then
     first, last = tonumber(args[7]), tonumber(args[8])
+    take_headers(args, 9)
   elseif mode == "flash" then
     seats, quota, per_seat = tonumber(args[7]), tonumber(args[8]), tonumber(args[9])
+    take_headers(args, 10)
   end
   if mode == "rotate" then
     response = function(status)
@@ -103,7 +115,9 @@ function init(args)
   elseif mode ~= "flash" then
     response = nil -- wrk then skips parsing headers and bodies
   end
-  if mode ~= "flash" then
+  if mode == "paced" then
+    delay = function() return period end
+  elseif mode ~= "flash" then
     delay = nil
   end
 end
@@ -111,11 +125,11 @@ end
 function request()
   if not checked then -- wrk's check of the script: never sent
     checked = true
-    return (mode == "fixed" or mode == "get" or mode == "rotate") and body or seat_request(0)
+    return (mode == "seats" or mode == "flash") and seat_request(0) or body
   end
   issued = issued + 1
   sent = issued
-  if mode == "fixed" or mode == "get" then
+  if mode == "fixed" or mode == "get" or mode == "paced" then
     return body
   elseif mode == "rotate" then
     in_flight, sent_at = next_get, now_us()

@@ -22,11 +22,10 @@ from datetime import UTC
 from urllib.parse import urlsplit
 
 import boto3
+import purchase_requests
 import pymysql
 import services
 from seating import Seats
-
-PURCHASE_PATH = "/purchase/api/v1/tickets"
 
 
 @dataclass(frozen=True)
@@ -57,7 +56,7 @@ class Buyer:
         sent, started = time.time(), time.perf_counter()
         conn = self._conn()
         try:
-            conn.request("POST", PURCHASE_PATH, body, {"Content-Type": "application/json"})
+            conn.request("POST", purchase_requests.PATH, body, purchase_requests.headers())
             response = conn.getresponse()
             payload = response.read()
         except (OSError, http.client.HTTPException):

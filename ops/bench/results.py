@@ -7,10 +7,12 @@ import os
 import time
 from typing import Any
 
+import seat_reads
 from load_phases import AcceptReject, FlashSale, Flatness, Throughput
 from projection import Drain, Lag
 from reads import Reads, figures, render, verdicts
 from report import Table, at_least, at_most, fmt, result_line, rss_table
+from seat_reads import SeatReads
 
 
 def _rounds(values: list[float], spec: str = ".0f") -> str:
@@ -29,6 +31,7 @@ def print_results(
     standin_url: str,
     started: float,
     machine: str,
+    seat_map: SeatReads,
 ) -> dict[str, Any]:
     """Print the machine, the table, the RSS and the result line (last); return the figures."""
     t = Table()
@@ -153,6 +156,7 @@ def print_results(
     )
     for row in verdicts(reads):
         t.add(*row)
+    t.add(*seat_reads.verdict(seat_map))
     light_rate = sum(x.rate for x in ar.accept) / max(1, len(ar.accept))
     t.note(
         f"purchase path: the purchase API publishes nothing; the relay (Procfile `relay`) ran "
@@ -238,6 +242,8 @@ def print_results(
     print()
     print(render(reads))
     print()
+    print(seat_reads.render(seat_map))
+    print()
     print(rss_table(rss))
     print()
     line = result_line(
@@ -282,6 +288,7 @@ def print_results(
         "worker_gross_ms_per_ticket": drain.steady_ms_per_ticket,
         "lag_p99_ms": lag.p99_ms,
         "reads": figures(reads),
+        "seat_map_reads": seat_reads.figures(seat_map),
         "oversold": flash.oversold,
     }
 

@@ -2,7 +2,8 @@
 
 One arena zone holds 2,000,000 seats (1,000 rows A…ALL × 2,000 columns; the catalog allows up to
 18,278 rows and 100,000 columns), so the flatness phase can sell 1,000,000 seats beforehand and
-still buy fresh seats. Every phase has an event of its own; the flash sale has a 1,000-seat club.
+still buy fresh seats; its second zone (10,000 seats) is the seat map read beside the sale.
+Every phase has an event of its own; the flash sale has a 1,000-seat club.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from models.seats import zone_keys
 ARENA = "BenchArena"
 CLUB = "BenchClub"
 ARENA_ROWS, ARENA_COLUMNS = 1000, 2000
+SECTION_ROWS, SECTION_COLUMNS = 100, 100  # the arena's zone 2: the seat map buyers watch
 CLUB_ROWS, CLUB_COLUMNS = 25, 40
 
 
@@ -58,6 +60,8 @@ class Seats:
 RUN = Seats(ARENA, "BenchRun", 1, ARENA_ROWS, ARENA_COLUMNS)  # purchase path at 64 clients
 LIGHT = Seats(ARENA, "BenchLight", 1, ARENA_ROWS, ARENA_COLUMNS)  # accept vs reject
 FLAT = Seats(ARENA, "BenchFlat", 1, ARENA_ROWS, ARENA_COLUMNS)  # 0 vs 1,000,000 sold
+# seat-map reads beside the purchases: the map of RUN's event's other zone (same Redis slot)
+WATCHED = Seats(ARENA, RUN.event, 2, SECTION_ROWS, SECTION_COLUMNS)
 DRAIN = Seats(ARENA, "BenchDrain", 1, ARENA_ROWS, ARENA_COLUMNS)  # worker CPU per ticket
 LAG = Seats(ARENA, "BenchLag", 1, ARENA_ROWS, ARENA_COLUMNS)  # purchase → readable
 FLASH = Seats(CLUB, "BenchFlash", 1, CLUB_ROWS, CLUB_COLUMNS)  # 10,000 attempts, 1,000 seats
@@ -75,9 +79,15 @@ def catalog_document() -> dict:
         "venues": [
             {
                 "venueId": ARENA,
-                "name": "Bench arena, one zone of 2,000,000 seats",
+                "name": "Bench arena, a zone of 2,000,000 seats and one of 10,000",
                 "zones": [
-                    {"zoneId": 1, "rows": ARENA_ROWS, "columns": ARENA_COLUMNS, "price": "50.00"}
+                    {"zoneId": 1, "rows": ARENA_ROWS, "columns": ARENA_COLUMNS, "price": "50.00"},
+                    {
+                        "zoneId": 2,
+                        "rows": SECTION_ROWS,
+                        "columns": SECTION_COLUMNS,
+                        "price": "70.00",
+                    },
                 ],
             },
             {

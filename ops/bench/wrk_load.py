@@ -15,10 +15,10 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import purchase_requests
 import stack
 
 SCRIPT = Path(__file__).with_name("load.lua")
-PURCHASE_PATH = "/purchase/api/v1/tickets"
 
 
 @dataclass(frozen=True)
@@ -171,9 +171,25 @@ def rotate(*paths: str) -> list[str]:
     return ["rotate", *paths]
 
 
+def paced(path: str, rate: float, connections: int) -> list[str]:
+    """The same GET, each connection pausing connections / rate between its requests: about
+    `rate` requests per second as long as the answers are quicker than that pause."""
+    return ["paced", path, f"{connections * 1000 / rate:.3f}"]
+
+
 def seats(venue: str, event: str, zone: int, columns: int, first: int, last: int) -> list[str]:
     """Purchases of distinct seats first, first + 1, … (wrapping after last)."""
-    return ["seats", PURCHASE_PATH, venue, event, str(zone), str(columns), str(first), str(last)]
+    return [
+        "seats",
+        purchase_requests.PATH,
+        venue,
+        event,
+        str(zone),
+        str(columns),
+        str(first),
+        str(last),
+        *purchase_requests.header_args(),
+    ]
 
 
 def flash(
@@ -182,7 +198,7 @@ def flash(
     """Exactly `attempts` purchases, `per_seat` consecutive ones racing for each seat."""
     return [
         "flash",
-        PURCHASE_PATH,
+        purchase_requests.PATH,
         venue,
         event,
         str(zone),
@@ -190,4 +206,5 @@ def flash(
         str(n_seats),
         str(attempts),
         str(per_seat),
+        *purchase_requests.header_args(),
     ]
