@@ -249,11 +249,15 @@ def stop_children(*_: object) -> None:
 
 def development_identity(env: dict[str, str]) -> dict[str, str]:
     """The development token secret and issuer (`flask --app web token buyer NAME` mints tokens
-    for them), unless the caller's environment sets its own; a production process refuses
-    these values."""
-    from plumbing.settings import DEVELOPMENT_JWT_ISSUER, DEVELOPMENT_JWT_SECRET
+    for them) and payment webhook secret, unless the caller's environment sets its own; a
+    production process refuses these values."""
+    from plumbing import settings
 
-    chosen = {"JWT_SECRET": DEVELOPMENT_JWT_SECRET, "JWT_ISSUER": DEVELOPMENT_JWT_ISSUER}
+    chosen = {
+        "JWT_SECRET": settings.DEVELOPMENT_JWT_SECRET,
+        "JWT_ISSUER": settings.DEVELOPMENT_JWT_ISSUER,
+        "PAYMENT_WEBHOOK_SECRET": settings.DEVELOPMENT_PAYMENT_WEBHOOK_SECRET,
+    }
     return {name: env.get(name) or value for name, value in chosen.items()}
 
 
