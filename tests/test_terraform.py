@@ -250,6 +250,113 @@ def test_flower_has_its_own_authenticated_listener_limited_by_cidr():
     assert config().variables["flower_allowed_cidrs"]["default"] == []
 
 
+def waf_rules() -> dict[str, dict[str, Any]]:
+    acl = config("alb").resource("aws_wafv2_web_acl", "this")
+    return {rule["name"]: rule for rule in acl["rule"]}
+
+
+def byte_matches(statement: dict[str, Any]) -> list[dict[str, Any]]:
+    """The byte-match statements of a statement, through and/or and dynamic blocks."""
+    found = []
+    for key, value in statement.items():
+        if key == "byte_match_statement":
+            found.append(one(value))
+        elif isinstance(value, list):
+            for item in value:
+                if isinstance(item, dict):
+                    found.extend(byte_matches(item))
+        elif isinstance(value, dict):
+            found.extend(byte_matches(value))
+    return found
+
+
+def test_waf_rate_limits_every_ip_and_purchases_tighter():
+    alb = config("alb")
+    acl = alb.resource("aws_wafv2_web_acl", "this")
+    assert acl["count"] == "${local.waf_count}"
+    assert alb.locals["waf_count"] == "${var.waf_enabled ? 1 : 0}"
+    assert acl["scope"] == "REGIONAL"
+    assert one(acl["default_action"]) == {"allow": [{}]}
+    association = alb.resource("aws_wafv2_web_acl_association", "this")
+    assert association["resource_arn"] == "${aws_lb.this.arn}"
+    assert association["web_acl_arn"] == "${aws_wafv2_web_acl.this[0].arn}"
+
+    rules = waf_rules()
+    assert set(rules) == {"internal-paths", "purchase-rate", "ip-rate", "known-bad-inputs"}
+    priorities = [rule["priority"] for rule in rules.values()]
+    assert len(set(priorities)) == len(priorities)
+    for name in ("purchase-rate", "ip-rate"):
+        block = one(one(rules[name]["action"])["block"])
+        assert one(block["custom_response"])["response_code"] == 429
+    ip = one(one(rules["ip-rate"]["statement"])["rate_based_statement"])
+    assert (ip["limit"], ip["aggregate_key_type"]) == ("${var.waf_rate_limit}", "IP")
+    assert "scope_down_statement" not in ip
+    purchase = one(one(rules["purchase-rate"]["statement"])["rate_based_statement"])
+    assert (purchase["limit"], purchase["aggregate_key_type"]) == (
+        "${var.waf_purchase_rate_limit}",
+        "IP",
+    )
+    assert purchase["evaluation_window_sec"] == ip["evaluation_window_sec"]
+    scope = one(purchase["scope_down_statement"])
+    assert list(scope) == ["and_statement"]  # POST *and* the purchase path, not either
+    matches = {
+        next(iter(one(match["field_to_match"]))): (
+            match["positional_constraint"],
+            match["search_string"],
+        )
+        for match in byte_matches(scope)
+    }
+    assert matches == {
+        "method": ("EXACTLY", "POST"),
+        "uri_path": ("STARTS_WITH", '${trimsuffix(local.routes.purchase.path_pattern, "*")}'),
+    }
+    assert alb.locals["routes"]["purchase"]["path_pattern"] == "/purchase*"
+    bad_inputs = one(one(rules["known-bad-inputs"]["statement"])["managed_rule_group_statement"])
+    assert bad_inputs["name"] == "AWSManagedRulesKnownBadInputsRuleSet"
+
+    # every rule and the ACL report metrics and samples; the ACL logs, tokens redacted
+    for body in (acl, *rules.values()):
+        visibility = one(body["visibility_config"])
+        assert visibility["cloudwatch_metrics_enabled"] is True
+        assert visibility["sampled_requests_enabled"] is True
+    logging = alb.resource("aws_wafv2_web_acl_logging_configuration", "this")
+    assert logging["log_destination_configs"] == ["${aws_cloudwatch_log_group.waf[0].arn}"]
+    assert alb.resource("aws_cloudwatch_log_group", "waf")["name"].startswith("aws-waf-logs-")
+    redacted = one(logging["redacted_fields"])
+    assert one(redacted["single_header"])["name"] == "authorization"
+
+    # the limits are variables with sane defaults; the purchase one is the tighter
+    root = config()
+    variables = root.variables
+    general = variables["waf_rate_limit"]["default"]
+    tight = variables["waf_purchase_rate_limit"]["default"]
+    window = variables["waf_rate_window_seconds"]["default"]
+    assert 10 <= tight < general
+    assert window in (60, 120, 300, 600)
+    assert 1 <= general / window <= 50  # per second on average: a person, not a script
+    alb_module = root.modules["alb"]
+    assert alb_module["waf_rate_limit"] == "${var.waf_rate_limit}"
+    assert alb_module["waf_purchase_rate_limit"] == "${var.waf_purchase_rate_limit}"
+    assert alb_module["waf_rate_window_seconds"] == "${var.waf_rate_window_seconds}"
+
+
+def test_waf_is_left_out_where_the_account_cannot_create_it():
+    """Learner Lab mode (existing_role_arn set) never creates a web ACL, whatever enable_waf."""
+    root = config()
+    assert root.variables["enable_waf"]["default"] is True
+    assert root.locals["restricted_account"] == '${var.existing_role_arn != ""}'
+    assert root.locals["waf_enabled"] == "${var.enable_waf && !local.restricted_account}"
+    assert root.modules["alb"]["waf_enabled"] == "${local.waf_enabled}"
+    alb = config("alb")
+    for type_, name in (
+        ("aws_wafv2_web_acl", "this"),
+        ("aws_wafv2_web_acl_association", "this"),
+        ("aws_wafv2_web_acl_logging_configuration", "this"),
+        ("aws_cloudwatch_log_group", "waf"),
+    ):
+        assert alb.resource(type_, name)["count"] == "${local.waf_count}", name
+
+
 # --- ECS: the Procfile, verbatim
 
 

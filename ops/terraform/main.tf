@@ -9,6 +9,8 @@ locals {
   # existing role, and what needs a role or a key of its own is left out (see variables.tf).
   restricted_account = var.existing_role_arn != ""
   execution_role_arn = local.restricted_account ? var.existing_role_arn : null
+  # Learner Lab's role may not create WAF web ACLs either: no WAF there, whatever enable_waf says.
+  waf_enabled = var.enable_waf && !local.restricted_account
 
   app_port    = 8000 # gunicorn.conf.py: PORT, default 8000
   flower_port = 5555 # the Procfile's flower line: --port=5555
@@ -159,6 +161,13 @@ module "alb" {
   flower_port         = local.flower_port
   certificate_arn     = var.certificate_arn
   deletion_protection = var.deletion_protection
+
+  waf_enabled             = local.waf_enabled
+  waf_rate_limit          = var.waf_rate_limit
+  waf_purchase_rate_limit = var.waf_purchase_rate_limit
+  waf_rate_window_seconds = var.waf_rate_window_seconds
+  kms_key_arn             = module.kms.key_arn
+  log_retention_days      = var.log_retention_days
 }
 
 module "iam" {
