@@ -132,9 +132,15 @@ def database_group() -> None:
 
 
 @database_group.command("users")
-def users_command() -> None:
+@click.option(
+    "--admin-url",
+    envvar="DATABASE_ADMIN_URL",
+    default=None,
+    help="An administrator's database URL (default: DATABASE_ADMIN_URL, else DATABASE_URL).",
+)
+def users_command(admin_url: str | None) -> None:
     """Create or update the query, worker and release users with their grants (idempotent)."""
-    admin_url = os.environ.get("DATABASE_ADMIN_URL") or settings.get().database_url
+    admin_url = admin_url or settings.get().database_url
     if not configured(os.environ):
         if settings.get().app_env == "production":
             raise UsersError(

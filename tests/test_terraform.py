@@ -427,38 +427,95 @@ def test_release_runs_migrations_as_a_one_off_task_before_services_update():
 # --- database, cache, secrets
 
 
-def test_query_reads_the_reader_endpoint_and_the_writers_write_the_writer():
+def test_each_service_connects_as_its_own_database_user():
+    """query reads the reader endpoint as its SELECT-only user; worker and ops write as the
+    worker's user; release migrates as its own and alone holds the master user's URL and the
+    passwords it sets (cli/database.py); purchase, events, relay and flower get no database."""
     services = service_modules()
-    assert services["query"]["secrets"] == {
-        "DATABASE_READ_URL": "${module.aurora.database_read_url_secret_arn}"
-    }
-    for name in ("worker", "release"):
-        assert services[name]["secrets"]["DATABASE_URL"] == (
-            "${module.aurora.database_url_secret_arn}"
-        )
-        assert "DATABASE_READ_URL" not in services[name]["secrets"]
-    for name in ("purchase", "events", "flower"):
-        assert not {"DATABASE_URL", "DATABASE_READ_URL"} & set(services[name]["secrets"])
+    url = '${{module.aurora.service_url_secret_arns["{}"]}}'
+    password = '${{module.aurora.service_password_secret_arns["{}"]}}'
+    assert services["query"]["secrets"] == {"DATABASE_READ_URL": url.format("query")}
+    assert services["worker"]["secrets"]["DATABASE_URL"] == url.format("worker")
+    assert services["ops"]["secrets"]["DATABASE_URL"] == url.format("worker")
+    release = services["release"]["secrets"]
+    assert release["DATABASE_URL"] == url.format("release")
+    assert release["DATABASE_ADMIN_URL"] == "${module.aurora.admin_url_secret_arn}"
+    for service in ("query", "worker", "release"):
+        assert release[f"DATABASE_{service.upper()}_PASSWORD"] == password.format(service)
+    for name, body in services.items():
+        database = {key for key in body["secrets"] if key.startswith("DATABASE_")}
+        if name != "release":  # nobody else sees the master user or another user's password
+            assert not any("ADMIN" in key or "PASSWORD" in key for key in database), name
+            assert "aurora.admin_url" not in str(body["secrets"]), name
+        if name in ("purchase", "events", "relay", "flower"):
+            assert not database, name
+    # the release task names the users it creates (not secret) the way cli/database.py reads them
+    root = config()
+    assert services["release"]["environment"] == "${local.release_environment}"
+    release_env = re.sub(r"\s+", " ", root.locals["release_environment"])
+    assert release_env.startswith(
+        "${merge(local.common_environment, local.seat_state_environment, {"
+    )
+    assert '"DATABASE_${upper(service)}_USER" => user' in release_env
+    assert "module.aurora.service_users" in release_env
+    assert hcl_string(services["release"]["command"]).startswith(
+        "flask --app web database users && alembic upgrade head"
+    )
 
     aurora = config("aurora")
-    writer = aurora.resource("aws_secretsmanager_secret_version", "database_url")["secret_string"]
-    reader = aurora.resource("aws_secretsmanager_secret_version", "database_read_url")[
-        "secret_string"
-    ]
-    assert writer.startswith("mysql+pymysql://")
-    assert "@${aws_rds_cluster.this.endpoint}:3306/" in writer
-    assert reader.startswith("mysql+pymysql://")
-    assert "@${aws_rds_cluster.this.reader_endpoint}:3306/" in reader
-    assert "${local.credentials}@" in writer and "${local.credentials}@" in reader
+    users = re.sub(r"\s+", " ", aurora.locals["service_users"])
+    assert '["query", "worker", "release"]' in users
+    assert '"${var.master_username}_${service}"' in users
+    endpoints = aurora.locals["service_endpoints"]
+    assert endpoints == {
+        "query": "${aws_rds_cluster.this.reader_endpoint}",
+        "worker": "${aws_rds_cluster.this.endpoint}",
+        "release": "${aws_rds_cluster.this.endpoint}",
+    }
+    service_url = aurora.resource("aws_secretsmanager_secret_version", "service_url")
+    assert service_url["for_each"] == "${local.service_users}"
+    assert service_url["secret_string"] == (
+        "mysql+pymysql://${each.value}:${random_password.service[each.key].result}"
+        "@${local.service_endpoints[each.key]}:3306/${var.database_name}?${local.url_query}"
+    )
+    service_password = aurora.resource("aws_secretsmanager_secret_version", "service_password")
+    assert service_password["secret_string"] == "${random_password.service[each.key].result}"
+    generated = aurora.resource("random_password", "service")
+    assert generated["for_each"] == "${local.service_users}"
+    assert generated["length"] >= 32 and generated["special"] is False
+    for name in ("service_url", "service_password", "database_url"):
+        secret = aurora.resource("aws_secretsmanager_secret", name)
+        assert secret["kms_key_id"] == "${var.kms_key_arn}", name
+
+    admin = aurora.resource("aws_secretsmanager_secret_version", "database_url")["secret_string"]
+    assert admin.startswith("mysql+pymysql://${local.credentials}@")
+    assert "@${aws_rds_cluster.this.endpoint}:3306/" in admin
     assert aurora.locals["credentials"] == (
         "${var.master_username}:${random_password.master.result}"
     )
+    assert ("aws_secretsmanager_secret", "database_read_url") not in aurora.resources
     cluster = aurora.resource("aws_rds_cluster", "this")
     assert cluster["engine"] == "aurora-mysql"
     assert cluster["master_password"] == "${random_password.master.result}"
     assert cluster["storage_encrypted"] is True
     instances = aurora.resource("aws_rds_cluster_instance", "this")
     assert instances["count"] == 2  # one writer, one reader
+
+
+def test_database_user_names_fit_what_the_users_command_accepts():
+    """The names Terraform gives (master user name + service) pass cli/database.py's checks,
+    and Terraform's services are the command's."""
+    from cli import database
+
+    default = config().variables["db_master_username"]["default"]
+    services = re.search(r"\[(.*?)\]", config("aurora").locals["service_users"]).group(1)
+    assert [name.strip(' "') for name in services.split(",")] == list(database.GRANTS)
+    environ = {}
+    for service in database.GRANTS:
+        environ[f"DATABASE_{service.upper()}_USER"] = f"{default}_{service}"
+        environ[f"DATABASE_{service.upper()}_PASSWORD"] = "generated"
+    users = database.service_users(environ)
+    assert [user.name for user in users] == [f"{default}_{s}" for s in database.GRANTS]
 
 
 def test_secrets_are_injected_never_plain_environment():
@@ -477,6 +534,7 @@ def test_secrets_are_injected_never_plain_environment():
         "${local.purchase_environment}",
         "${merge(local.common_environment, local.seat_state_environment)}",
         "${merge(local.web_environment, local.seat_state_environment)}",
+        "${local.release_environment}",
     }
     assert root.locals["purchase_environment"] == (
         "${merge(local.web_environment, local.seat_state_environment,"
@@ -488,7 +546,7 @@ def test_secrets_are_injected_never_plain_environment():
         env = body.get("environment", "")
         assert env in allowed, name
         for key, value in body["secrets"].items():
-            assert value.endswith("_secret_arn}") or value.endswith(".arn}"), (name, key)
+            assert re.search(r'(_secret_arn|\.arn|_secret_arns\["[a-z]+"\])}$', value), (name, key)
     assert plain["TICKET_TOPIC_ARN"] == "${module.messaging.topic_arn}"
     assert plain["TICKET_QUEUE_URL"] == "${module.messaging.queue_url}"
     assert plain["TICKET_DLQ_URL"] == "${module.messaging.dlq_url}"
@@ -549,8 +607,8 @@ def test_seat_state_is_a_redis_cluster_and_the_monitoring_plane_is_not():
         assert services[name]["secrets"]["REDIS_URL"] == seat_url
         assert ("MONITOR_BROKER_URL" in services[name]["secrets"]) == (name == "events")
         environment = services[name]["environment"]
-        if environment == "${local.purchase_environment}":
-            environment = config().locals["purchase_environment"]
+        if environment in ("${local.purchase_environment}", "${local.release_environment}"):
+            environment = config().locals[environment.removeprefix("${local.").rstrip("}")]
         assert "local.seat_state_environment" in environment, name
     for name in ("worker", "flower", "events"):  # events, remote control, heartbeats
         assert services[name]["secrets"]["MONITOR_BROKER_URL"] == monitor_url

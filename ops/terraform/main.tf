@@ -1,8 +1,8 @@
 # The ticketing platform on AWS: one image, one ECS Fargate service per Procfile process type
 # behind one ALB, Aurora MySQL (writer + reader), ElastiCache Redis (a cluster for the seat state,
 # a small non-cluster group for the monitoring plane), SNS → SQS → DLQ.
-# Secrets (database URLs, Redis URL, Flower's basic auth) are generated here into Secrets
-# Manager and injected by ECS; nothing secret is in this repository.
+# Secrets (database URLs, one database user per service, Redis URL, Flower's basic auth) are
+# generated here into Secrets Manager and injected by ECS; nothing secret is in this repository.
 
 locals {
   # Accounts where no IAM role may be created (AWS Academy Learner Lab): every task runs as the
@@ -56,6 +56,13 @@ locals {
   purchase_environment = merge(
     local.web_environment, local.seat_state_environment, local.replica_wait_environment
   )
+
+  # The release task creates the services' database users (`flask --app web database users`,
+  # cli/database.py) as the master user, then migrates as its own: their names here (nothing
+  # secret), their passwords from Secrets Manager (release's secrets).
+  release_environment = merge(local.common_environment, local.seat_state_environment, {
+    for service, user in module.aurora.service_users : "DATABASE_${upper(service)}_USER" => user
+  })
 
   tasks_network = {
     cluster_arn        = aws_ecs_cluster.this.arn
@@ -276,7 +283,7 @@ module "query" {
   memory             = var.task_sizes["query"].memory
   task_role_arn      = module.iam.task_role_arns["query"]
   environment        = local.web_environment
-  secrets            = { DATABASE_READ_URL = module.aurora.database_read_url_secret_arn }
+  secrets            = { DATABASE_READ_URL = module.aurora.service_url_secret_arns["query"] }
   container_port     = local.app_port
   target_group_arn   = module.alb.target_group_arns["query"]
   health_check_path  = "/query/health"
@@ -369,7 +376,7 @@ module "worker" {
   task_role_arn = module.iam.task_role_arns["worker"]
   environment   = local.common_environment
   secrets = {
-    DATABASE_URL       = module.aurora.database_url_secret_arn
+    DATABASE_URL       = module.aurora.service_url_secret_arns["worker"]
     MONITOR_BROKER_URL = module.monitor_redis.redis_url_secret_arn
   }
   min_count               = 1
@@ -418,23 +425,28 @@ module "flower" {
 }
 
 # A one-off task, no service: build-and-push.sh runs it (`aws ecs run-task`) and waits for it
-# before the services roll. REDIS_URL (the seat cluster) too, so the same definition runs
+# before the services roll. It creates or updates the services' database users as the master
+# user (DATABASE_ADMIN_URL), then migrates as its own user. REDIS_URL (the seat cluster) too, so the same definition runs
 # `flask --app web catalog load` (ops/scripts/ops-task.sh --task release -- flask --app web
 # catalog load), which needs MySQL and Redis and no AWS API.
 module "release" {
   source         = "./modules/ecs_service"
   name           = "release"
   prefix         = var.name
-  command        = "alembic upgrade head"
+  command        = "flask --app web database users && alembic upgrade head"
   create_service = false
   image          = local.image
   cpu            = var.task_sizes["release"].cpu
   memory         = var.task_sizes["release"].memory
   task_role_arn  = module.iam.task_role_arns["release"]
-  environment    = merge(local.common_environment, local.seat_state_environment)
+  environment    = local.release_environment
   secrets = {
-    DATABASE_URL = module.aurora.database_url_secret_arn
-    REDIS_URL    = module.redis.redis_url_secret_arn
+    DATABASE_ADMIN_URL        = module.aurora.admin_url_secret_arn
+    DATABASE_URL              = module.aurora.service_url_secret_arns["release"]
+    DATABASE_QUERY_PASSWORD   = module.aurora.service_password_secret_arns["query"]
+    DATABASE_WORKER_PASSWORD  = module.aurora.service_password_secret_arns["worker"]
+    DATABASE_RELEASE_PASSWORD = module.aurora.service_password_secret_arns["release"]
+    REDIS_URL                 = module.redis.redis_url_secret_arn
   }
   stop_timeout       = 30
   execution_role_arn = local.execution_role_arn
@@ -460,8 +472,9 @@ module "ops" {
   task_role_arn      = module.iam.task_role_arns["ops"]
   execution_role_arn = local.execution_role_arn
   environment        = merge(local.common_environment, local.seat_state_environment)
+  # the worker's database user: the commands read and rewrite rows, never the schema
   secrets = {
-    DATABASE_URL = module.aurora.database_url_secret_arn
+    DATABASE_URL = module.aurora.service_url_secret_arns["worker"]
     REDIS_URL    = module.redis.redis_url_secret_arn
   }
   stop_timeout       = 30

@@ -101,9 +101,14 @@ variable "db_name" {
 }
 
 variable "db_master_username" {
-  description = "Aurora master user name; its password is generated."
+  description = "Aurora master user name; its password is generated. The services' users are named after it: <name>_query, <name>_worker, <name>_release."
   type        = string
   default     = "ticketing"
+  validation {
+    # MySQL user names: at most 32 characters, and "_release" adds 8
+    condition     = can(regex("^[A-Za-z0-9_]{1,24}$", var.db_master_username))
+    error_message = "db_master_username must be 1-24 of [A-Za-z0-9_] (the service users append _query, _worker, _release)."
+  }
 }
 
 variable "db_backup_retention_days" {
