@@ -667,53 +667,154 @@ def test_a_purchase_waits_for_the_shards_replica():
     assert group["automatic_failover_enabled"] is True
 
 
-def test_only_the_tasks_reach_aurora_and_redis():
+# Every connection a security group allows: (from, to, port). The contract: each service
+# reaches only what it uses; "internet" and "aws" (HTTPS to the AWS APIs) stand for 0.0.0.0/0.
+APP_PORT, FLOWER_PORT = "${var.app_port}", "${var.flower_port}"
+SERVICES = ("purchase", "query", "events", "relay", "worker", "flower", "ops")
+EXPECTED_FLOWS = (
+    {("internet", "alb", 80), ("internet", "alb", 443)}
+    | {("alb", name, APP_PORT) for name in ("purchase", "query", "events")}
+    | {("alb", "flower", FLOWER_PORT)}
+    | {(name, "aws", 443) for name in SERVICES}
+    | {(name, "aurora", 3306) for name in ("query", "worker", "ops")}
+    | {(name, "redis", 6379) for name in ("purchase", "events", "relay", "ops")}
+    | {(name, "monitor_redis", 6379) for name in ("events", "worker", "flower")}
+)
+
+
+def _instances(body: dict[str, Any], network: Config) -> list[dict[str, Any]]:
+    """A rule resource once per for_each element, with each.key and each.value filled in."""
+    for_each = body.get("for_each")
+    if for_each is None:
+        return [body]
+    name = re.fullmatch(r"\$\{(?:toset\()?local\.(\w+)\)?\}", for_each).group(1)
+    if name == "store_flows":  # merge([for store … : {for client … : "<client>-<store>" => …}])
+        items = {
+            f"{client}-{store}": {"client": client, "store": store, "port": spec["port"]}
+            for store, spec in network.locals["stores"].items()
+            for client in spec["clients"]
+        }
+    elif name == "https_ports":  # http always, https with a certificate: both counted
+        items = {"http": 80, "https": 443}
+    elif name == "flower_cidrs":  # var.flower_allowed_cidrs: an operator network for example
+        items = {"192.0.2.0/24": "192.0.2.0/24"}
+    else:
+        value = network.locals[name]
+        items = value if isinstance(value, dict) else {key: key for key in value}
+    instances = []
+    for key, value in items.items():
+        text = json.dumps(body)
+        text = text.replace("each.key", key)
+        if isinstance(value, dict):
+            for field, item in value.items():
+                text = text.replace(f"each.value.{field}", str(item))
+        else:
+            text = text.replace("${each.value}", str(value)).replace("each.value", str(value))
+        instances.append(json.loads(text))
+    return instances
+
+
+def _group(reference: str) -> str:
+    """`${aws_security_group.service[query].id}` → query; `${aws_security_group.alb.id}` → alb."""
+    match = re.fullmatch(r"\$\{aws_security_group\.(\w+)(?:\[(\w+)\])?\.id\}", reference)
+    assert match, reference
+    return match.group(2) or match.group(1)
+
+
+def _port(value: Any) -> Any:
+    """A port as written: a number (maybe as `${6379}` after substitution) or `${var.app_port}`."""
+    match = re.fullmatch(r"\$\{(\d+)\}|(\d+)", str(value))
+    return int(match.group(1) or match.group(2)) if match else value
+
+
+def security_group_flows() -> dict[str, set[tuple[str, str, Any]]]:
+    """The flows the ingress rules admit and the flows the egress rules let out."""
     network = config("network")
-    for resource in ("aurora_from_tasks", "redis_from_tasks"):
-        rule = network.resource("aws_vpc_security_group_ingress_rule", resource)
-        assert rule["referenced_security_group_id"] == "${aws_security_group.tasks.id}"
-    public = [
-        name
-        for (type_, name), body in network.resources.items()
-        if type_ == "aws_vpc_security_group_ingress_rule" and body.get("cidr_ipv4") == "0.0.0.0/0"
-    ]
-    assert public == ["alb_public"]
-    assert (
-        network.resource("aws_vpc_security_group_ingress_rule", "alb_public")["security_group_id"]
-        == "${aws_security_group.alb.id}"
-    )
+    flows: dict[str, set[tuple[str, str, Any]]] = {"ingress": set(), "egress": set()}
+    for (type_, _), body in network.resources.items():
+        kind = type_.removeprefix("aws_vpc_security_group_").removesuffix("_rule")
+        if kind not in flows:
+            continue
+        for rule in _instances(body, network):
+            assert rule["ip_protocol"] == "tcp"
+            port = _port(rule["from_port"])
+            assert _port(rule["to_port"]) == port  # one port, never a range
+            own = _group(rule["security_group_id"])
+            if "cidr_ipv4" in rule:
+                if rule["cidr_ipv4"] != "0.0.0.0/0":
+                    continue  # flower_allowed_cidrs → alb: operators' networks
+                other = "internet" if kind == "ingress" else "aws"
+            else:
+                other = _group(rule["referenced_security_group_id"])
+            flows[kind].add((other, own, port) if kind == "ingress" else (own, other, port))
+    return flows
 
 
-def test_the_relay_has_its_own_security_group_reaching_redis_and_https_only():
+def test_each_service_has_a_security_group_with_only_the_flows_it_needs():
+    flows = security_group_flows()
+    # both ends agree: every connection let out is admitted, every admitted one let out
+    inside = {flow for flow in flows["egress"] if flow[1] != "aws"}
+    assert inside == {flow for flow in flows["ingress"] if flow[0] != "internet"}
+    assert flows["ingress"] | flows["egress"] == EXPECTED_FLOWS
     network = config("network")
-    relay = "${aws_security_group.relay.id}"
-    rules = {
-        (type_.rsplit("_", 2)[-2], name): body
-        for (type_, name), body in network.resources.items()
-        if type_.startswith("aws_vpc_security_group_") and relay in body.values()
-    }
-    # nothing may reach the relay; it reaches Redis and the AWS APIs, not Aurora
-    assert set(rules) == {
-        ("egress", "relay_https"),
-        ("egress", "relay_to_redis"),
-        ("ingress", "redis_from_relay"),
-    }
-    https = rules[("egress", "relay_https")]
-    assert (https["from_port"], https["to_port"], https["cidr_ipv4"]) == (443, 443, "0.0.0.0/0")
-    to_redis = rules[("egress", "relay_to_redis")]
-    assert to_redis["security_group_id"] == relay
-    assert to_redis["referenced_security_group_id"] == "${aws_security_group.redis.id}"
-    assert (to_redis["from_port"], to_redis["to_port"]) == (6379, 6379)
-    from_relay = rules[("ingress", "redis_from_relay")]
-    assert from_relay["security_group_id"] == "${aws_security_group.redis.id}"
-    assert from_relay["referenced_security_group_id"] == relay
-    assert (from_relay["from_port"], from_relay["to_port"]) == (6379, 6379)
-    assert network.outputs["relay_security_group_id"]["value"] == relay
+    assert network.locals["services"] == list(SERVICES)
+    assert network.resource("aws_default_security_group", "this") == {
+        "vpc_id": "${aws_vpc.this.id}"
+    }  # no rule: nothing may use the default group
 
+    # each ECS service and one-off task runs in its own group; the stores use theirs
+    root = config()
     services = service_modules()
-    assert services["relay"]["security_group_ids"] == ["${module.network.relay_security_group_id}"]
-    for name in ("container_port", "target_group_arn", "health_check_path"):
-        assert name not in services["relay"], name  # it serves nothing
+    assert root.locals["tasks_network"]["security_groups"] == (
+        "${module.network.service_security_group_ids}"
+    )
+    for name, body in services.items():
+        if body.get("create_service", True):
+            assert body["security_group_ids"] == [
+                f'${{local.tasks_network.security_groups["{name}"]}}'
+            ], name
+        else:  # release and ops run through run-task, in the ops group
+            assert "security_group_ids" not in body, name
+    assert root.outputs["ops_security_group_id"]["value"] == (
+        '${module.network.service_security_group_ids["ops"]}'
+    )
+    for script in ("build-and-push.sh", "ops-task.sh"):
+        text = (ROOT / "ops" / "scripts" / script).read_text()
+        assert "security_group=$(output ops_security_group_id)" in text, script
+    modules = root.modules
+    assert modules["aurora"]["security_group_id"] == "${module.network.aurora_security_group_id}"
+    assert modules["redis"]["security_group_id"] == "${module.network.redis_security_group_id}"
+    assert modules["monitor_redis"]["security_group_id"] == (
+        "${module.network.monitor_redis_security_group_id}"
+    )
+    outputs = network.outputs
+    assert (
+        outputs["aurora_security_group_id"]["value"] == '${aws_security_group.store["aurora"].id}'
+    )
+    assert outputs["redis_security_group_id"]["value"] == '${aws_security_group.store["redis"].id}'
+    assert outputs["monitor_redis_security_group_id"]["value"] == (
+        '${aws_security_group.store["monitor_redis"].id}'
+    )
+    # the services that take no connection serve nothing
+    for name in ("relay", "worker"):
+        for key in ("container_port", "target_group_arn", "health_check_path"):
+            assert key not in services[name], (name, key)
+
+
+def test_the_stores_each_service_reaches_are_the_ones_its_secrets_name():
+    """A group that admits a service to a store it has no URL for is a flow nobody needs; a URL
+    without the flow is an outage. (release shares the ops group.)"""
+    secrets = {name: set(body["secrets"]) for name, body in service_modules().items()}
+    secrets["ops"] |= secrets.pop("release")
+    reaches = {
+        "aurora": {"DATABASE_URL", "DATABASE_READ_URL"},
+        "redis": {"REDIS_URL"},
+        "monitor_redis": {"MONITOR_BROKER_URL"},
+    }
+    for name, keys in secrets.items():
+        needed = {store for store, urls in reaches.items() if urls & keys}
+        allowed = {to for frm, to, _ in EXPECTED_FLOWS if frm == name and to in reaches}
+        assert needed == allowed, name
 
 
 # --- autoscaling

@@ -69,7 +69,7 @@ release_family=$(output release_task_definition)
 release_log_group=$(output release_log_group)
 mapfile -t services < <(output ecs_services)
 subnets=$(output private_subnet_ids | paste -sd, -)
-security_group=$(output tasks_security_group_id)
+security_group=$(output ops_security_group_id)
 export AWS_DEFAULT_REGION=$region
 
 # --- the image

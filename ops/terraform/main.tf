@@ -64,11 +64,12 @@ locals {
     for service, user in module.aurora.service_users : "DATABASE_${upper(service)}_USER" => user
   })
 
+  # each service in a security group of its own (modules/network: only the flows it needs)
   tasks_network = {
-    cluster_arn        = aws_ecs_cluster.this.arn
-    cluster_name       = aws_ecs_cluster.this.name
-    subnet_ids         = module.network.private_subnet_ids
-    security_group_ids = [module.network.tasks_security_group_id]
+    cluster_arn     = aws_ecs_cluster.this.arn
+    cluster_name    = aws_ecs_cluster.this.name
+    subnet_ids      = module.network.private_subnet_ids
+    security_groups = module.network.service_security_group_ids
   }
 }
 
@@ -150,7 +151,7 @@ module "monitor_redis" {
   description             = "${var.name} monitoring plane: Celery events, remote control, heartbeats"
   cluster_mode_enabled    = false
   subnet_ids              = module.network.private_subnet_ids
-  security_group_id       = module.network.redis_security_group_id
+  security_group_id       = module.network.monitor_redis_security_group_id
   node_type               = var.monitor_redis_node_type
   engine_version          = var.redis_engine_version
   snapshot_retention_days = 1 # heartbeats and events are rewritten every few seconds
@@ -270,7 +271,7 @@ module "purchase" {
   cluster_arn        = local.tasks_network.cluster_arn
   cluster_name       = local.tasks_network.cluster_name
   subnet_ids         = local.tasks_network.subnet_ids
-  security_group_ids = local.tasks_network.security_group_ids
+  security_group_ids = [local.tasks_network.security_groups["purchase"]]
 }
 
 module "query" {
@@ -298,7 +299,7 @@ module "query" {
   cluster_arn        = local.tasks_network.cluster_arn
   cluster_name       = local.tasks_network.cluster_name
   subnet_ids         = local.tasks_network.subnet_ids
-  security_group_ids = local.tasks_network.security_group_ids
+  security_group_ids = [local.tasks_network.security_groups["query"]]
 }
 
 module "events" {
@@ -328,12 +329,12 @@ module "events" {
   cluster_arn        = local.tasks_network.cluster_arn
   cluster_name       = local.tasks_network.cluster_name
   subnet_ids         = local.tasks_network.subnet_ids
-  security_group_ids = local.tasks_network.security_group_ids
+  security_group_ids = [local.tasks_network.security_groups["events"]]
 }
 
 # The outbox → SNS: reads the seat cluster's outbox streams (a consumer group), publishes their
-# entries to the topic with sns:PublishBatch and deletes them once SNS has them. No port, no load balancer; a security group of its own (Redis and the AWS APIs
-# only). Scaled on the age of the oldest waiting entry (its EMF gauge, see modules/ecs_service);
+# entries to the topic with sns:PublishBatch and deletes them once SNS has them. No port, no load
+# balancer; its security group reaches the seat cluster and the AWS APIs only. Scaled on the age of the oldest waiting entry (its EMF gauge, see modules/ecs_service);
 # alarms in modules/monitoring.
 module "relay" {
   source             = "./modules/ecs_service"
@@ -355,7 +356,7 @@ module "relay" {
   cluster_arn        = local.tasks_network.cluster_arn
   cluster_name       = local.tasks_network.cluster_name
   subnet_ids         = local.tasks_network.subnet_ids
-  security_group_ids = [module.network.relay_security_group_id]
+  security_group_ids = [local.tasks_network.security_groups["relay"]]
   age_scaling = {
     namespace               = module.monitoring.metrics_namespace
     metric_name             = "ticketing_outbox_age_seconds" # the relay's gauge, as EMF names it
@@ -391,7 +392,7 @@ module "worker" {
   cluster_arn        = local.tasks_network.cluster_arn
   cluster_name       = local.tasks_network.cluster_name
   subnet_ids         = local.tasks_network.subnet_ids
-  security_group_ids = local.tasks_network.security_group_ids
+  security_group_ids = [local.tasks_network.security_groups["worker"]]
 }
 
 # Flower keeps up to --max_tasks tasks in memory, a few KiB each: the bound is sized to the task's
@@ -421,7 +422,7 @@ module "flower" {
   cluster_arn        = local.tasks_network.cluster_arn
   cluster_name       = local.tasks_network.cluster_name
   subnet_ids         = local.tasks_network.subnet_ids
-  security_group_ids = local.tasks_network.security_group_ids
+  security_group_ids = [local.tasks_network.security_groups["flower"]]
 }
 
 # A one-off task, no service: build-and-push.sh runs it (`aws ecs run-task`) and waits for it
