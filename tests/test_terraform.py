@@ -675,6 +675,7 @@ EXPECTED_FLOWS = (
     {("internet", "alb", 80), ("internet", "alb", 443)}
     | {("alb", name, APP_PORT) for name in ("purchase", "query", "events")}
     | {("alb", "flower", FLOWER_PORT)}
+    | {("ops", name, APP_PORT) for name in ("purchase", "query", "events")}  # operators
     | {(name, "aws", 443) for name in SERVICES}
     | {(name, "aurora", 3306) for name in ("query", "worker", "ops")}
     | {(name, "redis", 6379) for name in ("purchase", "events", "relay", "ops")}
@@ -716,7 +717,7 @@ def _instances(body: dict[str, Any], network: Config) -> list[dict[str, Any]]:
 
 def _group(reference: str) -> str:
     """`${aws_security_group.service[query].id}` → query; `${aws_security_group.alb.id}` → alb."""
-    match = re.fullmatch(r"\$\{aws_security_group\.(\w+)(?:\[(\w+)\])?\.id\}", reference)
+    match = re.fullmatch(r'\$\{aws_security_group\.(\w+)(?:\["?(\w+)"?\])?\.id\}', reference)
     assert match, reference
     return match.group(2) or match.group(1)
 

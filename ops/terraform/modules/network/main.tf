@@ -165,13 +165,15 @@ resource "aws_flow_log" "this" {
 # --- Security groups: one per service, each with only the connections it needs
 #
 #   service    ingress            out to (besides HTTPS 443 to the AWS APIs through the NAT)
-#   purchase   app_port from ALB  seat Redis
-#   query      app_port from ALB  Aurora (the reader endpoint)
-#   events     app_port from ALB  seat Redis (the outbox's depth), monitoring Redis
-#   relay      none               seat Redis
-#   worker     none               Aurora, monitoring Redis
-#   flower     flower_port, ALB   monitoring Redis
-#   ops        none               Aurora, seat Redis (the release and ops one-off tasks)
+#   purchase   app_port: ALB, ops  seat Redis
+#   query      app_port: ALB, ops  Aurora (the reader endpoint)
+#   events     app_port: ALB, ops  seat Redis (the outbox's depth), monitoring Redis
+#   relay      none                seat Redis
+#   worker     none                Aurora, monitoring Redis
+#   flower     flower_port: ALB    monitoring Redis
+#   ops        none                Aurora, seat Redis, the web services' app_port (the release
+#                                  and ops one-off tasks; operators read …/metrics and
+#                                  …/health/deep from there, which the ALB does not route)
 #
 # Every task needs 443: Fargate pulls the image, reads its secrets and ships its logs through the
 # task's own network interface. Aurora and each Redis admit exactly the groups listed above.
@@ -184,6 +186,12 @@ locals {
     query    = var.app_port
     events   = var.app_port
     flower   = var.flower_port
+  }
+  # the services the operators' one-off task reaches directly (…/metrics, …/health/deep)
+  ops_targets = {
+    purchase = var.app_port
+    query    = var.app_port
+    events   = var.app_port
   }
   # each data store, its port and the services that reach it
   stores = {
@@ -256,6 +264,26 @@ resource "aws_vpc_security_group_ingress_rule" "service_from_alb" {
   from_port                    = each.value
   to_port                      = each.value
   referenced_security_group_id = aws_security_group.alb.id
+}
+
+resource "aws_vpc_security_group_egress_rule" "ops_to_service" {
+  for_each                     = local.ops_targets
+  security_group_id            = aws_security_group.service["ops"].id
+  description                  = "Operators to the ${each.key} tasks (metrics, deep health)"
+  ip_protocol                  = "tcp"
+  from_port                    = each.value
+  to_port                      = each.value
+  referenced_security_group_id = aws_security_group.service[each.key].id
+}
+
+resource "aws_vpc_security_group_ingress_rule" "service_from_ops" {
+  for_each                     = local.ops_targets
+  security_group_id            = aws_security_group.service[each.key].id
+  description                  = "${each.key} from the operators' one-off task"
+  ip_protocol                  = "tcp"
+  from_port                    = each.value
+  to_port                      = each.value
+  referenced_security_group_id = aws_security_group.service["ops"].id
 }
 
 resource "aws_vpc_security_group_egress_rule" "service_https" {
