@@ -14,7 +14,11 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
+from models.catalog import Catalog, upsert
+from models.tickets import Outcome, TicketRecord, persist_tickets
 from plumbing import settings
+from tests.conftest import TEST_CATALOG
+from tests.support.factories import ticket_message
 from tests.support.processes import BIN, ROOT
 from tests.test_cli import flask
 
@@ -130,6 +134,34 @@ def alembic_upgrade(url: URL) -> subprocess.CompletedProcess:
         text=True,
         timeout=120,
     )
+
+
+def test_the_release_and_worker_code_runs_as_their_users(deployment):
+    """Not just statements: the migrations and the catalog upsert as release, the worker's
+    batch insert (new, duplicate and conflicting tickets) and `tickets recount` as worker."""
+    deployment.users_command()
+    release, worker = deployment.url("release"), deployment.url("worker")
+    migrate = alembic_upgrade(release)
+    assert migrate.returncode == 0, migrate.stderr
+    engine = create_engine(release)
+    try:
+        with engine.begin() as conn:
+            upsert(conn, Catalog.from_dict(TEST_CATALOG))
+    finally:
+        engine.dispose()
+
+    first = TicketRecord.from_json(ticket_message(row="A", column="1"))
+    rival = TicketRecord.from_json(ticket_message(row="A", column="1"))  # same seat, new id
+    engine = create_engine(worker)
+    try:
+        with engine.begin() as conn:
+            outcomes = persist_tickets(conn, [first, first, rival])
+    finally:
+        engine.dispose()
+    assert outcomes == [Outcome.INSERTED, Outcome.DUPLICATE, Outcome.CONFLICT]
+    done = flask("tickets", "recount", env={"DATABASE_URL": worker.render_as_string(False)})
+    assert done.returncode == 0, done.stderr
+    assert "Event1: 1 tickets" in done.stdout
 
 
 def test_running_again_changes_nothing_and_a_new_password_takes_effect(deployment):
