@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import click
 from sqlalchemy import Connection, create_engine
@@ -70,8 +70,8 @@ class ServiceUser:
 
     service: str
     name: str
-    password: str
-    privileges: tuple[str, ...]
+    password: str = field(repr=False)  # never in a log line or a traceback's locals
+    privileges: tuple[str, ...] = ()
 
 
 def _env_name(service: str, field: str) -> str:
