@@ -164,7 +164,7 @@ resource "aws_flow_log" "this" {
 
 # --- Security groups: one per service, each with only the connections it needs
 #
-#   service    ingress            out to (besides HTTPS 443 to the AWS APIs through the NAT)
+#   service    ingress             out to (besides HTTPS 443 to the AWS APIs through the NAT)
 #   purchase   app_port: ALB, ops  seat Redis
 #   query      app_port: ALB, ops  Aurora (the reader endpoint)
 #   events     app_port: ALB, ops  seat Redis (the outbox's depth), monitoring Redis
