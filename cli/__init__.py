@@ -1,6 +1,6 @@
 """Operator commands, run as `flask --app web <group> <command>` with the services' environment:
 `catalog load`; `seats rebuild` and `seats reconcile`; `dlq list` and `dlq redrive`; `tickets
-recount`; `token buyer|operator NAME` (development tokens)."""
+recount`; `database users`; `token buyer|operator NAME` (development tokens)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from flask import Flask
 
 
 def register_commands(app: Flask) -> None:
-    """Add the `catalog`, `seats`, `dlq`, `tickets` and `token` command groups."""
+    """Add the `catalog`, `seats`, `dlq`, `tickets`, `database` and `token` command groups."""
     from cli.catalog import catalog_group
+    from cli.database import database_group
     from cli.dlq import dlq_group
     from cli.seats import seats_group
     from cli.tickets import tickets_group
@@ -19,4 +20,5 @@ def register_commands(app: Flask) -> None:
     app.cli.add_command(seats_group)
     app.cli.add_command(dlq_group)
     app.cli.add_command(tickets_group)
+    app.cli.add_command(database_group)
     app.cli.add_command(token_group)

@@ -3,9 +3,11 @@ ALB and the containers, deep health for operators (and not routed from the inter
 
 from __future__ import annotations
 
+import posixpath
 import re
 import runpy
 from fnmatch import fnmatchcase
+from urllib.parse import unquote
 
 import pytest
 
@@ -82,6 +84,59 @@ def test_operator_endpoints_are_not_routed_from_the_internet(app):
     assert all(blocked(path) for path in internal)
     public = [r for r in rules if r not in internal]
     assert not [path for path in public if blocked(path)]
+
+
+def waf_blocks_internal(raw_path: str) -> bool:
+    """The web ACL's internal-paths rule (modules/alb/waf.tf), as WAF evaluates it: its text
+    transformations in priority order on the raw URI path, then ENDS_WITH each suffix."""
+    rule = next(
+        r
+        for r in config("alb").resource("aws_wafv2_web_acl", "this")["rule"]
+        if r["name"] == "internal-paths"
+    )
+    dynamic = one(one(one(rule["statement"])["or_statement"])["dynamic"])["statement"]
+    assert dynamic["for_each"] == "${local.internal_suffixes}"
+    match = one(one(dynamic["content"])["byte_match_statement"])
+    assert (match["positional_constraint"], match["search_string"]) == (
+        "ENDS_WITH",
+        "${statement.value}",
+    )
+    assert one(match["field_to_match"]) == {"uri_path": [{}]}
+    path = raw_path
+    for step in sorted(match["text_transformation"], key=lambda t: t["priority"]):
+        path = WAF_TRANSFORMATIONS[step["type"]](path)
+    return any(path.endswith(suffix) for suffix in config("alb").locals["internal_suffixes"])
+
+
+WAF_TRANSFORMATIONS = {
+    "NONE": lambda path: path,
+    "URL_DECODE": unquote,
+    "LOWERCASE": str.lower,
+    # WAF's NORMALIZE_PATH: no repeated slashes, no `./`, `../` resolved
+    "NORMALIZE_PATH": lambda path: re.sub(r"/{2,}", "/", posixpath.normpath(path)),
+}
+
+
+def test_encoded_operator_paths_pass_the_listener_rule_but_not_the_waf(app):
+    """gunicorn and Flask decode the path before routing; the listener rule's patterns are
+    literal, and whether the ALB decodes before comparing is not documented. So
+    `/purchase/%6Detrics` may be forwarded by `/purchase*` and served as the metrics: the web
+    ACL, which URL-decodes and normalises before it compares, answers 404 to it."""
+    patterns = config("alb").locals["internal_paths"]
+    assert sorted(config("alb").locals["internal_suffixes"]) == sorted(
+        pattern.removeprefix("/*") for pattern in patterns
+    )
+    client = app.test_client()
+    for service in WEB:
+        for raw in (f"/{service}/%6Detrics", f"/{service}/health/%64eep"):
+            assert not any(fnmatchcase(raw, pattern) for pattern in patterns), raw
+            assert fnmatchcase(raw, config("alb").locals["routes"][service]["path_pattern"])
+            assert client.get(raw).status_code != 404, raw  # the app serves it decoded
+            assert waf_blocks_internal(raw), raw
+        assert waf_blocks_internal(f"/{service}//metrics")
+        assert waf_blocks_internal(f"/{service}/x/../metrics")
+    for path in ("/purchase/events/Event1/zones/1/seats", "/query/events", "/events/health"):
+        assert not waf_blocks_internal(path), path
 
 
 # --- the endpoints

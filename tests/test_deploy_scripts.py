@@ -29,7 +29,7 @@ OUTPUTS = {
     "ops_task_definition": "ticketing-ops",
     "ops_log_group": "/ticketing/ecs/ops",
     "private_subnet_ids": ["subnet-a", "subnet-b"],
-    "tasks_security_group_id": "sg-tasks",
+    "ops_security_group_id": "sg-ops",
     "base_url": "http://alb.example",
     "ticket_queue_url": "https://sqs.eu-west-1.amazonaws.com/123456789012/ticket-sql",
     "ticket_dlq_url": "https://sqs.eu-west-1.amazonaws.com/123456789012/ticket-sql-dlq",

@@ -47,7 +47,7 @@ def test_procfile_names_every_process_type():
     assert {"purchase", "query", "events", "worker", "relay", "flower", "release"} <= (
         procfile().keys()
     )
-    assert procfile()["release"] == "alembic upgrade head"
+    assert procfile()["release"] == "flask --app web database users && alembic upgrade head"
     assert "relay" in procfile()["relay"]
 
 

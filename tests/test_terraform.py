@@ -250,6 +250,113 @@ def test_flower_has_its_own_authenticated_listener_limited_by_cidr():
     assert config().variables["flower_allowed_cidrs"]["default"] == []
 
 
+def waf_rules() -> dict[str, dict[str, Any]]:
+    acl = config("alb").resource("aws_wafv2_web_acl", "this")
+    return {rule["name"]: rule for rule in acl["rule"]}
+
+
+def byte_matches(statement: dict[str, Any]) -> list[dict[str, Any]]:
+    """The byte-match statements of a statement, through and/or and dynamic blocks."""
+    found = []
+    for key, value in statement.items():
+        if key == "byte_match_statement":
+            found.append(one(value))
+        elif isinstance(value, list):
+            for item in value:
+                if isinstance(item, dict):
+                    found.extend(byte_matches(item))
+        elif isinstance(value, dict):
+            found.extend(byte_matches(value))
+    return found
+
+
+def test_waf_rate_limits_every_ip_and_purchases_tighter():
+    alb = config("alb")
+    acl = alb.resource("aws_wafv2_web_acl", "this")
+    assert acl["count"] == "${local.waf_count}"
+    assert alb.locals["waf_count"] == "${var.waf_enabled ? 1 : 0}"
+    assert acl["scope"] == "REGIONAL"
+    assert one(acl["default_action"]) == {"allow": [{}]}
+    association = alb.resource("aws_wafv2_web_acl_association", "this")
+    assert association["resource_arn"] == "${aws_lb.this.arn}"
+    assert association["web_acl_arn"] == "${aws_wafv2_web_acl.this[0].arn}"
+
+    rules = waf_rules()
+    assert set(rules) == {"internal-paths", "purchase-rate", "ip-rate", "known-bad-inputs"}
+    priorities = [rule["priority"] for rule in rules.values()]
+    assert len(set(priorities)) == len(priorities)
+    for name in ("purchase-rate", "ip-rate"):
+        block = one(one(rules[name]["action"])["block"])
+        assert one(block["custom_response"])["response_code"] == 429
+    ip = one(one(rules["ip-rate"]["statement"])["rate_based_statement"])
+    assert (ip["limit"], ip["aggregate_key_type"]) == ("${var.waf_rate_limit}", "IP")
+    assert "scope_down_statement" not in ip
+    purchase = one(one(rules["purchase-rate"]["statement"])["rate_based_statement"])
+    assert (purchase["limit"], purchase["aggregate_key_type"]) == (
+        "${var.waf_purchase_rate_limit}",
+        "IP",
+    )
+    assert purchase["evaluation_window_sec"] == ip["evaluation_window_sec"]
+    scope = one(purchase["scope_down_statement"])
+    assert list(scope) == ["and_statement"]  # POST *and* the purchase path, not either
+    matches = {
+        next(iter(one(match["field_to_match"]))): (
+            match["positional_constraint"],
+            match["search_string"],
+        )
+        for match in byte_matches(scope)
+    }
+    assert matches == {
+        "method": ("EXACTLY", "POST"),
+        "uri_path": ("STARTS_WITH", '${trimsuffix(local.routes.purchase.path_pattern, "*")}'),
+    }
+    assert alb.locals["routes"]["purchase"]["path_pattern"] == "/purchase*"
+    bad_inputs = one(one(rules["known-bad-inputs"]["statement"])["managed_rule_group_statement"])
+    assert bad_inputs["name"] == "AWSManagedRulesKnownBadInputsRuleSet"
+
+    # every rule and the ACL report metrics and samples; the ACL logs, tokens redacted
+    for body in (acl, *rules.values()):
+        visibility = one(body["visibility_config"])
+        assert visibility["cloudwatch_metrics_enabled"] is True
+        assert visibility["sampled_requests_enabled"] is True
+    logging = alb.resource("aws_wafv2_web_acl_logging_configuration", "this")
+    assert logging["log_destination_configs"] == ["${aws_cloudwatch_log_group.waf[0].arn}"]
+    assert alb.resource("aws_cloudwatch_log_group", "waf")["name"].startswith("aws-waf-logs-")
+    redacted = one(logging["redacted_fields"])
+    assert one(redacted["single_header"])["name"] == "authorization"
+
+    # the limits are variables with sane defaults; the purchase one is the tighter
+    root = config()
+    variables = root.variables
+    general = variables["waf_rate_limit"]["default"]
+    tight = variables["waf_purchase_rate_limit"]["default"]
+    window = variables["waf_rate_window_seconds"]["default"]
+    assert 10 <= tight < general
+    assert window in (60, 120, 300, 600)
+    assert 1 <= general / window <= 50  # per second on average: a person, not a script
+    alb_module = root.modules["alb"]
+    assert alb_module["waf_rate_limit"] == "${var.waf_rate_limit}"
+    assert alb_module["waf_purchase_rate_limit"] == "${var.waf_purchase_rate_limit}"
+    assert alb_module["waf_rate_window_seconds"] == "${var.waf_rate_window_seconds}"
+
+
+def test_waf_is_left_out_where_the_account_cannot_create_it():
+    """Learner Lab mode (existing_role_arn set) never creates a web ACL, whatever enable_waf."""
+    root = config()
+    assert root.variables["enable_waf"]["default"] is True
+    assert root.locals["restricted_account"] == '${var.existing_role_arn != ""}'
+    assert root.locals["waf_enabled"] == "${var.enable_waf && !local.restricted_account}"
+    assert root.modules["alb"]["waf_enabled"] == "${local.waf_enabled}"
+    alb = config("alb")
+    for type_, name in (
+        ("aws_wafv2_web_acl", "this"),
+        ("aws_wafv2_web_acl_association", "this"),
+        ("aws_wafv2_web_acl_logging_configuration", "this"),
+        ("aws_cloudwatch_log_group", "waf"),
+    ):
+        assert alb.resource(type_, name)["count"] == "${local.waf_count}", name
+
+
 # --- ECS: the Procfile, verbatim
 
 
@@ -320,38 +427,95 @@ def test_release_runs_migrations_as_a_one_off_task_before_services_update():
 # --- database, cache, secrets
 
 
-def test_query_reads_the_reader_endpoint_and_the_writers_write_the_writer():
+def test_each_service_connects_as_its_own_database_user():
+    """query reads the reader endpoint as its SELECT-only user; worker and ops write as the
+    worker's user; release migrates as its own and alone holds the master user's URL and the
+    passwords it sets (cli/database.py); purchase, events, relay and flower get no database."""
     services = service_modules()
-    assert services["query"]["secrets"] == {
-        "DATABASE_READ_URL": "${module.aurora.database_read_url_secret_arn}"
-    }
-    for name in ("worker", "release"):
-        assert services[name]["secrets"]["DATABASE_URL"] == (
-            "${module.aurora.database_url_secret_arn}"
-        )
-        assert "DATABASE_READ_URL" not in services[name]["secrets"]
-    for name in ("purchase", "events", "flower"):
-        assert not {"DATABASE_URL", "DATABASE_READ_URL"} & set(services[name]["secrets"])
+    url = '${{module.aurora.service_url_secret_arns["{}"]}}'
+    password = '${{module.aurora.service_password_secret_arns["{}"]}}'
+    assert services["query"]["secrets"] == {"DATABASE_READ_URL": url.format("query")}
+    assert services["worker"]["secrets"]["DATABASE_URL"] == url.format("worker")
+    assert services["ops"]["secrets"]["DATABASE_URL"] == url.format("worker")
+    release = services["release"]["secrets"]
+    assert release["DATABASE_URL"] == url.format("release")
+    assert release["DATABASE_ADMIN_URL"] == "${module.aurora.admin_url_secret_arn}"
+    for service in ("query", "worker", "release"):
+        assert release[f"DATABASE_{service.upper()}_PASSWORD"] == password.format(service)
+    for name, body in services.items():
+        database = {key for key in body["secrets"] if key.startswith("DATABASE_")}
+        if name != "release":  # nobody else sees the master user or another user's password
+            assert not any("ADMIN" in key or "PASSWORD" in key for key in database), name
+            assert "aurora.admin_url" not in str(body["secrets"]), name
+        if name in ("purchase", "events", "relay", "flower"):
+            assert not database, name
+    # the release task names the users it creates (not secret) the way cli/database.py reads them
+    root = config()
+    assert services["release"]["environment"] == "${local.release_environment}"
+    release_env = re.sub(r"\s+", " ", root.locals["release_environment"])
+    assert release_env.startswith(
+        "${merge(local.common_environment, local.seat_state_environment, {"
+    )
+    assert '"DATABASE_${upper(service)}_USER" => user' in release_env
+    assert "module.aurora.service_users" in release_env
+    assert hcl_string(services["release"]["command"]).startswith(
+        "flask --app web database users && alembic upgrade head"
+    )
 
     aurora = config("aurora")
-    writer = aurora.resource("aws_secretsmanager_secret_version", "database_url")["secret_string"]
-    reader = aurora.resource("aws_secretsmanager_secret_version", "database_read_url")[
-        "secret_string"
-    ]
-    assert writer.startswith("mysql+pymysql://")
-    assert "@${aws_rds_cluster.this.endpoint}:3306/" in writer
-    assert reader.startswith("mysql+pymysql://")
-    assert "@${aws_rds_cluster.this.reader_endpoint}:3306/" in reader
-    assert "${local.credentials}@" in writer and "${local.credentials}@" in reader
+    users = re.sub(r"\s+", " ", aurora.locals["service_users"])
+    assert '["query", "worker", "release"]' in users
+    assert '"${var.master_username}_${service}"' in users
+    endpoints = aurora.locals["service_endpoints"]
+    assert endpoints == {
+        "query": "${aws_rds_cluster.this.reader_endpoint}",
+        "worker": "${aws_rds_cluster.this.endpoint}",
+        "release": "${aws_rds_cluster.this.endpoint}",
+    }
+    service_url = aurora.resource("aws_secretsmanager_secret_version", "service_url")
+    assert service_url["for_each"] == "${local.service_users}"
+    assert service_url["secret_string"] == (
+        "mysql+pymysql://${each.value}:${random_password.service[each.key].result}"
+        "@${local.service_endpoints[each.key]}:3306/${var.database_name}?${local.url_query}"
+    )
+    service_password = aurora.resource("aws_secretsmanager_secret_version", "service_password")
+    assert service_password["secret_string"] == "${random_password.service[each.key].result}"
+    generated = aurora.resource("random_password", "service")
+    assert generated["for_each"] == "${local.service_users}"
+    assert generated["length"] >= 32 and generated["special"] is False
+    for name in ("service_url", "service_password", "database_url"):
+        secret = aurora.resource("aws_secretsmanager_secret", name)
+        assert secret["kms_key_id"] == "${var.kms_key_arn}", name
+
+    admin = aurora.resource("aws_secretsmanager_secret_version", "database_url")["secret_string"]
+    assert admin.startswith("mysql+pymysql://${local.credentials}@")
+    assert "@${aws_rds_cluster.this.endpoint}:3306/" in admin
     assert aurora.locals["credentials"] == (
         "${var.master_username}:${random_password.master.result}"
     )
+    assert ("aws_secretsmanager_secret", "database_read_url") not in aurora.resources
     cluster = aurora.resource("aws_rds_cluster", "this")
     assert cluster["engine"] == "aurora-mysql"
     assert cluster["master_password"] == "${random_password.master.result}"
     assert cluster["storage_encrypted"] is True
     instances = aurora.resource("aws_rds_cluster_instance", "this")
     assert instances["count"] == 2  # one writer, one reader
+
+
+def test_database_user_names_fit_what_the_users_command_accepts():
+    """The names Terraform gives (master user name + service) pass cli/database.py's checks,
+    and Terraform's services are the command's."""
+    from cli import database
+
+    default = config().variables["db_master_username"]["default"]
+    services = re.search(r"\[(.*?)\]", config("aurora").locals["service_users"]).group(1)
+    assert [name.strip(' "') for name in services.split(",")] == list(database.GRANTS)
+    environ = {}
+    for service in database.GRANTS:
+        environ[f"DATABASE_{service.upper()}_USER"] = f"{default}_{service}"
+        environ[f"DATABASE_{service.upper()}_PASSWORD"] = "generated"
+    users = database.service_users(environ)
+    assert [user.name for user in users] == [f"{default}_{s}" for s in database.GRANTS]
 
 
 def test_secrets_are_injected_never_plain_environment():
@@ -370,6 +534,7 @@ def test_secrets_are_injected_never_plain_environment():
         "${local.purchase_environment}",
         "${merge(local.common_environment, local.seat_state_environment)}",
         "${merge(local.web_environment, local.seat_state_environment)}",
+        "${local.release_environment}",
     }
     assert root.locals["purchase_environment"] == (
         "${merge(local.web_environment, local.seat_state_environment,"
@@ -381,7 +546,7 @@ def test_secrets_are_injected_never_plain_environment():
         env = body.get("environment", "")
         assert env in allowed, name
         for key, value in body["secrets"].items():
-            assert value.endswith("_secret_arn}") or value.endswith(".arn}"), (name, key)
+            assert re.search(r'(_secret_arn|\.arn|_secret_arns\["[a-z]+"\])}$', value), (name, key)
     assert plain["TICKET_TOPIC_ARN"] == "${module.messaging.topic_arn}"
     assert plain["TICKET_QUEUE_URL"] == "${module.messaging.queue_url}"
     assert plain["TICKET_DLQ_URL"] == "${module.messaging.dlq_url}"
@@ -442,8 +607,8 @@ def test_seat_state_is_a_redis_cluster_and_the_monitoring_plane_is_not():
         assert services[name]["secrets"]["REDIS_URL"] == seat_url
         assert ("MONITOR_BROKER_URL" in services[name]["secrets"]) == (name == "events")
         environment = services[name]["environment"]
-        if environment == "${local.purchase_environment}":
-            environment = config().locals["purchase_environment"]
+        if environment in ("${local.purchase_environment}", "${local.release_environment}"):
+            environment = config().locals[environment.removeprefix("${local.").rstrip("}")]
         assert "local.seat_state_environment" in environment, name
     for name in ("worker", "flower", "events"):  # events, remote control, heartbeats
         assert services[name]["secrets"]["MONITOR_BROKER_URL"] == monitor_url
@@ -502,53 +667,155 @@ def test_a_purchase_waits_for_the_shards_replica():
     assert group["automatic_failover_enabled"] is True
 
 
-def test_only_the_tasks_reach_aurora_and_redis():
+# Every connection a security group allows: (from, to, port). The contract: each service
+# reaches only what it uses; "internet" and "aws" (HTTPS to the AWS APIs) stand for 0.0.0.0/0.
+APP_PORT, FLOWER_PORT = "${var.app_port}", "${var.flower_port}"
+SERVICES = ("purchase", "query", "events", "relay", "worker", "flower", "ops")
+EXPECTED_FLOWS = (
+    {("internet", "alb", 80), ("internet", "alb", 443)}
+    | {("alb", name, APP_PORT) for name in ("purchase", "query", "events")}
+    | {("alb", "flower", FLOWER_PORT)}
+    | {("ops", name, APP_PORT) for name in ("purchase", "query", "events")}  # operators
+    | {(name, "aws", 443) for name in SERVICES}
+    | {(name, "aurora", 3306) for name in ("query", "worker", "ops")}
+    | {(name, "redis", 6379) for name in ("purchase", "events", "relay", "ops")}
+    | {(name, "monitor_redis", 6379) for name in ("events", "worker", "flower")}
+)
+
+
+def _instances(body: dict[str, Any], network: Config) -> list[dict[str, Any]]:
+    """A rule resource once per for_each element, with each.key and each.value filled in."""
+    for_each = body.get("for_each")
+    if for_each is None:
+        return [body]
+    name = re.fullmatch(r"\$\{(?:toset\()?local\.(\w+)\)?\}", for_each).group(1)
+    if name == "store_flows":  # merge([for store … : {for client … : "<client>-<store>" => …}])
+        items = {
+            f"{client}-{store}": {"client": client, "store": store, "port": spec["port"]}
+            for store, spec in network.locals["stores"].items()
+            for client in spec["clients"]
+        }
+    elif name == "https_ports":  # http always, https with a certificate: both counted
+        items = {"http": 80, "https": 443}
+    elif name == "flower_cidrs":  # var.flower_allowed_cidrs: an operator network for example
+        items = {"192.0.2.0/24": "192.0.2.0/24"}
+    else:
+        value = network.locals[name]
+        items = value if isinstance(value, dict) else {key: key for key in value}
+    instances = []
+    for key, value in items.items():
+        text = json.dumps(body)
+        text = text.replace("each.key", key)
+        if isinstance(value, dict):
+            for field, item in value.items():
+                text = text.replace(f"each.value.{field}", str(item))
+        else:
+            text = text.replace("${each.value}", str(value)).replace("each.value", str(value))
+        instances.append(json.loads(text))
+    return instances
+
+
+def _group(reference: str) -> str:
+    """`${aws_security_group.service[query].id}` → query; `${aws_security_group.alb.id}` → alb."""
+    match = re.fullmatch(r'\$\{aws_security_group\.(\w+)(?:\["?(\w+)"?\])?\.id\}', reference)
+    assert match, reference
+    return match.group(2) or match.group(1)
+
+
+def _port(value: Any) -> Any:
+    """A port as written: a number (maybe as `${6379}` after substitution) or `${var.app_port}`."""
+    match = re.fullmatch(r"\$\{(\d+)\}|(\d+)", str(value))
+    return int(match.group(1) or match.group(2)) if match else value
+
+
+def security_group_flows() -> dict[str, set[tuple[str, str, Any]]]:
+    """The flows the ingress rules admit and the flows the egress rules let out."""
     network = config("network")
-    for resource in ("aurora_from_tasks", "redis_from_tasks"):
-        rule = network.resource("aws_vpc_security_group_ingress_rule", resource)
-        assert rule["referenced_security_group_id"] == "${aws_security_group.tasks.id}"
-    public = [
-        name
-        for (type_, name), body in network.resources.items()
-        if type_ == "aws_vpc_security_group_ingress_rule" and body.get("cidr_ipv4") == "0.0.0.0/0"
-    ]
-    assert public == ["alb_public"]
-    assert (
-        network.resource("aws_vpc_security_group_ingress_rule", "alb_public")["security_group_id"]
-        == "${aws_security_group.alb.id}"
-    )
+    flows: dict[str, set[tuple[str, str, Any]]] = {"ingress": set(), "egress": set()}
+    for (type_, _), body in network.resources.items():
+        kind = type_.removeprefix("aws_vpc_security_group_").removesuffix("_rule")
+        if kind not in flows:
+            continue
+        for rule in _instances(body, network):
+            assert rule["ip_protocol"] == "tcp"
+            port = _port(rule["from_port"])
+            assert _port(rule["to_port"]) == port  # one port, never a range
+            own = _group(rule["security_group_id"])
+            if "cidr_ipv4" in rule:
+                if rule["cidr_ipv4"] != "0.0.0.0/0":
+                    continue  # flower_allowed_cidrs → alb: operators' networks
+                other = "internet" if kind == "ingress" else "aws"
+            else:
+                other = _group(rule["referenced_security_group_id"])
+            flows[kind].add((other, own, port) if kind == "ingress" else (own, other, port))
+    return flows
 
 
-def test_the_relay_has_its_own_security_group_reaching_redis_and_https_only():
+def test_each_service_has_a_security_group_with_only_the_flows_it_needs():
+    flows = security_group_flows()
+    # both ends agree: every connection let out is admitted, every admitted one let out
+    inside = {flow for flow in flows["egress"] if flow[1] != "aws"}
+    assert inside == {flow for flow in flows["ingress"] if flow[0] != "internet"}
+    assert flows["ingress"] | flows["egress"] == EXPECTED_FLOWS
     network = config("network")
-    relay = "${aws_security_group.relay.id}"
-    rules = {
-        (type_.rsplit("_", 2)[-2], name): body
-        for (type_, name), body in network.resources.items()
-        if type_.startswith("aws_vpc_security_group_") and relay in body.values()
-    }
-    # nothing may reach the relay; it reaches Redis and the AWS APIs, not Aurora
-    assert set(rules) == {
-        ("egress", "relay_https"),
-        ("egress", "relay_to_redis"),
-        ("ingress", "redis_from_relay"),
-    }
-    https = rules[("egress", "relay_https")]
-    assert (https["from_port"], https["to_port"], https["cidr_ipv4"]) == (443, 443, "0.0.0.0/0")
-    to_redis = rules[("egress", "relay_to_redis")]
-    assert to_redis["security_group_id"] == relay
-    assert to_redis["referenced_security_group_id"] == "${aws_security_group.redis.id}"
-    assert (to_redis["from_port"], to_redis["to_port"]) == (6379, 6379)
-    from_relay = rules[("ingress", "redis_from_relay")]
-    assert from_relay["security_group_id"] == "${aws_security_group.redis.id}"
-    assert from_relay["referenced_security_group_id"] == relay
-    assert (from_relay["from_port"], from_relay["to_port"]) == (6379, 6379)
-    assert network.outputs["relay_security_group_id"]["value"] == relay
+    assert network.locals["services"] == list(SERVICES)
+    assert network.resource("aws_default_security_group", "this") == {
+        "vpc_id": "${aws_vpc.this.id}"
+    }  # no rule: nothing may use the default group
 
+    # each ECS service and one-off task runs in its own group; the stores use theirs
+    root = config()
     services = service_modules()
-    assert services["relay"]["security_group_ids"] == ["${module.network.relay_security_group_id}"]
-    for name in ("container_port", "target_group_arn", "health_check_path"):
-        assert name not in services["relay"], name  # it serves nothing
+    assert root.locals["tasks_network"]["security_groups"] == (
+        "${module.network.service_security_group_ids}"
+    )
+    for name, body in services.items():
+        if body.get("create_service", True):
+            assert body["security_group_ids"] == [
+                f'${{local.tasks_network.security_groups["{name}"]}}'
+            ], name
+        else:  # release and ops run through run-task, in the ops group
+            assert "security_group_ids" not in body, name
+    assert root.outputs["ops_security_group_id"]["value"] == (
+        '${module.network.service_security_group_ids["ops"]}'
+    )
+    for script in ("build-and-push.sh", "ops-task.sh"):
+        text = (ROOT / "ops" / "scripts" / script).read_text()
+        assert "security_group=$(output ops_security_group_id)" in text, script
+    modules = root.modules
+    assert modules["aurora"]["security_group_id"] == "${module.network.aurora_security_group_id}"
+    assert modules["redis"]["security_group_id"] == "${module.network.redis_security_group_id}"
+    assert modules["monitor_redis"]["security_group_id"] == (
+        "${module.network.monitor_redis_security_group_id}"
+    )
+    outputs = network.outputs
+    assert (
+        outputs["aurora_security_group_id"]["value"] == '${aws_security_group.store["aurora"].id}'
+    )
+    assert outputs["redis_security_group_id"]["value"] == '${aws_security_group.store["redis"].id}'
+    assert outputs["monitor_redis_security_group_id"]["value"] == (
+        '${aws_security_group.store["monitor_redis"].id}'
+    )
+    # the services that take no connection serve nothing
+    for name in ("relay", "worker"):
+        for key in ("container_port", "target_group_arn", "health_check_path"):
+            assert key not in services[name], (name, key)
+
+
+def test_the_stores_each_service_reaches_are_the_ones_its_secrets_name():
+    """A group that admits a service to a store it has no URL for is a flow nobody needs; a URL
+    without the flow is an outage. (release shares the ops group.)"""
+    secrets = {name: set(body["secrets"]) for name, body in service_modules().items()}
+    secrets["ops"] |= secrets.pop("release")
+    reaches = {
+        "aurora": {"DATABASE_URL", "DATABASE_READ_URL"},
+        "redis": {"REDIS_URL"},
+        "monitor_redis": {"MONITOR_BROKER_URL"},
+    }
+    for name, keys in secrets.items():
+        needed = {store for store, urls in reaches.items() if urls & keys}
+        allowed = {to for frm, to, _ in EXPECTED_FLOWS if frm == name and to in reaches}
+        assert needed == allowed, name
 
 
 # --- autoscaling

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build the image, push it to ECR under the git SHA, move the deploy tag to it, run the `release`
-# task (alembic upgrade head) and wait for it, then force a new deployment of every ECS service.
+# task (database users, then alembic upgrade head) and wait for it, then force a new deployment of every ECS service.
 set -euo pipefail
 
 usage() {
@@ -69,7 +69,7 @@ release_family=$(output release_task_definition)
 release_log_group=$(output release_log_group)
 mapfile -t services < <(output ecs_services)
 subnets=$(output private_subnet_ids | paste -sd, -)
-security_group=$(output tasks_security_group_id)
+security_group=$(output ops_security_group_id)
 export AWS_DEFAULT_REGION=$region
 
 # --- the image
@@ -106,7 +106,7 @@ fi
 # --- release: migrations before any new code serves
 
 if [[ $run_release == true ]]; then
-  info "running the release task (${release_family}: alembic upgrade head)"
+  info "running the release task (${release_family}: database users, alembic upgrade head)"
   run=$(aws ecs run-task --cluster "$cluster" --task-definition "$release_family" \
     --launch-type FARGATE --started-by build-and-push \
     --network-configuration "awsvpcConfiguration={subnets=[${subnets}],securityGroups=[${security_group}],assignPublicIp=DISABLED}" \

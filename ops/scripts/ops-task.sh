@@ -56,7 +56,7 @@ cluster=$(output ecs_cluster_name)
 family=$(output "${task}_task_definition")
 log_group=$(output "${task}_log_group")
 subnets=$(output private_subnet_ids | paste -sd, -)
-security_group=$(output tasks_security_group_id)
+security_group=$(output ops_security_group_id)
 
 # The container runs ["bash", "-c", <command>], as every task definition does: each argument is
 # quoted once, so the task runs exactly the words given here.

@@ -1,14 +1,16 @@
 # The ticketing platform on AWS: one image, one ECS Fargate service per Procfile process type
 # behind one ALB, Aurora MySQL (writer + reader), ElastiCache Redis (a cluster for the seat state,
 # a small non-cluster group for the monitoring plane), SNS → SQS → DLQ.
-# Secrets (database URLs, Redis URL, Flower's basic auth) are generated here into Secrets
-# Manager and injected by ECS; nothing secret is in this repository.
+# Secrets (database URLs, one database user per service, Redis URL, Flower's basic auth) are
+# generated here into Secrets Manager and injected by ECS; nothing secret is in this repository.
 
 locals {
   # Accounts where no IAM role may be created (AWS Academy Learner Lab): every task runs as the
   # existing role, and what needs a role or a key of its own is left out (see variables.tf).
   restricted_account = var.existing_role_arn != ""
   execution_role_arn = local.restricted_account ? var.existing_role_arn : null
+  # Learner Lab's role may not create WAF web ACLs either: no WAF there, whatever enable_waf says.
+  waf_enabled = var.enable_waf && !local.restricted_account
 
   app_port    = 8000 # gunicorn.conf.py: PORT, default 8000
   flower_port = 5555 # the Procfile's flower line: --port=5555
@@ -55,11 +57,19 @@ locals {
     local.web_environment, local.seat_state_environment, local.replica_wait_environment
   )
 
+  # The release task creates the services' database users (`flask --app web database users`,
+  # cli/database.py) as the master user, then migrates as its own: their names here (nothing
+  # secret), their passwords from Secrets Manager (release's secrets).
+  release_environment = merge(local.common_environment, local.seat_state_environment, {
+    for service, user in module.aurora.service_users : "DATABASE_${upper(service)}_USER" => user
+  })
+
+  # each service in a security group of its own (modules/network: only the flows it needs)
   tasks_network = {
-    cluster_arn        = aws_ecs_cluster.this.arn
-    cluster_name       = aws_ecs_cluster.this.name
-    subnet_ids         = module.network.private_subnet_ids
-    security_group_ids = [module.network.tasks_security_group_id]
+    cluster_arn     = aws_ecs_cluster.this.arn
+    cluster_name    = aws_ecs_cluster.this.name
+    subnet_ids      = module.network.private_subnet_ids
+    security_groups = module.network.service_security_group_ids
   }
 }
 
@@ -141,7 +151,7 @@ module "monitor_redis" {
   description             = "${var.name} monitoring plane: Celery events, remote control, heartbeats"
   cluster_mode_enabled    = false
   subnet_ids              = module.network.private_subnet_ids
-  security_group_id       = module.network.redis_security_group_id
+  security_group_id       = module.network.monitor_redis_security_group_id
   node_type               = var.monitor_redis_node_type
   engine_version          = var.redis_engine_version
   snapshot_retention_days = 1 # heartbeats and events are rewritten every few seconds
@@ -159,6 +169,13 @@ module "alb" {
   flower_port         = local.flower_port
   certificate_arn     = var.certificate_arn
   deletion_protection = var.deletion_protection
+
+  waf_enabled             = local.waf_enabled
+  waf_rate_limit          = var.waf_rate_limit
+  waf_purchase_rate_limit = var.waf_purchase_rate_limit
+  waf_rate_window_seconds = var.waf_rate_window_seconds
+  kms_key_arn             = module.kms.key_arn
+  log_retention_days      = var.log_retention_days
 }
 
 module "iam" {
@@ -254,7 +271,7 @@ module "purchase" {
   cluster_arn        = local.tasks_network.cluster_arn
   cluster_name       = local.tasks_network.cluster_name
   subnet_ids         = local.tasks_network.subnet_ids
-  security_group_ids = local.tasks_network.security_group_ids
+  security_group_ids = [local.tasks_network.security_groups["purchase"]]
 }
 
 module "query" {
@@ -267,7 +284,7 @@ module "query" {
   memory             = var.task_sizes["query"].memory
   task_role_arn      = module.iam.task_role_arns["query"]
   environment        = local.web_environment
-  secrets            = { DATABASE_READ_URL = module.aurora.database_read_url_secret_arn }
+  secrets            = { DATABASE_READ_URL = module.aurora.service_url_secret_arns["query"] }
   container_port     = local.app_port
   target_group_arn   = module.alb.target_group_arns["query"]
   health_check_path  = "/query/health"
@@ -282,7 +299,7 @@ module "query" {
   cluster_arn        = local.tasks_network.cluster_arn
   cluster_name       = local.tasks_network.cluster_name
   subnet_ids         = local.tasks_network.subnet_ids
-  security_group_ids = local.tasks_network.security_group_ids
+  security_group_ids = [local.tasks_network.security_groups["query"]]
 }
 
 module "events" {
@@ -312,12 +329,12 @@ module "events" {
   cluster_arn        = local.tasks_network.cluster_arn
   cluster_name       = local.tasks_network.cluster_name
   subnet_ids         = local.tasks_network.subnet_ids
-  security_group_ids = local.tasks_network.security_group_ids
+  security_group_ids = [local.tasks_network.security_groups["events"]]
 }
 
 # The outbox → SNS: reads the seat cluster's outbox streams (a consumer group), publishes their
-# entries to the topic with sns:PublishBatch and deletes them once SNS has them. No port, no load balancer; a security group of its own (Redis and the AWS APIs
-# only). Scaled on the age of the oldest waiting entry (its EMF gauge, see modules/ecs_service);
+# entries to the topic with sns:PublishBatch and deletes them once SNS has them. No port, no load
+# balancer; its security group reaches the seat cluster and the AWS APIs only. Scaled on the age of the oldest waiting entry (its EMF gauge, see modules/ecs_service);
 # alarms in modules/monitoring.
 module "relay" {
   source             = "./modules/ecs_service"
@@ -339,7 +356,7 @@ module "relay" {
   cluster_arn        = local.tasks_network.cluster_arn
   cluster_name       = local.tasks_network.cluster_name
   subnet_ids         = local.tasks_network.subnet_ids
-  security_group_ids = [module.network.relay_security_group_id]
+  security_group_ids = [local.tasks_network.security_groups["relay"]]
   age_scaling = {
     namespace               = module.monitoring.metrics_namespace
     metric_name             = "ticketing_outbox_age_seconds" # the relay's gauge, as EMF names it
@@ -360,7 +377,7 @@ module "worker" {
   task_role_arn = module.iam.task_role_arns["worker"]
   environment   = local.common_environment
   secrets = {
-    DATABASE_URL       = module.aurora.database_url_secret_arn
+    DATABASE_URL       = module.aurora.service_url_secret_arns["worker"]
     MONITOR_BROKER_URL = module.monitor_redis.redis_url_secret_arn
   }
   min_count               = 1
@@ -375,7 +392,7 @@ module "worker" {
   cluster_arn        = local.tasks_network.cluster_arn
   cluster_name       = local.tasks_network.cluster_name
   subnet_ids         = local.tasks_network.subnet_ids
-  security_group_ids = local.tasks_network.security_group_ids
+  security_group_ids = [local.tasks_network.security_groups["worker"]]
 }
 
 # Flower keeps up to --max_tasks tasks in memory, a few KiB each: the bound is sized to the task's
@@ -405,27 +422,32 @@ module "flower" {
   cluster_arn        = local.tasks_network.cluster_arn
   cluster_name       = local.tasks_network.cluster_name
   subnet_ids         = local.tasks_network.subnet_ids
-  security_group_ids = local.tasks_network.security_group_ids
+  security_group_ids = [local.tasks_network.security_groups["flower"]]
 }
 
 # A one-off task, no service: build-and-push.sh runs it (`aws ecs run-task`) and waits for it
-# before the services roll. REDIS_URL (the seat cluster) too, so the same definition runs
+# before the services roll. It creates or updates the services' database users as the master
+# user (DATABASE_ADMIN_URL), then migrates as its own user. REDIS_URL (the seat cluster) too, so the same definition runs
 # `flask --app web catalog load` (ops/scripts/ops-task.sh --task release -- flask --app web
 # catalog load), which needs MySQL and Redis and no AWS API.
 module "release" {
   source         = "./modules/ecs_service"
   name           = "release"
   prefix         = var.name
-  command        = "alembic upgrade head"
+  command        = "flask --app web database users && alembic upgrade head"
   create_service = false
   image          = local.image
   cpu            = var.task_sizes["release"].cpu
   memory         = var.task_sizes["release"].memory
   task_role_arn  = module.iam.task_role_arns["release"]
-  environment    = merge(local.common_environment, local.seat_state_environment)
+  environment    = local.release_environment
   secrets = {
-    DATABASE_URL = module.aurora.database_url_secret_arn
-    REDIS_URL    = module.redis.redis_url_secret_arn
+    DATABASE_ADMIN_URL        = module.aurora.admin_url_secret_arn
+    DATABASE_URL              = module.aurora.service_url_secret_arns["release"]
+    DATABASE_QUERY_PASSWORD   = module.aurora.service_password_secret_arns["query"]
+    DATABASE_WORKER_PASSWORD  = module.aurora.service_password_secret_arns["worker"]
+    DATABASE_RELEASE_PASSWORD = module.aurora.service_password_secret_arns["release"]
+    REDIS_URL                 = module.redis.redis_url_secret_arn
   }
   stop_timeout       = 30
   execution_role_arn = local.execution_role_arn
@@ -451,8 +473,9 @@ module "ops" {
   task_role_arn      = module.iam.task_role_arns["ops"]
   execution_role_arn = local.execution_role_arn
   environment        = merge(local.common_environment, local.seat_state_environment)
+  # the worker's database user: the commands read and rewrite rows, never the schema
   secrets = {
-    DATABASE_URL = module.aurora.database_url_secret_arn
+    DATABASE_URL = module.aurora.service_url_secret_arns["worker"]
     REDIS_URL    = module.redis.redis_url_secret_arn
   }
   stop_timeout       = 30

@@ -70,9 +70,9 @@ output "private_subnet_ids" {
   value       = module.network.private_subnet_ids
 }
 
-output "tasks_security_group_id" {
-  description = "Security group for one-off tasks (run-task)."
-  value       = module.network.tasks_security_group_id
+output "ops_security_group_id" {
+  description = "Security group of the one-off tasks, release and ops (run-task): Aurora, the seat cluster and HTTPS out, no ingress."
+  value       = module.network.service_security_group_ids["ops"]
 }
 
 output "target_group_arns" {

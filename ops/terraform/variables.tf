@@ -101,9 +101,14 @@ variable "db_name" {
 }
 
 variable "db_master_username" {
-  description = "Aurora master user name; its password is generated."
+  description = "Aurora master user name; its password is generated. The services' users are named after it: <name>_query, <name>_worker, <name>_release."
   type        = string
   default     = "ticketing"
+  validation {
+    # MySQL user names: at most 32 characters, and "_release" adds 8
+    condition     = can(regex("^[A-Za-z0-9_]{1,24}$", var.db_master_username))
+    error_message = "db_master_username must be 1-24 of [A-Za-z0-9_] (the service users append _query, _worker, _release)."
+  }
 }
 
 variable "db_backup_retention_days" {
@@ -236,4 +241,40 @@ variable "outbox_age_alarm_seconds" {
   description = "Alarm when the oldest outbox entry (a sale not yet on SNS) is older than this in 2 of 3 minutes."
   type        = number
   default     = 30
+}
+
+variable "enable_waf" {
+  description = "AWS WAF on the public ALB: per-IP rate limits, operators' paths blocked, known bad inputs (about $10/month plus requests). Always off with existing_role_arn (Learner Lab may not create a web ACL)."
+  type        = bool
+  default     = true
+}
+
+variable "waf_rate_limit" {
+  description = "Requests one client IP may send per waf_rate_window_seconds, any path, before WAF answers 429 (the default: 10 a second on average). Raise it, or set enable_waf = false, to load-test from one machine."
+  type        = number
+  default     = 3000
+  validation {
+    condition     = var.waf_rate_limit >= 10
+    error_message = "waf_rate_limit must be at least 10 (WAF's minimum for a rate-based rule)."
+  }
+}
+
+variable "waf_purchase_rate_limit" {
+  description = "POST /purchase… requests one client IP may send per waf_rate_window_seconds before WAF answers 429 (room for a few buyers behind one NAT address)."
+  type        = number
+  default     = 100
+  validation {
+    condition     = var.waf_purchase_rate_limit >= 10
+    error_message = "waf_purchase_rate_limit must be at least 10 (WAF's minimum for a rate-based rule)."
+  }
+}
+
+variable "waf_rate_window_seconds" {
+  description = "Window the WAF rate limits count over: 60, 120, 300 or 600 seconds."
+  type        = number
+  default     = 300
+  validation {
+    condition     = contains([60, 120, 300, 600], var.waf_rate_window_seconds)
+    error_message = "waf_rate_window_seconds must be 60, 120, 300 or 600."
+  }
 }

@@ -32,3 +32,8 @@ output "listener_arns" {
   description = "Listeners the services depend on (created before the services register)."
   value       = concat(aws_lb_listener.http[*].arn, aws_lb_listener.https[*].arn, [aws_lb_listener.flower.arn])
 }
+
+output "web_acl_arn" {
+  description = "ARN of the WAF web ACL on the load balancer (null without WAF)."
+  value       = one(aws_wafv2_web_acl.this[*].arn)
+}

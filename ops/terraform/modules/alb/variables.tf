@@ -43,3 +43,33 @@ variable "idle_timeout" {
   type        = number
   default     = 30
 }
+
+variable "waf_enabled" {
+  description = "Attach a WAF web ACL (rate limits, operators' paths, known bad inputs) to the load balancer."
+  type        = bool
+}
+
+variable "waf_rate_limit" {
+  description = "Requests one client IP may send in waf_rate_window_seconds before WAF answers 429."
+  type        = number
+}
+
+variable "waf_purchase_rate_limit" {
+  description = "POST /purchase… requests one client IP may send in waf_rate_window_seconds before WAF answers 429."
+  type        = number
+}
+
+variable "waf_rate_window_seconds" {
+  description = "The window the WAF rate limits count over (60, 120, 300 or 600 seconds)."
+  type        = number
+}
+
+variable "kms_key_arn" {
+  description = "KMS key of the WAF log group (null: the AWS managed key)."
+  type        = string
+}
+
+variable "log_retention_days" {
+  description = "Retention of the WAF log group, in days."
+  type        = number
+}

@@ -1,6 +1,12 @@
-# Aurora MySQL: one writer, one reader in the other AZ. The password is generated here, never
-# typed; the application receives it only inside the two URL secrets, injected by ECS as
-# DATABASE_URL (writer endpoint) and DATABASE_READ_URL (reader endpoint).
+# Aurora MySQL: one writer, one reader in the other AZ. Every password is generated here, never
+# typed. The master user is the release task's alone (DATABASE_ADMIN_URL: it creates the service
+# users); each service connects as a user of its own (cli/database.py grants them):
+#   query    SELECT only, on the reader endpoint (its DATABASE_READ_URL)
+#   worker   SELECT, INSERT, UPDATE, DELETE on the writer (its DATABASE_URL; the ops task too)
+#   release  DDL as well: migrations, catalog load (its DATABASE_URL)
+# Per user, two secrets: its URL (what the service gets) and its password alone (what the
+# release task sets with `flask --app web database users`). Terraform cannot reach the private
+# cluster to create the users itself.
 
 resource "random_password" "master" {
   length  = 40
@@ -133,9 +139,9 @@ locals {
 }
 
 resource "aws_secretsmanager_secret" "database_url" {
-  #checkov:skip=CKV2_AWS_57:the value is a URL built from the cluster's master password; rotation needs a rotation Lambda that rebuilds both URLs, not wired yet
-  name                    = "${var.name}/database-url"
-  description             = "DATABASE_URL: mysql+pymysql URL of the Aurora writer endpoint"
+  #checkov:skip=CKV2_AWS_57:the value is a URL built from the cluster's master password; rotation needs a rotation Lambda that rebuilds it, not wired yet
+  name                    = "${var.name}/database-admin-url"
+  description             = "DATABASE_ADMIN_URL of the release task: the master user on the Aurora writer (creates the service users)"
   kms_key_id              = var.kms_key_arn
   recovery_window_in_days = 7
 }
@@ -145,15 +151,51 @@ resource "aws_secretsmanager_secret_version" "database_url" {
   secret_string = "mysql+pymysql://${local.credentials}@${aws_rds_cluster.this.endpoint}:3306/${var.database_name}?${local.url_query}"
 }
 
-resource "aws_secretsmanager_secret" "database_read_url" {
-  #checkov:skip=CKV2_AWS_57:the value is a URL built from the cluster's master password; rotation needs a rotation Lambda that rebuilds both URLs, not wired yet
-  name                    = "${var.name}/database-read-url"
-  description             = "DATABASE_READ_URL: mysql+pymysql URL of the Aurora reader endpoint"
+# --- the services' users
+
+locals {
+  # MySQL user names: at most 32 characters, [A-Za-z0-9_] (cli/database.py checks)
+  service_users = { for service in ["query", "worker", "release"] : service => "${var.master_username}_${service}" }
+  # the query API reads the reader endpoint; the others write
+  service_endpoints = {
+    query   = aws_rds_cluster.this.reader_endpoint
+    worker  = aws_rds_cluster.this.endpoint
+    release = aws_rds_cluster.this.endpoint
+  }
+}
+
+resource "random_password" "service" {
+  for_each = local.service_users
+  length   = 40
+  special  = false # inside a URL; letters and digits need no escaping
+}
+
+resource "aws_secretsmanager_secret" "service_url" {
+  #checkov:skip=CKV2_AWS_57:rotate by tainting random_password.service["<service>"], applying, running the release task (ALTER USER) and redeploying the service
+  for_each                = local.service_users
+  name                    = "${var.name}/database-users/${each.key}/url"
+  description             = "The ${each.key} service's database URL, as its own user ${each.value}"
   kms_key_id              = var.kms_key_arn
   recovery_window_in_days = 7
 }
 
-resource "aws_secretsmanager_secret_version" "database_read_url" {
-  secret_id     = aws_secretsmanager_secret.database_read_url.id
-  secret_string = "mysql+pymysql://${local.credentials}@${aws_rds_cluster.this.reader_endpoint}:3306/${var.database_name}?${local.url_query}"
+resource "aws_secretsmanager_secret_version" "service_url" {
+  for_each      = local.service_users
+  secret_id     = aws_secretsmanager_secret.service_url[each.key].id
+  secret_string = "mysql+pymysql://${each.value}:${random_password.service[each.key].result}@${local.service_endpoints[each.key]}:3306/${var.database_name}?${local.url_query}"
+}
+
+resource "aws_secretsmanager_secret" "service_password" {
+  #checkov:skip=CKV2_AWS_57:rotate by tainting random_password.service["<service>"], applying, running the release task (ALTER USER) and redeploying the service
+  for_each                = local.service_users
+  name                    = "${var.name}/database-users/${each.key}/password"
+  description             = "Password of the database user ${each.value}: read by the release task only, which sets it"
+  kms_key_id              = var.kms_key_arn
+  recovery_window_in_days = 7
+}
+
+resource "aws_secretsmanager_secret_version" "service_password" {
+  for_each      = local.service_users
+  secret_id     = aws_secretsmanager_secret.service_password[each.key].id
+  secret_string = random_password.service[each.key].result
 }

@@ -1,6 +1,6 @@
 # A VPC of its own over two AZs: public subnets hold only the ALB and the NAT gateway(s); the
-# tasks, Aurora and Redis live in private subnets. Security groups: only the ALB is public,
-# only the ECS tasks reach Aurora and Redis (the relay, in a group of its own, Redis only).
+# tasks, Aurora and Redis live in private subnets. Security groups: only the ALB is public; one
+# group per service, each reaching only the stores it uses (see "Security groups" below).
 
 # The two zones are named, not "the first two available": a zone changing state or AWS adding
 # one must never move (recreate) the subnets.
@@ -162,7 +162,53 @@ resource "aws_flow_log" "this" {
   iam_role_arn    = aws_iam_role.flow[0].arn
 }
 
-# --- Security groups
+# --- Security groups: one per service, each with only the connections it needs
+#
+#   service    ingress             out to (besides HTTPS 443 to the AWS APIs through the NAT)
+#   purchase   app_port: ALB, ops  seat Redis
+#   query      app_port: ALB, ops  Aurora (the reader endpoint)
+#   events     app_port: ALB, ops  seat Redis (the outbox's depth), monitoring Redis
+#   relay      none                seat Redis
+#   worker     none                Aurora, monitoring Redis
+#   flower     flower_port: ALB    monitoring Redis
+#   ops        none                Aurora, seat Redis, the web services' app_port (the release
+#                                  and ops one-off tasks; operators read …/metrics and
+#                                  …/health/deep from there, which the ALB does not route)
+#
+# Every task needs 443: Fargate pulls the image, reads its secrets and ships its logs through the
+# task's own network interface. Aurora and each Redis admit exactly the groups listed above.
+
+locals {
+  services = ["purchase", "query", "events", "relay", "worker", "flower", "ops"]
+  # the services the ALB forwards to, and on which port
+  alb_targets = {
+    purchase = var.app_port
+    query    = var.app_port
+    events   = var.app_port
+    flower   = var.flower_port
+  }
+  # the services the operators' one-off task reaches directly (…/metrics, …/health/deep)
+  ops_targets = {
+    purchase = var.app_port
+    query    = var.app_port
+    events   = var.app_port
+  }
+  # each data store, its port and the services that reach it
+  stores = {
+    aurora = { port = 3306, clients = ["query", "worker", "ops"], description = "MySQL" }
+    redis  = { port = 6379, clients = ["purchase", "events", "relay", "ops"], description = "Redis (seat cluster)" }
+    monitor_redis = {
+      port = 6379, clients = ["events", "worker", "flower"], description = "Redis (monitoring plane)"
+    }
+  }
+  store_flows = merge([
+    for store, spec in local.stores : {
+      for client in spec.clients : "${client}-${store}" => {
+        client = client, store = store, port = spec.port, description = spec.description
+      }
+    }
+  ]...)
+}
 
 resource "aws_security_group" "alb" {
   #checkov:skip=CKV2_AWS_5:attached outside this module (module.alb: aws_lb.this); checkov does not follow module outputs into the root module
@@ -192,140 +238,88 @@ resource "aws_vpc_security_group_ingress_rule" "alb_flower" {
   cidr_ipv4         = each.value
 }
 
-resource "aws_vpc_security_group_egress_rule" "alb_to_web" {
+resource "aws_vpc_security_group_egress_rule" "alb_to_service" {
+  for_each                     = local.alb_targets
   security_group_id            = aws_security_group.alb.id
-  description                  = "To the web tasks"
+  description                  = "To the ${each.key} tasks"
   ip_protocol                  = "tcp"
-  from_port                    = var.app_port
-  to_port                      = var.app_port
-  referenced_security_group_id = aws_security_group.tasks.id
+  from_port                    = each.value
+  to_port                      = each.value
+  referenced_security_group_id = aws_security_group.service[each.key].id
 }
 
-resource "aws_vpc_security_group_egress_rule" "alb_to_flower" {
-  security_group_id            = aws_security_group.alb.id
-  description                  = "To the Flower task"
-  ip_protocol                  = "tcp"
-  from_port                    = var.flower_port
-  to_port                      = var.flower_port
-  referenced_security_group_id = aws_security_group.tasks.id
-}
-
-resource "aws_security_group" "tasks" {
-  #checkov:skip=CKV2_AWS_5:attached outside this module (every ECS service and the release task); checkov does not follow module outputs into the root module
-  name        = "${var.name}-tasks"
-  description = "ECS tasks: reachable from the ALB only"
+resource "aws_security_group" "service" {
+  #checkov:skip=CKV2_AWS_5:attached outside this module (the ECS services, the release and ops tasks); checkov does not follow module outputs into the root module
+  for_each    = toset(local.services)
+  name        = "${var.name}-${each.key}"
+  description = "The ${each.key} tasks: only the connections they need"
   vpc_id      = aws_vpc.this.id
 }
 
-resource "aws_vpc_security_group_ingress_rule" "tasks_from_alb_web" {
-  security_group_id            = aws_security_group.tasks.id
-  description                  = "gunicorn from the ALB"
+resource "aws_vpc_security_group_ingress_rule" "service_from_alb" {
+  for_each                     = local.alb_targets
+  security_group_id            = aws_security_group.service[each.key].id
+  description                  = "${each.key} from the ALB"
   ip_protocol                  = "tcp"
-  from_port                    = var.app_port
-  to_port                      = var.app_port
+  from_port                    = each.value
+  to_port                      = each.value
   referenced_security_group_id = aws_security_group.alb.id
 }
 
-resource "aws_vpc_security_group_ingress_rule" "tasks_from_alb_flower" {
-  security_group_id            = aws_security_group.tasks.id
-  description                  = "Flower from the ALB"
+resource "aws_vpc_security_group_egress_rule" "ops_to_service" {
+  for_each                     = local.ops_targets
+  security_group_id            = aws_security_group.service["ops"].id
+  description                  = "Operators to the ${each.key} tasks (metrics, deep health)"
   ip_protocol                  = "tcp"
-  from_port                    = var.flower_port
-  to_port                      = var.flower_port
-  referenced_security_group_id = aws_security_group.alb.id
+  from_port                    = each.value
+  to_port                      = each.value
+  referenced_security_group_id = aws_security_group.service[each.key].id
 }
 
-resource "aws_vpc_security_group_egress_rule" "tasks_https" {
-  security_group_id = aws_security_group.tasks.id
-  description       = "AWS APIs (ECR, SNS, SQS, Secrets Manager, CloudWatch) through the NAT gateway"
+resource "aws_vpc_security_group_ingress_rule" "service_from_ops" {
+  for_each                     = local.ops_targets
+  security_group_id            = aws_security_group.service[each.key].id
+  description                  = "${each.key} from the operators' one-off task"
+  ip_protocol                  = "tcp"
+  from_port                    = each.value
+  to_port                      = each.value
+  referenced_security_group_id = aws_security_group.service["ops"].id
+}
+
+resource "aws_vpc_security_group_egress_rule" "service_https" {
+  for_each          = toset(local.services)
+  security_group_id = aws_security_group.service[each.key].id
+  description       = "AWS APIs (ECR, Secrets Manager, CloudWatch, SNS, SQS) through the NAT gateway"
   ip_protocol       = "tcp"
   from_port         = 443
   to_port           = 443
   cidr_ipv4         = "0.0.0.0/0"
 }
 
-resource "aws_vpc_security_group_egress_rule" "tasks_to_aurora" {
-  security_group_id            = aws_security_group.tasks.id
-  description                  = "MySQL to Aurora"
+resource "aws_vpc_security_group_egress_rule" "service_to_store" {
+  for_each                     = local.store_flows
+  security_group_id            = aws_security_group.service[each.value.client].id
+  description                  = "${each.value.description} to ${each.value.store}"
   ip_protocol                  = "tcp"
-  from_port                    = 3306
-  to_port                      = 3306
-  referenced_security_group_id = aws_security_group.aurora.id
+  from_port                    = each.value.port
+  to_port                      = each.value.port
+  referenced_security_group_id = aws_security_group.store[each.value.store].id
 }
 
-resource "aws_vpc_security_group_egress_rule" "tasks_to_redis" {
-  security_group_id            = aws_security_group.tasks.id
-  description                  = "Redis to ElastiCache"
-  ip_protocol                  = "tcp"
-  from_port                    = 6379
-  to_port                      = 6379
-  referenced_security_group_id = aws_security_group.redis.id
-}
-
-resource "aws_security_group" "aurora" {
-  #checkov:skip=CKV2_AWS_5:attached outside this module (module.aurora: aws_rds_cluster.this); checkov does not follow module outputs into the root module
-  name        = "${var.name}-aurora"
-  description = "Aurora MySQL: from the ECS tasks only"
+resource "aws_security_group" "store" {
+  #checkov:skip=CKV2_AWS_5:attached outside this module (module.aurora, module.redis, module.monitor_redis); checkov does not follow module outputs into the root module
+  for_each    = local.stores
+  name        = "${var.name}-${replace(each.key, "_", "-")}"
+  description = "${each.value.description}: from ${join(", ", each.value.clients)} only"
   vpc_id      = aws_vpc.this.id
 }
 
-resource "aws_vpc_security_group_ingress_rule" "aurora_from_tasks" {
-  security_group_id            = aws_security_group.aurora.id
-  description                  = "MySQL from the ECS tasks"
+resource "aws_vpc_security_group_ingress_rule" "store_from_service" {
+  for_each                     = local.store_flows
+  security_group_id            = aws_security_group.store[each.value.store].id
+  description                  = "${each.value.description} from ${each.value.client}"
   ip_protocol                  = "tcp"
-  from_port                    = 3306
-  to_port                      = 3306
-  referenced_security_group_id = aws_security_group.tasks.id
-}
-
-resource "aws_security_group" "redis" {
-  #checkov:skip=CKV2_AWS_5:attached outside this module (module.redis: aws_elasticache_replication_group.this); checkov does not follow module outputs into the root module
-  name        = "${var.name}-redis"
-  description = "ElastiCache Redis: from the ECS tasks only"
-  vpc_id      = aws_vpc.this.id
-}
-
-resource "aws_vpc_security_group_ingress_rule" "redis_from_tasks" {
-  security_group_id            = aws_security_group.redis.id
-  description                  = "Redis from the ECS tasks"
-  ip_protocol                  = "tcp"
-  from_port                    = 6379
-  to_port                      = 6379
-  referenced_security_group_id = aws_security_group.tasks.id
-}
-
-# The relay (the outbox → SNS) serves nothing: no ingress at all, its own group so that nothing
-# else can reach it and it can reach only Redis and the AWS APIs (no Aurora).
-resource "aws_security_group" "relay" {
-  #checkov:skip=CKV2_AWS_5:attached outside this module (module.relay's ECS service); checkov does not follow module outputs into the root module
-  name        = "${var.name}-relay"
-  description = "The outbox relay: no ingress; Redis and the AWS APIs out"
-  vpc_id      = aws_vpc.this.id
-}
-
-resource "aws_vpc_security_group_egress_rule" "relay_https" {
-  security_group_id = aws_security_group.relay.id
-  description       = "AWS APIs (SNS, ECR, Secrets Manager, CloudWatch) through the NAT gateway"
-  ip_protocol       = "tcp"
-  from_port         = 443
-  to_port           = 443
-  cidr_ipv4         = "0.0.0.0/0"
-}
-
-resource "aws_vpc_security_group_egress_rule" "relay_to_redis" {
-  security_group_id            = aws_security_group.relay.id
-  description                  = "Redis to ElastiCache (the outbox streams)"
-  ip_protocol                  = "tcp"
-  from_port                    = 6379
-  to_port                      = 6379
-  referenced_security_group_id = aws_security_group.redis.id
-}
-
-resource "aws_vpc_security_group_ingress_rule" "redis_from_relay" {
-  security_group_id            = aws_security_group.redis.id
-  description                  = "Redis from the outbox relay"
-  ip_protocol                  = "tcp"
-  from_port                    = 6379
-  to_port                      = 6379
-  referenced_security_group_id = aws_security_group.relay.id
+  from_port                    = each.value.port
+  to_port                      = each.value.port
+  referenced_security_group_id = aws_security_group.service[each.value.client].id
 }

@@ -18,22 +18,22 @@ output "alb_security_group_id" {
   value       = aws_security_group.alb.id
 }
 
-output "tasks_security_group_id" {
-  description = "Security group of every ECS task."
-  value       = aws_security_group.tasks.id
-}
-
-output "relay_security_group_id" {
-  description = "Security group of the relay's tasks (Redis and the AWS APIs, no ingress)."
-  value       = aws_security_group.relay.id
+output "service_security_group_ids" {
+  description = "Security group per service (purchase, query, events, relay, worker, flower, ops: the release and ops tasks)."
+  value       = { for service, group in aws_security_group.service : service => group.id }
 }
 
 output "aurora_security_group_id" {
   description = "Security group of the Aurora cluster."
-  value       = aws_security_group.aurora.id
+  value       = aws_security_group.store["aurora"].id
 }
 
 output "redis_security_group_id" {
-  description = "Security group of the Redis replication group."
-  value       = aws_security_group.redis.id
+  description = "Security group of the seat cluster (Redis)."
+  value       = aws_security_group.store["redis"].id
+}
+
+output "monitor_redis_security_group_id" {
+  description = "Security group of the monitoring plane's Redis."
+  value       = aws_security_group.store["monitor_redis"].id
 }
