@@ -45,6 +45,7 @@ import seat_reads  # noqa: E402
 import seating  # noqa: E402
 import services  # noqa: E402
 import stack  # noqa: E402
+import tokens  # noqa: E402
 import wrk_load  # noqa: E402
 from results import print_results  # noqa: E402
 from services import BENCH_RUN, Service, say  # noqa: E402
@@ -219,6 +220,8 @@ def run_bench(args: argparse.Namespace, setup: Setup, wrk: str) -> int:
     with db.cursor() as cur:
         cur.execute("SELECT VERSION()")
         mariadb_version = cur.fetchone()[0]
+    say("token verification: CPU per purchase, HS256 and RS256 (a JWKS served here)")
+    token_costs = tokens.measure()
     figures = print_results(
         throughput,
         flash,
@@ -232,6 +235,7 @@ def run_bench(args: argparse.Namespace, setup: Setup, wrk: str) -> int:
         STARTED,
         machine.describe(mariadb_version),
         seat_map,
+        token_costs,
     )
     (BENCH_RUN / "results.json").write_text(json.dumps(figures, indent=1, default=str))
     refusals_clean = accept_reject.reject_appends == accept_reject.reject_messages == 0

@@ -13,6 +13,7 @@ from projection import Drain, Lag
 from reads import Reads, figures, render, verdicts
 from report import Table, at_least, at_most, fmt, result_line, rss_table
 from seat_reads import SeatReads
+from tokens import TokenCosts
 
 
 def _rounds(values: list[float], spec: str = ".0f") -> str:
@@ -32,6 +33,7 @@ def print_results(
     started: float,
     machine: str,
     seat_map: SeatReads,
+    tokens: TokenCosts | None = None,
 ) -> dict[str, Any]:
     """Print the machine, the table, the RSS and the result line (last); return the figures."""
     t = Table()
@@ -58,6 +60,13 @@ def print_results(
         "p99 ≤ 50 ms",
         at_most(p99, 50),
     )
+    if tokens is not None:
+        t.add(
+            "token verification",
+            f"HS256 {tokens.hs256_ms * 1000:.0f} µs, RS256 {tokens.rs256_ms * 1000:.0f} µs CPU "
+            f"for a token seen first ({tokens.rs256_ms / cpu:.0%} of a purchase's {cpu:.2f} ms); "
+            f"{tokens.repeat_ms * 1000:.1f} µs for a token seen again (remembered 60 s)",
+        )
     relay_p99 = _median(throughput.relay_p99_ms)
     drain_s = _median(throughput.drain_s)
     t.add(
