@@ -523,7 +523,9 @@ def test_secrets_are_injected_never_plain_environment():
     plain = {**root.locals["common_environment"]}
     web = root.locals["web_environment"]
     assert web.startswith("${merge(local.common_environment")
-    assert "URL" not in web.replace("local.common_environment", "")
+    # the one URL in plain sight is the identity provider's public key set
+    assert "URL" not in web.replace("local.common_environment", "").replace("JWT_JWKS_URL", "")
+    assert not re.search(r"DATABASE|REDIS|PASSWORD|SECRET", web)
     for name in plain:
         assert not re.search(r"DATABASE|REDIS|PASSWORD|SECRET|TOKEN|AUTH", name), name
     seat_state = root.locals["seat_state_environment"]
@@ -1222,3 +1224,24 @@ def test_nothing_secret_is_committed_with_terraform():
     assert {"*.tfstate", "terraform.tfvars", ".terraform/"} <= set(ignored)
     for path in TF.rglob("*"):
         assert not path.name.endswith((".tfstate", ".tfvars")), path
+
+
+def test_the_web_services_verify_tokens_from_the_identity_provider():
+    """The purchase and query tasks get an issuer and a key set (they refuse to start without
+    one), from the Cognito pool the identity module creates or from another provider's
+    variables; operators are the pool's `operator` group, read from `cognito:groups`."""
+    web = config().locals["web_environment"]
+    for name, source in (
+        ("JWT_ISSUER", "module.identity.issuer"),
+        ("JWT_JWKS_URL", "module.identity.jwks_url"),
+        ("JWT_ROLES_CLAIM", "module.identity.roles_claim"),
+    ):
+        assert f"{name} = {source}" in web, name
+    assert "JWT_SECRET" not in web  # no shared secret on AWS
+    identity = config("identity")
+    assert one(identity.resource("aws_cognito_user_group", "operator"))["name"] == "operator"
+    assert "cognito:groups" in json.dumps(identity.outputs["roles_claim"])
+    assert "/.well-known/jwks.json" in json.dumps(identity.locals["jwks_url"])
+    for service in ("purchase", "query"):
+        environment = json.dumps(config().modules[service]["environment"])
+        assert "web_environment" in environment or "purchase_environment" in environment

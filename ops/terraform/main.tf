@@ -31,10 +31,16 @@ locals {
     METRICS_NAMESPACE   = module.monitoring.metrics_namespace
   }
 
-  # gunicorn.conf.py reads these; two workers of eight threads per 0.5 vCPU task.
+  # gunicorn.conf.py reads these; two workers of eight threads per 0.5 vCPU task. Tokens:
+  # RS256 from the identity provider's key set (docs/security.md); an empty JWT_AUDIENCE is not
+  # checked (Cognito's access tokens carry client_id, not aud).
   web_environment = merge(local.common_environment, {
     GUNICORN_WORKERS = "2"
     GUNICORN_THREADS = "8"
+    JWT_ISSUER       = module.identity.issuer
+    JWT_JWKS_URL     = module.identity.jwks_url
+    JWT_ROLES_CLAIM  = module.identity.roles_claim
+    JWT_AUDIENCE     = var.jwt_issuer == "" ? "" : var.jwt_audience
   })
 
   # The processes that touch the seat state (purchase; relay; events, which reads the outbox's
@@ -92,6 +98,14 @@ module "network" {
   log_retention_days     = var.log_retention_days
   kms_key_arn            = module.kms.key_arn
   flow_logs_enabled      = !local.restricted_account
+}
+
+module "identity" {
+  source              = "./modules/identity"
+  name                = var.name
+  deletion_protection = var.deletion_protection
+  external_issuer     = var.jwt_issuer
+  external_jwks_url   = var.jwt_jwks_url
 }
 
 module "ecr" {

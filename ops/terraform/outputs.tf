@@ -124,3 +124,18 @@ output "alarm_topic_arn" {
   description = "SNS topic the alarms notify."
   value       = module.monitoring.alarm_topic_arn
 }
+
+output "jwt_issuer" {
+  description = "The issuer whose tokens the services accept (Cognito's, unless jwt_issuer was given)."
+  value       = module.identity.issuer
+}
+
+output "cognito_user_pool_id" {
+  description = "The user pool of buyers and operators (add operators to its `operator` group); empty with another provider."
+  value       = module.identity.user_pool_id
+}
+
+output "cognito_client_id" {
+  description = "The buyers' app client id (for the sign-in of a front end); empty with another provider."
+  value       = module.identity.client_id
+}

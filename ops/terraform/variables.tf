@@ -46,6 +46,28 @@ variable "certificate_arn" {
   default     = ""
 }
 
+variable "jwt_issuer" {
+  description = "Issuer (iss) of another identity provider's tokens. Empty: a Cognito user pool is created and issues them (modules/identity)."
+  type        = string
+  default     = ""
+}
+
+variable "jwt_jwks_url" {
+  description = "Key set URL (RS256) of that provider; required with jwt_issuer."
+  type        = string
+  default     = ""
+  validation {
+    condition     = var.jwt_jwks_url == "" || startswith(var.jwt_jwks_url, "https://")
+    error_message = "jwt_jwks_url must be an https:// URL."
+  }
+}
+
+variable "jwt_audience" {
+  description = "The aud the other provider's tokens carry for this API (empty: not checked)."
+  type        = string
+  default     = "ticketing"
+}
+
 variable "flower_allowed_cidrs" {
   description = "CIDR blocks that may reach Flower's listener (e.g. your office or VPN). Empty: Flower unreachable from outside."
   type        = list(string)
