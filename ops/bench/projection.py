@@ -69,7 +69,7 @@ class Buyer:
 
     def get(self, path: str) -> int:
         conn = self._conn()
-        conn.request("GET", path)
+        conn.request("GET", path, headers={"Authorization": services.authorization()})
         response = conn.getresponse()
         response.read()
         return response.status

@@ -10,6 +10,7 @@ DLQ and subscription the way Terraform makes them).
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shlex
 import signal
@@ -74,10 +75,12 @@ def base_env() -> dict[str, str]:
     return env
 
 
+@functools.cache
 def authorization() -> str:
     """The Authorization header of every bench request: an operator (it buys, and reads the
     back office in the read phases) with a token of the development secret `base_env` gives the
-    services, whatever the caller's environment says."""
+    services, whatever the caller's environment says; one token for the run, as a real client
+    keeps its token."""
     import time
 
     import jwt
