@@ -28,179 +28,13 @@ cannot be honoured `kind=late_payment`, `order`, `paymentId`, `amount`, `currenc
 
 from __future__ import annotations
 
-ORDER_LIB_LUA = """
+from models.seats.lua_lib import ORDER_LIB_LUA, RATE_LUA
+
+# The names the library below uses, for the order scripts' fixed KEYS and ARGV.
+ORDER_KEYS_LUA = """
 local EVENT, BUYERS, HOLDS = KEYS[1], KEYS[2], KEYS[3]
 local PAYMENTS, OUTBOX, ORDER = KEYS[4], KEYS[5], KEYS[6]
 local PREFIX, RID = ARGV[1], ARGV[2]
-
-local function zk(zone, part) return PREFIX .. 'zone:' .. zone .. ':' .. part end
-local function okey(id) return PREFIX .. 'order:' .. id end
-
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-
-local function iso(ms)
-  local s = math.floor(ms / 1000)
-  local frac = ms - s * 1000
-  local days = math.floor(s / 86400)
-  local sod = s - days * 86400
-  local z = days + 719468
-  local era = math.floor(z / 146097)
-  local doe = z - era * 146097
-  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524)
-    - math.floor(doe / 146096)) / 365)
-  local y = yoe + era * 400
-  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
-  local mp = math.floor((5 * doy + 2) / 153)
-  local d = doy - math.floor((153 * mp + 2) / 5) + 1
-  local m = mp < 10 and mp + 3 or mp - 9
-  if m <= 2 then y = y + 1 end
-  return string.format('%04d-%02d-%02dT%02d:%02d:%02d.%03dZ', y, m, d,
-    math.floor(sod / 3600), math.floor((sod % 3600) / 60), sod % 60, frac)
-end
-
-local function row_label(i)
-  local s, n = '', i + 1
-  while n > 0 do
-    local r = (n - 1) % 26
-    s = string.char(65 + r) .. s
-    n = math.floor((n - 1) / 26)
-  end
-  return s
-end
-
--- an order: its snapshot (decoded), its cells {zone, bit, row label, ticket id}, expiry ms
-local function load(id)
-  local r = redis.call('HMGET', okey(id), 'doc', 'cells', 'exp')
-  if not r[1] then return nil end
-  return cjson.decode(r[1]), cjson.decode(r[2]), tonumber(r[3])
-end
-
--- the one way an order changes state: version + 1, stored, and its event in the outbox
-local function transition(id, o, status, now)
-  o.status = status
-  o.version = o.version + 1
-  o.updatedOn = iso(now)
-  local doc = cjson.encode(o)
-  redis.call('HSET', okey(id), 'doc', doc)
-  redis.call('XADD', OUTBOX, '*', 'kind', 'order', 'order', doc, 'rid', RID)
-  return doc
-end
-
--- frees the cells the order still owns; returns how many
-local function free_cells(id, cells)
-  local freed = 0
-  for _, c in ipairs(cells) do
-    local owner = zk(c[1], 'owner')
-    if redis.call('HGET', owner, c[2]) == c[4] then
-      redis.call('HDEL', owner, c[2])
-      redis.call('SETBIT', zk(c[1], 'sold'), c[2], 0)
-      redis.call('SETBIT', zk(c[1], 'held'), c[2], 0)
-      if redis.call('HGET', zk(c[1], 'holder'), c[2]) == id then
-        redis.call('HDEL', zk(c[1], 'holder'), c[2])
-      end
-      redis.call('HINCRBY', zk(c[1], 'left'), c[3], 1)
-      redis.call('HINCRBY', zk(c[1], 'left'), 'zone', 1)
-      redis.call('HINCRBY', EVENT, 'sold', -1)
-      freed = freed + 1
-    end
-  end
-  return freed
-end
-
--- marks the cells taken by the order (held: also in the held bitmap, with their holder)
-local function take_cells(id, cells, held)
-  for _, c in ipairs(cells) do
-    redis.call('SETBIT', zk(c[1], 'sold'), c[2], 1)
-    if held then
-      redis.call('SETBIT', zk(c[1], 'held'), c[2], 1)
-      redis.call('HSET', zk(c[1], 'holder'), c[2], id)
-    end
-    redis.call('HSET', zk(c[1], 'owner'), c[2], c[4])
-    redis.call('HINCRBY', zk(c[1], 'left'), c[3], -1)
-    redis.call('HINCRBY', zk(c[1], 'left'), 'zone', -1)
-    redis.call('HINCRBY', EVENT, 'sold', 1)
-  end
-end
-
--- a paid order's seats stop being held (they stay taken, owned by their tickets)
-local function settle_cells(id, cells)
-  for _, c in ipairs(cells) do
-    if redis.call('HGET', zk(c[1], 'holder'), c[2]) == id then
-      redis.call('HDEL', zk(c[1], 'holder'), c[2])
-      redis.call('SETBIT', zk(c[1], 'held'), c[2], 0)
-    end
-  end
-end
-
-local function count_buyer(buyer, n)
-  local left = redis.call('HINCRBY', BUYERS, buyer, n)
-  if left <= 0 then redis.call('HDEL', BUYERS, buyer) end
-end
-
-local function expire(id, o, cells, now)
-  free_cells(id, cells)
-  count_buyer(o.buyer, -#cells)
-  redis.call('ZREM', HOLDS, id)
-  return transition(id, o, 'EXPIRED', now)
-end
-
--- expires the order if it is HELD and due; true if it did
-local function expire_if_due(id, now)
-  local o, cells, exp = load(id)
-  if o and o.status == 'HELD' and now >= exp then
-    expire(id, o, cells, now)
-    return true
-  end
-  return false
-end
-
--- expires due holds of the event (at most `max`, all when nil); returns how many
-local function expire_due(now, max)
-  local ids
-  if max then
-    ids = redis.call('ZRANGEBYSCORE', HOLDS, '-inf', now, 'LIMIT', 0, max)
-  else
-    ids = redis.call('ZRANGEBYSCORE', HOLDS, '-inf', now)
-  end
-  local n = 0
-  for _, id in ipairs(ids) do
-    if expire_if_due(id, now) then n = n + 1 else redis.call('ZREM', HOLDS, id) end
-  end
-  return n
-end
-
--- whether every cell is free and the counters allow them all: nil, or the outcome code and,
--- for SEAT_TAKEN, the indexes (1-based) of the taken cells
-local function check_cells(cells)
-  local taken = {}
-  for i, c in ipairs(cells) do
-    if redis.call('EXISTS', zk(c[1], 'left')) == 0 then return 'NOT_LOADED' end
-    if redis.call('GETBIT', zk(c[1], 'sold'), c[2]) == 1 then taken[#taken + 1] = i end
-  end
-  if #taken > 0 then return 'SEAT_TAKEN', taken end
-  local per_row, per_zone = {}, {}
-  for _, c in ipairs(cells) do
-    local rk = c[1] .. '\\0' .. c[3]
-    per_row[rk] = (per_row[rk] or 0) + 1
-    per_zone[c[1]] = (per_zone[c[1]] or 0) + 1
-  end
-  for _, c in ipairs(cells) do
-    local row_left = tonumber(redis.call('HGET', zk(c[1], 'left'), c[3]))
-    if row_left == nil then return 'NOT_LOADED' end
-    if row_left < per_row[c[1] .. '\\0' .. c[3]] then return 'ROW_FULL' end
-  end
-  for zone, n in pairs(per_zone) do
-    if tonumber(redis.call('HGET', zk(zone, 'left'), 'zone') or '0') < n then
-      return 'ZONE_FULL'
-    end
-  end
-  local counts = redis.call('HMGET', EVENT, 'sold', 'capacity')
-  if tonumber(counts[1]) + #cells > tonumber(counts[2]) then return 'EVENT_SOLD_OUT' end
-  return nil
-end
 """
 
 # Best available in one zone: the front-most row with N adjacent free seats; in it the block
@@ -257,18 +91,6 @@ local function best_available(zone, rows, columns, n)
 end
 """
 
-RATE_CHECK_LUA = """
-local function rate_wait(rate, interval, tolerance)
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  local tat = tonumber(redis.call('GET', rate) or '0')
-  if tat < now then tat = now end
-  if tat - now > tolerance then return tat - now - tolerance end
-  redis.call('SET', rate, tat + interval, 'PX', tat + interval - now)
-  return 0
-end
-"""
-
 # KEYS[7]: the buyer's rate key. ARGV: 3 order id, 4 the order skeleton JSON (orderId, venueId,
 # eventId, buyer, currency, total, seats [{ticketId, zoneId, price[, row, column]}]), 5 cells
 # JSON ([[zone, bit, row label, ticket id]]; empty for best available), 6 hold ms, 7 seats per
@@ -277,9 +99,10 @@ end
 # Replies: {'OK', doc} | {'EXISTS', doc} | {'SEAT_TAKEN', json of taken indexes (0-based)} |
 # {'RATE_LIMITED', ms} | {code}.
 HOLD_LUA = (
-    ORDER_LIB_LUA
+    ORDER_KEYS_LUA
+    + ORDER_LIB_LUA
     + BEST_LUA
-    + RATE_CHECK_LUA
+    + RATE_LUA
     + """
 if redis.call('EXISTS', EVENT) == 0 then return {'NOT_LOADED'} end
 local id = ARGV[3]
@@ -338,7 +161,8 @@ return {'OK', doc}
 # ARGV: 3 order id, 4 payment id, 5 canonical amount, 6 currency, 7 seats per buyer.
 # Replies: {'OK', doc} (→ PAID) | {'NO_CHANGE', doc} | {code[, doc]}.
 CONFIRM_LUA = (
-    ORDER_LIB_LUA
+    ORDER_KEYS_LUA
+    + ORDER_LIB_LUA
     + """
 if redis.call('EXISTS', EVENT) == 0 then return {'NOT_LOADED'} end
 local id, payment, amount, currency = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
@@ -388,7 +212,8 @@ return {'OK', transition(id, o, 'PAID', now)}
 
 # ARGV: 3 order id, 4 caller, 5 '1' if the caller is an operator.
 CANCEL_LUA = (
-    ORDER_LIB_LUA
+    ORDER_KEYS_LUA
+    + ORDER_LIB_LUA
     + """
 if redis.call('EXISTS', EVENT) == 0 then return {'NOT_LOADED'} end
 local id = ARGV[3]
@@ -409,7 +234,8 @@ return {'OK', transition(id, o, 'CANCELLED', now)}
 
 # ARGV: 3 order id, 4 payment id ('' = an operator's refund, any payment).
 REFUND_LUA = (
-    ORDER_LIB_LUA
+    ORDER_KEYS_LUA
+    + ORDER_LIB_LUA
     + """
 if redis.call('EXISTS', EVENT) == 0 then return {'NOT_LOADED'} end
 local id, payment = ARGV[3], ARGV[4]
@@ -430,7 +256,8 @@ return {'OK', transition(id, o, 'REFUNDED', now)}
 
 # ARGV: 3 order id. The order's live state (expired first if due).
 GET_LUA = (
-    ORDER_LIB_LUA
+    ORDER_KEYS_LUA
+    + ORDER_LIB_LUA
     + """
 if redis.call('EXISTS', ORDER) == 0 then return {'ORDER_NOT_FOUND'} end
 if redis.call('EXISTS', EVENT) == 1 then expire_if_due(ARGV[3], now_ms()) end
@@ -440,7 +267,8 @@ return {'OK', redis.call('HGET', ORDER, 'doc')}
 
 # ARGV: 3 at most this many holds. Returns the number of holds expired by this call.
 SWEEP_LUA = (
-    ORDER_LIB_LUA
+    ORDER_KEYS_LUA
+    + ORDER_LIB_LUA
     + """
 if redis.call('EXISTS', EVENT) == 0 then return 0 end
 return expire_due(now_ms(), tonumber(ARGV[3]))
