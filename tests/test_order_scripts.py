@@ -475,6 +475,8 @@ def test_confirm_racing_expiry_at_the_instant_has_exactly_one_outcome(redis_clie
             assert rival.outcome == "SEAT_TAKEN"
             assert final.status == "PAID"
             assert final.version in (2, 3)  # 3: expired first, then taken again
+            paid_before_expiry = final.raw["paidOn"] < final.expires_at  # ISO, same format
+            assert paid_before_expiry == (final.version == 2)
             assert versions == list(range(1, final.version + 1))
             assert not late
             seen[f"paid v{final.version}"] += 1
