@@ -103,3 +103,9 @@ def holds_key(event_id: str) -> str:
 def payments_key(event_id: str) -> str:
     """Which order each payment id of the event paid (or tried to): paymentId → order id."""
     return f"{event_prefix(event_id)}payments"
+
+
+def front_key(event_id: str, zone_id: int) -> str:
+    """The zone's first row that may have a free seat (rows before it are full): where best
+    available starts scanning."""
+    return f"{event_prefix(event_id)}zone:{zone_id}:front"

@@ -60,7 +60,8 @@ local function row_label(i)
   return s
 end
 
--- an order: its snapshot (decoded), its cells {zone, bit, row label, ticket id}, expiry ms
+-- an order: its snapshot (decoded), its cells {zone, bit, row label, ticket id, row index},
+-- expiry ms
 local function load(id)
   local r = redis.call('HMGET', okey(id), 'doc', 'cells', 'exp')
   if not r[1] then return nil end
@@ -78,7 +79,8 @@ local function transition(id, o, status, now)
   return doc
 end
 
--- frees the cells the order still owns; returns how many
+-- frees the cells the order still owns (and moves the zone's first non-full row back to
+-- theirs, see best_available); returns how many
 local function free_cells(id, cells)
   local freed = 0
   for _, c in ipairs(cells) do
@@ -93,6 +95,8 @@ local function free_cells(id, cells)
       redis.call('HINCRBY', zk(c[1], 'left'), c[3], 1)
       redis.call('HINCRBY', zk(c[1], 'left'), 'zone', 1)
       redis.call('HINCRBY', EVENT, 'sold', -1)
+      local front = zk(c[1], 'front')
+      if c[5] < tonumber(redis.call('GET', front) or '0') then redis.call('SET', front, c[5]) end
       freed = freed + 1
     end
   end

@@ -78,24 +78,38 @@ local function best_in_row(bits, columns, n)
   return best_s
 end
 
+-- Rows before the zone's `front` (a string key, default 0) are full; the scan starts there and
+-- moves it past the full rows it meets at the start; a freed seat moves it back (free_cells).
 local function best_available(zone, rows, columns, n)
-  local sold, left = zk(zone, 'sold'), zk(zone, 'left')
-  for r = 0, rows - 1 do
+  local sold, left, front_key = zk(zone, 'sold'), zk(zone, 'left'), zk(zone, 'front')
+  local start = tonumber(redis.call('GET', front_key) or '0')
+  local front, full_so_far, found_r, found_label, found_s = start, true, nil, nil, nil
+  for r = start, rows - 1 do
     local label = row_label(r)
-    if tonumber(redis.call('HGET', left, label) or '0') >= n then
+    local row_left = tonumber(redis.call('HGET', left, label) or '0')
+    if row_left <= 0 and full_so_far then
+      front = r + 1
+    else
+      full_so_far = false
+    end
+    if row_left >= n then
       local s = best_in_row(row_bits(sold, r, columns), columns, n)
-      if s then return r, label, s end
+      if s then
+        found_r, found_label, found_s = r, label, s
+        break
+      end
     end
   end
-  return nil
+  if front > start then redis.call('SET', front_key, front) end
+  return found_r, found_label, found_s
 end
 """
 
 # KEYS[7]: the buyer's rate key. ARGV: 3 order id, 4 the order skeleton JSON (orderId, venueId,
 # eventId, buyer, currency, total, seats [{ticketId, zoneId, price[, row, column]}]), 5 cells
-# JSON ([[zone, bit, row label, ticket id]]; empty for best available), 6 hold ms, 7 seats per
-# buyer, 8 rate interval ms, 9 rate tolerance ms, 10 canonical total; best available: 11 zone,
-# 12 rows, 13 columns, 14 quantity.
+# JSON ([[zone, bit, row label, ticket id, row index]]; empty for best available), 6 hold ms,
+# 7 seats per buyer, 8 rate interval ms, 9 rate tolerance ms, 10 canonical total; best
+# available: 11 zone, 12 rows, 13 columns, 14 quantity.
 # Replies: {'OK', doc} | {'EXISTS', doc} | {'SEAT_TAKEN', json of taken indexes (0-based)} |
 # {'RATE_LIMITED', ms} | {code}.
 HOLD_LUA = (
@@ -131,7 +145,7 @@ if ARGV[11] then
   for k, seat in ipairs(o.seats) do
     seat.row = label
     seat.column = tostring(s + k)
-    cells[k] = {zone, r * columns + s + k - 1, label, seat.ticketId}
+    cells[k] = {zone, r * columns + s + k - 1, label, seat.ticketId, r}
   end
 end
 local outcome, taken = check_cells(cells)

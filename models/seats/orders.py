@@ -175,7 +175,7 @@ class OrderScripts:
                         "price": f"{zone.price:.2f}",
                     }
                 )
-                cells.append([zone.zone_id, seat_bit(zone, r_index, column), label, tid])
+                cells.append([zone.zone_id, seat_bit(zone, r_index, column), label, tid, r_index])
             prices = [zone.price for zone, _, _ in seats]
         else:
             zone = best[0]
