@@ -222,17 +222,17 @@ def test_best_available_without_a_block_is_not_enough_adjacent_seats(redis_clien
 
 
 def test_best_available_skips_full_front_rows_and_comes_back_to_a_freed_seat(redis_client):
-    """The scan starts at the zone's first non-full row; a cancel, an expiry or a refund in a
-    row before it moves it back, and the single-seat purchase never breaks it."""
+    """The scan for N starts at the first row that may have N adjacent free seats; a cancel,
+    an expiry or a refund in a row before it moves it back."""
     r, z = redis_client, make_zone(rows=4, columns=4)
     o = setup(r, z)
     a = best(o, z, 4)
     assert placed(best(o, z, 4)) == [("B", c) for c in range(1, 5)]
     sell_row(r, z, 2, [1, 2, 3, 4])  # row C sold seat by seat
     assert placed(best(o, z, 2)) == [("D", 1), ("D", 2)]
-    assert r.get(keys.front_key(EVENT, 1)) == "3"
+    assert r.hgetall(keys.front_key(EVENT, 1)) == {"4": "1", "2": "3"}
     assert o.cancel(EVENT, a.order.order_id, caller="b1").outcome == "OK"
-    assert r.get(keys.front_key(EVENT, 1)) == "0"
+    assert r.hgetall(keys.front_key(EVENT, 1)) == {"4": "0", "2": "0"}
     assert placed(best(o, z, 3)) == [("A", 1), ("A", 2), ("A", 3)]
     assert placed(best(o, z, 2)) == [("D", 3), ("D", 4)]
     assert best(o, z, 1).outcome == "OK"  # A4

@@ -106,6 +106,6 @@ def payments_key(event_id: str) -> str:
 
 
 def front_key(event_id: str, zone_id: int) -> str:
-    """The zone's first row that may have a free seat (rows before it are full): where best
-    available starts scanning."""
+    """Where best available starts scanning a zone: quantity → a row before which no row has
+    that many adjacent free seats (hash)."""
     return f"{event_prefix(event_id)}zone:{zone_id}:front"

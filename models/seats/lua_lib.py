@@ -79,8 +79,8 @@ local function transition(id, o, status, now)
   return doc
 end
 
--- frees the cells the order still owns (and moves the zone's first non-full row back to
--- theirs, see best_available); returns how many
+-- frees the cells the order still owns (and moves the zone's best-available marks back to
+-- their rows, see best_available); returns how many
 local function free_cells(id, cells)
   local freed = 0
   for _, c in ipairs(cells) do
@@ -96,7 +96,10 @@ local function free_cells(id, cells)
       redis.call('HINCRBY', zk(c[1], 'left'), 'zone', 1)
       redis.call('HINCRBY', EVENT, 'sold', -1)
       local front = zk(c[1], 'front')
-      if c[5] < tonumber(redis.call('GET', front) or '0') then redis.call('SET', front, c[5]) end
+      local marks = redis.call('HGETALL', front)
+      for i = 1, #marks, 2 do
+        if tonumber(marks[i + 1]) > c[5] then redis.call('HSET', front, marks[i], c[5]) end
+      end
       freed = freed + 1
     end
   end

@@ -78,21 +78,17 @@ local function best_in_row(bits, columns, n)
   return best_s
 end
 
--- Rows before the zone's `front` (a string key, default 0) are full; the scan starts there and
--- moves it past the full rows it meets at the start; a freed seat moves it back (free_cells).
+-- The zone's `front` hash: quantity n → a row before which no row has n adjacent free seats.
+-- Seats are only taken between two frees, so a row without an n-block stays without one: the
+-- scan starts at the mark and leaves it at the row it chose (or past the last row); a freed seat
+-- moves every mark back to its row (free_cells).
 local function best_available(zone, rows, columns, n)
   local sold, left, front_key = zk(zone, 'sold'), zk(zone, 'left'), zk(zone, 'front')
-  local start = tonumber(redis.call('GET', front_key) or '0')
-  local front, full_so_far, found_r, found_label, found_s = start, true, nil, nil, nil
+  local start = tonumber(redis.call('HGET', front_key, n) or '0')
+  local found_r, found_label, found_s = nil, nil, nil
   for r = start, rows - 1 do
     local label = row_label(r)
-    local row_left = tonumber(redis.call('HGET', left, label) or '0')
-    if row_left <= 0 and full_so_far then
-      front = r + 1
-    else
-      full_so_far = false
-    end
-    if row_left >= n then
+    if tonumber(redis.call('HGET', left, label) or '0') >= n then
       local s = best_in_row(row_bits(sold, r, columns), columns, n)
       if s then
         found_r, found_label, found_s = r, label, s
@@ -100,7 +96,8 @@ local function best_available(zone, rows, columns, n)
       end
     end
   end
-  if front > start then redis.call('SET', front_key, front) end
+  local mark = found_r or rows
+  if mark ~= start then redis.call('HSET', front_key, n, mark) end
   return found_r, found_label, found_s
 end
 """
