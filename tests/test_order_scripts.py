@@ -8,7 +8,7 @@ import random
 import threading
 import time
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -97,6 +97,28 @@ def test_every_key_of_an_order_is_in_the_event_slot_and_named_as_the_lua_names_i
         keys.outbox_stream(keys.bucket(EVENT)),
     ]
     assert len({key_slot(k.encode()) for k in found}) == 1
+
+
+def test_the_lua_clock_formats_times_as_python_does(redis_client):
+    """createdOn/expiresAt are written by the scripts from Redis TIME: ISO-8601 UTC with ms."""
+    from models.seats.lua_lib import ORDER_LIB_LUA
+
+    lua = (
+        "local EVENT, BUYERS, HOLDS, OUTBOX, PREFIX, RID = '', '', '', '', '', ''\n"
+        + ORDER_LIB_LUA
+        + "local out = {}\nfor i = 1, #ARGV do out[i] = iso(tonumber(ARGV[i])) end\nreturn out"
+    )
+    rng = random.Random(3)
+    moments = [0, 951782400000, 1709164800123, 4102444799999] + [
+        rng.randrange(0, 4102444800000) for _ in range(500)
+    ]
+    expected = [
+        (datetime.fromtimestamp(ms // 1000, UTC) + timedelta(milliseconds=ms % 1000))
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+        for ms in moments
+    ]
+    assert redis_client.eval(lua, 0, *moments) == expected
 
 
 # --- holds ----------------------------------------------------------------------------------

@@ -158,6 +158,8 @@ class OrderScripts:
             raise ValueError("give either seats or best")
         order_id = order_id or str(uuid.uuid4())
         count = len(seats) if best is None else best[1]
+        if count < 1:
+            raise ValueError("an order has at least one seat")
         ticket_ids = list(ticket_ids) if ticket_ids else [str(uuid.uuid4()) for _ in range(count)]
         if len(ticket_ids) != count:
             raise ValueError("one ticket id per seat")
