@@ -8,7 +8,9 @@ capacity; per bucket of events, the outbox stream. Modules:
 - `connection`: the client, and what a failed call tells (`nothing_was_sent`);
 - `scripts`: the Lua scripts (purchase + outbox entry in one call, WAIT pipelined);
 - `loading`: catalog load, disabling and rebuilding an event's state;
-- `outbox`: reading the outbox's depth and age (the relay and the health checks).
+- `outbox`: reading the outbox's depth and age (the relay and the health checks);
+- `orders` (Python API) and `order_scripts` (Lua): orders held, confirmed, cancelled, refunded,
+  expired and swept, each one call with its event; `lua_lib`: the Lua the scripts share.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from models.seats.loading import (
     read_catalog,
     rebuild_event,
 )
+from models.seats.orders import Order, OrderResult, OrderScripts
 from models.seats.scripts import (
     DECIDE_LUA,
     IDEMPOTENCY_TTL_SECONDS,
@@ -51,6 +54,9 @@ __all__ = [
     "IDEMPOTENCY_TTL_SECONDS",
     "Client",
     "Limits",
+    "Order",
+    "OrderResult",
+    "OrderScripts",
     "ReplicasBehind",
     "Sale",
     "SeatScripts",
@@ -66,6 +72,7 @@ __all__ = [
     "load_catalog",
     "node_for",
     "nothing_was_sent",
+    "orders_for",
     "owners_key",
     "ping",
     "publish_catalog",
@@ -82,3 +89,9 @@ __all__ = [
 def scripts_for(r: Client) -> SeatScripts:
     """The scripts bound to a client, registered once per client."""
     return SeatScripts(r)
+
+
+@cache
+def orders_for(r: Client) -> OrderScripts:
+    """The order scripts bound to a client, registered once per client."""
+    return OrderScripts(r)

@@ -71,3 +71,41 @@ def idempotency_key(event_id: str, key_hash: str) -> str:
     """A purchase's idempotency record (the hash of buyer and key), in the event's slot so the
     purchase script writes it."""
     return f"seats:{tag(event_id)}:{event_id}:idem:{key_hash}"
+
+
+def event_prefix(event_id: str) -> str:
+    """The common start of every seat key of the event; the order scripts build the zone and
+    order keys they meet from it (`<prefix>zone:<z>:sold`, `<prefix>order:<id>`), all in the
+    event's slot."""
+    return f"seats:{tag(event_id)}:{event_id}:"
+
+
+def held_key(event_id: str, zone_id: int) -> str:
+    """The zone's bitmap of held seats (a subset of the sold bitmap: held seats are taken too)."""
+    return f"{event_prefix(event_id)}zone:{zone_id}:held"
+
+
+def holder_key(event_id: str, zone_id: int) -> str:
+    """Which order holds each held seat of a zone: bit offset → order id (held seats only)."""
+    return f"{event_prefix(event_id)}zone:{zone_id}:holder"
+
+
+def order_key(event_id: str, order_id: str) -> str:
+    """An order: hash of `doc` (its snapshot JSON), `cells`, `total`, `exp` (ms)."""
+    return f"{event_prefix(event_id)}order:{order_id}"
+
+
+def holds_key(event_id: str) -> str:
+    """The event's HELD orders by expiry: sorted set, score = expiresAt in ms (Redis TIME)."""
+    return f"{event_prefix(event_id)}holds"
+
+
+def payments_key(event_id: str) -> str:
+    """Which order each payment id of the event paid (or tried to): paymentId → order id."""
+    return f"{event_prefix(event_id)}payments"
+
+
+def front_key(event_id: str, zone_id: int) -> str:
+    """Where best available starts scanning a zone: quantity → a row before which no row has
+    that many adjacent free seats (hash)."""
+    return f"{event_prefix(event_id)}zone:{zone_id}:front"

@@ -61,7 +61,10 @@ def rebuild_event(
         sold_key, left_key, _ = keys.zone_keys(event.event_id, zone.zone_id)
         owners_key = keys.owners_key(event.event_id, zone.zone_id)
         pipe = r.pipeline(transaction=True)  # one slot: MULTI/EXEC works on a cluster too
-        pipe.delete(sold_key, left_key, owners_key)
+        held_key = keys.held_key(event.event_id, zone.zone_id)
+        holder_key = keys.holder_key(event.event_id, zone.zone_id)
+        front_key = keys.front_key(event.event_id, zone.zone_id)
+        pipe.delete(sold_key, left_key, owners_key, held_key, holder_key, front_key)
         pipe.set(sold_key, bytes(bitmap))
         pipe.hset(left_key, mapping=left)
         if owners:

@@ -17,6 +17,7 @@ import redis
 from models.catalog import EventSpec, ZoneSpec, row_label
 from models.seats import keys
 from models.seats.connection import Client, node_for
+from models.seats.lua_lib import ORDER_LIB_LUA, RATE_LUA
 
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 
@@ -42,22 +43,6 @@ local function decide(sold, left, event, bit, row)
 end
 """
 
-# Purchase attempts per buyer per event (GCRA): an attempt at `now` is let through when the
-# theoretical arrival time `tat` is at most `tolerance` ms ahead, and then moves it `interval` ms
-# on; a refused attempt moves nothing. interval = window / burst, tolerance = window - interval,
-# so `burst` attempts pass at once and then one per interval. Returns 0, or the ms to wait.
-RATE_LUA = """
-local function rate_wait(rate, interval, tolerance)
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  local tat = tonumber(redis.call('GET', rate) or '0')
-  if tat < now then tat = now end
-  if tat - now > tolerance then return tat - now - tolerance end
-  redis.call('SET', rate, tat + interval, 'PX', tat + interval - now)
-  return 0
-end
-"""
-
 # KEYS: sold bitmap, seats left, event counters, owners, outbox stream, the event's per-buyer
 # seat counts, the buyer's rate key[, idempotency record].
 # ARGV: bit, row, ticket JSON (with schemaVersion), ticket id, request id, buyer, seats allowed
@@ -65,14 +50,21 @@ end
 # With a record key: an existing record answers REPLAY with its fingerprint and ticket, and
 # decides nothing (its TTL is renewed: that write makes a pipelined WAIT cover the original
 # sale, which came before it in the replication stream). Else, with the event loaded, the
-# attempt is rate-limited
-# (RATE_LIMITED with the ms to wait), the buyer's seats are counted (BUYER_LIMIT_REACHED), and
-# the seat is decided; on OK the seat's owner, the buyer's count, the outbox entry and the record
-# are written in the same call, so the answer of a key is known as soon as the script ran: no
+# attempt is rate-limited (RATE_LIMITED with the ms to wait), the event's due holds expire (a
+# late sweeper never costs a buyer a seat or a count: order_scripts.py), the buyer's seats are
+# counted (BUYER_LIMIT_REACHED), and the seat is decided; on OK the seat's owner, the buyer's
+# count, the outbox entry and the record are written in the same call, so the answer of a key
+# is known as soon as the script ran: no
 # record is ever "pending", and no refused request leaves one.
 PURCHASE_LUA = (
     DECIDE_LUA
     + RATE_LUA
+    + """
+local EVENT, BUYERS, OUTBOX, RID = KEYS[3], KEYS[6], KEYS[5], ARGV[5]
+local PREFIX = string.sub(EVENT, 1, -6)
+local HOLDS = PREFIX .. 'holds'
+"""
+    + ORDER_LIB_LUA
     + """
 local idem = KEYS[8]
 if idem then
@@ -87,6 +79,7 @@ if redis.call('EXISTS', KEYS[2]) == 0 or redis.call('EXISTS', KEYS[3]) == 0 then
 end
 local wait = rate_wait(KEYS[7], tonumber(ARGV[8]), tonumber(ARGV[9]))
 if wait > 0 then return {'RATE_LIMITED', tostring(wait)} end
+expire_due(now_ms(), nil)
 local held = tonumber(redis.call('HGET', KEYS[6], ARGV[6]) or '0')
 if held >= tonumber(ARGV[7]) then return {'BUYER_LIMIT_REACHED'} end
 local outcome = decide(KEYS[1], KEYS[2], KEYS[3], tonumber(ARGV[1]), ARGV[2])

@@ -1,0 +1,267 @@
+"""A Hypothesis state machine over the order scripts on real Redis: hold (chosen or best,
+expiring at once or not), confirm, cancel, refund, get, sweep and the single-seat purchase,
+with the seat state's invariants checked after every step."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
+
+from models import seats
+from models.catalog import EventSpec, ZoneSpec, row_index, row_label
+from models.seats import keys
+from models.seats.orders import OrderResult, OrderScripts
+from tests.support.factories import sell
+
+EVENT, VENUE = "M", "V"
+ZONES = {1: ZoneSpec(1, 3, 5, Decimal("10.00"), 15, 5), 2: ZoneSpec(2, 2, 4, Decimal("7.50"), 8, 4)}
+BUYERS = ["b1", "b2", "b3"]
+LIMIT = 6
+LIMITS = seats.Limits(seats_per_buyer=LIMIT, burst=10**6)
+LIVE = ("HELD", "PAID")
+
+cells = st.lists(
+    st.sampled_from(
+        [
+            (z, r, c)
+            for z, zs in ZONES.items()
+            for r in range(zs.rows)
+            for c in range(1, zs.columns + 1)
+        ]
+    ),
+    min_size=1,
+    max_size=4,
+    unique=True,
+)
+
+
+class OrderMachine(RuleBasedStateMachine):
+    redis = None
+
+    def __init__(self) -> None:
+        super().__init__()
+        r = self.redis
+        r.flushdb()
+        event = EventSpec(EVENT, VENUE, "m", "TEST", datetime(2027, 1, 1, tzinfo=UTC), 23)
+        for zone in ZONES.values():
+            seats.scripts_for(r).initialise(event, zone)
+        self.o = OrderScripts(r)
+        self.orders: list[OrderResult] = []
+        self.tickets: Counter[str] = Counter()  # single-seat sales per buyer
+        self.payments = 0
+
+    def _pick(self, index: int) -> OrderResult | None:
+        """One of the newest orders (so that actions meet an order again, in any state)."""
+        return self.orders[-1 - index % min(3, len(self.orders))] if self.orders else None
+
+    def _status(self, order_id: str) -> tuple[str, int]:
+        doc = json.loads(self.redis.hget(keys.order_key(EVENT, order_id), "doc"))
+        return doc["status"], doc["version"]
+
+    @rule(buyer=st.sampled_from(BUYERS), chosen=cells, short=st.booleans())
+    def hold(self, buyer, chosen, short):
+        res = self.o.hold(
+            EVENT,
+            VENUE,
+            buyer=buyer,
+            seats=[(ZONES[z], r, c) for z, r, c in chosen],
+            limits=LIMITS,
+            hold_seconds=0 if short else 600,
+        )
+        assert res.outcome in ("OK", "SEAT_TAKEN", "BUYER_LIMIT_REACHED", "EVENT_SOLD_OUT")
+        if res.outcome == "OK":
+            self.orders.append(res)
+
+    @rule(
+        buyer=st.sampled_from(BUYERS),
+        zone=st.sampled_from([1, 2]),
+        n=st.integers(1, 5),
+        short=st.booleans(),
+    )
+    def hold_best(self, buyer, zone, n, short):
+        res = self.o.hold(
+            EVENT,
+            VENUE,
+            buyer=buyer,
+            best=(ZONES[zone], n),
+            limits=LIMITS,
+            hold_seconds=0 if short else 600,
+        )
+        assert res.outcome in (
+            "OK",
+            "NOT_ENOUGH_ADJACENT_SEATS",
+            "BUYER_LIMIT_REACHED",
+            "ZONE_FULL",
+            "EVENT_SOLD_OUT",
+        )
+        if res.outcome == "NOT_ENOUGH_ADJACENT_SEATS":  # a refusal is true of the state left
+            grid = self.o.zone_map(EVENT, ZONES[zone])
+            assert all(len(run) < n for row in grid for run in row.replace("h", "1").split("1"))
+        if res.outcome == "OK":
+            rows = {s.row for s in res.order.seats}
+            cols = sorted(int(s.column) for s in res.order.seats)
+            assert len(rows) == 1 and cols == list(range(cols[0], cols[0] + n))
+            grid = self.o.zone_map(EVENT, ZONES[zone])
+            for row in grid[: row_index(rows.pop())]:  # the front-most row that has the block
+                assert all(len(run) < n for run in row.replace("h", "1").split("1"))
+            self.orders.append(res)
+
+    @rule(index=st.integers(0, 2), reuse=st.booleans(), right=st.booleans())
+    def confirm(self, index, reuse, right):
+        res = self._pick(index)
+        if res is None:
+            return
+        oid = res.order.order_id
+        if reuse and self.payments:
+            payment = f"p{self.payments}"
+        else:
+            self.payments += 1
+            payment = f"p{self.payments}"
+        before = self._status(oid)
+        got = self.o.confirm(
+            EVENT,
+            oid,
+            payment_id=payment,
+            amount=res.order.total if right else "0.01",
+            currency="USD",
+            limits=LIMITS,
+        )
+        after = self._status(oid)
+        if got.outcome == "NO_CHANGE":
+            assert after == before
+        if got.outcome == "OK":
+            assert after[0] == "PAID" and after[1] in (before[1] + 1, before[1] + 2)
+        else:
+            assert after[1] - before[1] in (0, 1)  # at most the expiry it met
+            if after[1] != before[1]:
+                assert (before[0], after[0]) == ("HELD", "EXPIRED")
+        if not right and got.outcome not in ("NO_CHANGE", "ORDER_NOT_PAYABLE"):
+            assert got.outcome == "AMOUNT_MISMATCH"
+
+    @rule(index=st.integers(0, 2), owner=st.booleans())
+    def cancel(self, index, owner):
+        res = self._pick(index)
+        if res is None:
+            return
+        caller = res.order.buyer if owner else "stranger"
+        before = self._status(res.order.order_id)
+        got = self.o.cancel(EVENT, res.order.order_id, caller=caller)
+        if got.outcome == "NO_CHANGE":
+            assert self._status(res.order.order_id) == before
+        if not owner:
+            assert got.outcome == "ORDER_NOT_FOUND"
+        elif got.outcome == "OK":
+            assert self._status(res.order.order_id)[0] == "CANCELLED"
+
+    @rule(index=st.integers(0, 2), operator=st.booleans())
+    def refund(self, index, operator):
+        res = self._pick(index)
+        if res is None:
+            return
+        status, _ = self._status(res.order.order_id)
+        paid_by = self.o.get(EVENT, res.order.order_id).order.payment_id
+        got = self.o.refund(EVENT, res.order.order_id, payment_id=None if operator else paid_by)
+        assert (got.outcome == "OK") == (status == "PAID")
+
+    @rule(max_orders=st.integers(1, 3))
+    def sweep(self, max_orders):
+        self.o.sweep(EVENT, max_orders)
+
+    @rule(index=st.integers(0, 2))
+    def get(self, index):
+        res = self._pick(index)
+        if res is not None:
+            self.o.get(EVENT, res.order.order_id)
+
+    @rule(buyer=st.sampled_from(BUYERS), cell=cells)
+    def purchase(self, buyer, cell):
+        z, r, c = cell[0]
+        outcome = sell(
+            seats.scripts_for(self.redis), EVENT, ZONES[z], r, c, buyer=buyer, limits=LIMITS
+        )
+        if outcome == "OK":
+            self.tickets[buyer] += 1
+
+    @invariant()
+    def seat_state_agrees_with_the_orders(self):
+        r = self.redis
+        docs, cells_of = {}, {}
+        for res in self.orders:
+            oid = res.order.order_id
+            raw = r.hmget(keys.order_key(EVENT, oid), "doc", "cells")
+            docs[oid], cells_of[oid] = json.loads(raw[0]), json.loads(raw[1])
+        owned: dict[tuple[int, int], str] = {}
+        per_buyer: Counter[str] = Counter(self.tickets)
+        for oid, doc in docs.items():
+            if doc["status"] not in LIVE:
+                continue
+            per_buyer[doc["buyer"]] += len(cells_of[oid])
+            for zone, bit, _row, ticket, _ in cells_of[oid]:
+                assert (zone, bit) not in owned, "a seat in two live orders"
+                owned[(zone, bit)] = oid
+                assert r.hget(keys.owners_key(EVENT, zone), bit) == ticket
+                assert r.getbit(keys.held_key(EVENT, zone), bit) == (doc["status"] == "HELD")
+        taken_total = 0
+        for zone in ZONES.values():
+            grid = self.o.zone_map(EVENT, zone)
+            left = r.hgetall(keys.zone_keys(EVENT, zone.zone_id)[1])
+            taken = sum(row.count("1") + row.count("h") for row in grid)
+            taken_total += taken
+            assert int(left["zone"]) == zone.capacity - taken
+            for i, row in enumerate(grid):
+                assert int(left[row_label(i)]) == zone.row_capacity - (len(row) - row.count("0"))
+            owners = r.hgetall(keys.owners_key(EVENT, zone.zone_id))
+            assert len(owners) == taken
+            holders = r.hgetall(keys.holder_key(EVENT, zone.zone_id))
+            assert sum(row.count("h") for row in grid) == len(holders)
+            for bit, oid in holders.items():
+                assert docs[oid]["status"] == "HELD" and owned[(zone.zone_id, int(bit))] == oid
+        assert int(r.hget(keys.event_key(EVENT), "sold")) == taken_total
+        # every taken seat is a live order's or a single-seat sale: nothing leaks
+        assert taken_total == len(owned) + sum(self.tickets.values())
+        counts = {b: int(n) for b, n in r.hgetall(keys.buyers_key(EVENT)).items()}
+        assert counts == {b: n for b, n in per_buyer.items() if n}
+        assert all(n <= LIMIT for n in counts.values())
+        held = {oid for oid, doc in docs.items() if doc["status"] == "HELD"}
+        assert set(r.zrange(keys.holds_key(EVENT), 0, -1)) == held
+
+    @invariant()
+    def one_event_per_transition(self):
+        entries = [f for _, f in self.redis.xrange(keys.outbox_stream(keys.bucket(EVENT)))]
+        versions: dict[str, list[int]] = {}
+        last: dict[str, dict] = {}
+        late = Counter()
+        for f in entries:
+            if f["kind"] == "order":
+                doc = json.loads(f["order"])
+                versions.setdefault(doc["orderId"], []).append(doc["version"])
+                last[doc["orderId"]] = doc
+            elif f["kind"] == "late_payment":
+                late[(json.loads(f["order"])["orderId"], f["paymentId"])] += 1
+        for oid, seen in versions.items():
+            assert seen == list(range(1, len(seen) + 1))
+            stored = json.loads(self.redis.hget(keys.order_key(EVENT, oid), "doc"))
+            assert stored == last[oid]
+        assert all(n == 1 for n in late.values())
+
+
+@pytest.mark.filterwarnings("ignore::hypothesis.errors.NonInteractiveExampleWarning")
+def test_order_invariants(redis_client):
+    OrderMachine.redis = redis_client
+    run_state_machine_as_test(
+        OrderMachine,
+        settings=settings(
+            max_examples=60,
+            stateful_step_count=40,
+            deadline=None,
+            derandomize=True,
+            suppress_health_check=list(HealthCheck),
+        ),
+    )
