@@ -1,0 +1,96 @@
+"""Order events from the outbox to MySQL through the real relay, moto's SNS and SQS, and the real
+Celery worker: reordered and repeated events end at the newest version, and an order whose seat
+is still live in MySQL for another order is retried until that order's closing event arrives."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import sns_standin
+from sqlalchemy import select
+
+import models
+from models.seats import keys
+from models.tables import Order, Ticket
+from relay.envelopes import Envelopes, Unrelayable
+from tests.support.factories import next_version, order_message
+from tests.support.outbox import parked, stream_lengths
+from tests.support.processes import wait_until
+
+
+def add_order(r: Any, order: dict[str, Any], request_id: str = "") -> str:
+    """XADD the order event the box office's scripts write: kind=order, the full snapshot."""
+    stream = keys.outbox_stream(keys.bucket(order["eventId"]))
+    return r.xadd(stream, {"kind": "order", "order": json.dumps(order), "rid": request_id})
+
+
+def projected(order_id: str) -> tuple[str, int] | None:
+    with models.writer().connect() as conn:
+        row = conn.execute(
+            select(Order.status, Order.version).where(Order.order_id == order_id)
+        ).first()
+    return (row.status, row.version) if row else None
+
+
+def ticket_statuses(order: dict[str, Any]) -> list[str]:
+    ids = [s["ticketId"] for s in order["seats"]]
+    with models.writer().connect() as conn:
+        return sorted(conn.scalars(select(Ticket.status).where(Ticket.ticket_id.in_(ids))))
+
+
+def test_an_order_event_is_the_apply_order_task_with_its_version_in_the_id():
+    order = order_message(version=4, status="PAID", payment_id="pay-x")
+    entry = Envelopes().build({"kind": "order", "order": json.dumps(order), "rid": "r-1"})
+    task = sns_standin.decode_task(entry["Message"])
+    assert task["task"] == "tasks.orders.apply_order"
+    assert task["id"] == f"{order['orderId']}:4"
+    assert task["kwargs"] == {"order": order}
+
+
+@pytest.mark.parametrize("text", ["{not json", "[]", '{"orderId": "o"}', '{"version": 1}'])
+def test_an_unreadable_order_entry_is_unrelayable(text):
+    with pytest.raises(Unrelayable):
+        Envelopes().build({"kind": "order", "order": text, "rid": ""})
+
+
+@pytest.mark.worker
+def test_reordered_and_repeated_order_events_reach_mysql_at_the_newest_version(
+    redis_client, clean_tickets, pipeline_worker, pipeline_relay
+):
+    held = order_message(seats=[("K", "1"), ("K", "2")], buyer="buyer-e2e")
+    paid = next_version(held, "PAID", paymentId="pay-e2e")
+    for event in (paid, held, paid, held):  # v2 first, then v1, each twice
+        add_order(redis_client, event, request_id="rid-order")
+    wait_until(lambda: projected(held["orderId"]) == ("PAID", 2), 60, "the order in MySQL")
+    order_id = held["orderId"]
+    wait_until(
+        lambda: (
+            pipeline_worker.count(f"order {order_id} v1 HELD: STALE") == 2
+            and pipeline_worker.count(f"order {order_id} v2 PAID: STALE") == 1
+        ),
+        30,
+        "every delivery applied once or found stale",
+    )
+    assert projected(order_id) == ("PAID", 2)
+    assert ticket_statuses(held) == ["PAID", "PAID"]
+    wait_until(lambda: stream_lengths(redis_client) == 0, 30, "the outbox emptied")
+    assert parked(redis_client) == []
+
+
+@pytest.mark.worker
+def test_a_seat_still_live_for_another_order_is_retried_until_it_is_freed(
+    redis_client, clean_tickets, pipeline_worker, pipeline_relay
+):
+    first = order_message(seats=[("L", "1")], buyer="buyer-first")
+    add_order(redis_client, first)
+    wait_until(lambda: projected(first["orderId"]) == ("HELD", 1), 60, "the first hold")
+    second = order_message(seats=[("L", "1"), ("L", "2")], buyer="buyer-second")
+    add_order(redis_client, second)
+    retried = f"order {second['orderId']} v1: SeatStillLive, retry"
+    wait_until(lambda: pipeline_worker.count(retried) >= 2, 60, "two retries of the second")
+    assert projected(second["orderId"]) is None
+    add_order(redis_client, next_version(first, "EXPIRED"))  # its event arrives late
+    wait_until(lambda: projected(second["orderId"]) == ("HELD", 1), 60, "the second hold")
+    assert projected(first["orderId"]) == ("EXPIRED", 2)
