@@ -44,6 +44,7 @@ class QueueNames:
 class TaskNames:
     PERSIST_TICKET = "tasks.tickets.persist_ticket"
     APPLY_ORDER = "tasks.orders.apply_order"
+    RECORD_LATE_PAYMENT = "tasks.orders.record_late_payment"
 
 
 def _client_config() -> dict[str, Any]:
@@ -151,7 +152,11 @@ def publisher_overrides() -> dict[str, Any]:
         "task_queues": [],
         "task_routes": {
             name: {"exchange": topic, "routing_key": QueueNames.TICKETS}
-            for name in (TaskNames.PERSIST_TICKET, TaskNames.APPLY_ORDER)
+            for name in (
+                TaskNames.PERSIST_TICKET,
+                TaskNames.APPLY_ORDER,
+                TaskNames.RECORD_LATE_PAYMENT,
+            )
         },
         # the relay sends the messages itself; Celery never retries a publish
         "task_publish_retry": False,

@@ -50,6 +50,7 @@ def reader() -> Engine:
 from models.tables import (  # noqa: E402
     Event,
     EventTotals,
+    LatePayment,
     Order,
     OrderSeat,
     Ticket,
@@ -62,6 +63,7 @@ __all__ = [
     "Base",
     "Event",
     "EventTotals",
+    "LatePayment",
     "Order",
     "OrderSeat",
     "Ticket",

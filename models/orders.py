@@ -33,7 +33,7 @@ from sqlalchemy.exc import IntegrityError
 
 from models import totals
 from models.catalog import is_id
-from models.tables import Order, OrderSeat, Ticket
+from models.tables import LatePayment, Order, OrderSeat, Ticket
 from models.tickets import ER_DUP_ENTRY, ER_NO_REFERENCED_ROW, UnknownCatalogEntry, _iso
 
 HELD = "HELD"
@@ -407,3 +407,59 @@ def list_orders(
     if buyer is not None:
         query = query.where(Order.buyer == buyer)
     return _snapshots(conn, conn.execute(query).all())
+
+
+@dataclass(frozen=True)
+class LatePaymentRecord:
+    """A LATE_PAYMENT_REJECTED event: a payment for an expired order whose seats were gone."""
+
+    order_id: str
+    event_id: str
+    payment_id: str
+    amount: Decimal
+    currency: str
+    rejected_on: datetime
+
+    @classmethod
+    def from_json(cls, data: Any) -> LatePaymentRecord:
+        """Parse and check the event; MalformedOrder if it is not one."""
+        try:
+            if not isinstance(data, dict):
+                raise MalformedOrder("a late payment must be an object")
+            for key in ("orderId", "eventId"):
+                if not isinstance(data[key], str) or not is_id(data[key]):
+                    raise MalformedOrder(f"{key} is not an id: {data[key]!r}")
+            payment_id, currency = data["paymentId"], data["currency"]
+            if not isinstance(payment_id, str) or not 1 <= len(payment_id.encode()) <= 255:
+                raise MalformedOrder(f"paymentId must be a string: {payment_id!r}")
+            if not isinstance(currency, str) or not _CURRENCY.match(currency):
+                raise MalformedOrder(f"currency is not a currency code: {currency!r}")
+            return cls(
+                order_id=data["orderId"],
+                event_id=data["eventId"],
+                payment_id=payment_id,
+                amount=_money(data["amount"]),
+                currency=currency,
+                rejected_on=_time(data["rejectedOn"]),
+            )
+        except MalformedOrder:
+            raise
+        except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
+            raise MalformedOrder(f"malformed late payment: {exc!r}") from exc
+
+
+def record_late_payment(conn: Connection, payment: LatePaymentRecord) -> Applied:
+    """Keep a rejected late payment once (the payment id is the key); a redelivery is STALE."""
+    stmt = (
+        insert(LatePayment)
+        .values(
+            payment_id=payment.payment_id,
+            order_id=payment.order_id,
+            event_id=payment.event_id,
+            amount=payment.amount,
+            currency=payment.currency,
+            rejected_on=_naive(payment.rejected_on),
+        )
+        .prefix_with("IGNORE")
+    )
+    return Applied.INSERTED if conn.execute(stmt).rowcount == 1 else Applied.STALE

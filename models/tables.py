@@ -230,3 +230,18 @@ class OrderSeat(Base):
     live_event_id: Mapped[str | None] = mapped_column(
         Id(64), Computed(_LIVE_EVENT, persisted=True), nullable=True
     )
+
+
+class LatePayment(Base):
+    """A payment that came for an expired order whose seats were gone (LATE_PAYMENT_REJECTED):
+    kept until the money is refunded, one row per payment."""
+
+    __tablename__ = "late_payment"
+
+    payment_id: Mapped[str] = mapped_column(Id(255), primary_key=True)
+    order_id: Mapped[str] = mapped_column(Id(64), index=True)
+    event_id: Mapped[str] = mapped_column(Id(64))
+    amount: Mapped[Decimal] = mapped_column(Total)
+    currency: Mapped[str] = mapped_column(String(3))
+    rejected_on: Mapped[datetime] = mapped_column(UtcTimestamp)
+    recorded_on: Mapped[datetime] = mapped_column(UtcTimestamp, server_default=func.now(6))

@@ -22,11 +22,13 @@ import models
 from celeryconfig import TaskNames
 from models.orders import (
     Applied,
+    LatePaymentRecord,
     MalformedOrder,
     OrderRace,
     OrderSnapshot,
     SeatStillLive,
     apply_order,
+    record_late_payment,
 )
 from models.tickets import UnknownCatalogEntry, is_transient
 from plumbing import metrics, settings
@@ -96,4 +98,40 @@ def apply_order_task(self: Task, order: Any) -> str:
     return outcome.value
 
 
-__all__ = ["apply_order_task", "write_order"]
+@celery_app.task(
+    name=TaskNames.RECORD_LATE_PAYMENT,
+    bind=True,
+    max_retries=settings.get().task_max_retries,
+    throws=(MalformedOrder,),
+)
+def record_late_payment_task(self: Task, payment: Any) -> str:
+    """Keep a LATE_PAYMENT_REJECTED payment for its refund; retry transient database errors."""
+    try:
+        record = LatePaymentRecord.from_json(payment)
+    except MalformedOrder:
+        metrics.DEAD_LETTER_REJECTS.labels("MalformedOrder").inc()
+        raise
+    try:
+        with models.writer().begin() as conn:
+            outcome = record_late_payment(conn, record)
+    except Exception as exc:
+        if not is_transient(exc):
+            metrics.DEAD_LETTER_REJECTS.labels(type(exc).__name__).inc()
+            raise
+        countdown = retry_countdown(self.request.retries, settings.get().task_retry_backoff_cap)
+        metrics.RETRIES.inc()
+        raise self.retry(exc=exc, countdown=countdown) from exc
+    # an operator refunds it: a WARNING line per payment, once
+    if outcome is Applied.INSERTED:
+        log.warning(
+            "late payment %s for order %s rejected (%s %s): to refund",
+            record.payment_id,
+            record.order_id,
+            record.amount,
+            record.currency,
+            extra={"orderId": record.order_id, "paymentId": record.payment_id},
+        )
+    return outcome.value
+
+
+__all__ = ["apply_order_task", "record_late_payment_task", "write_order"]

@@ -13,9 +13,9 @@ from sqlalchemy import select
 
 import models
 from models.seats import keys
-from models.tables import Order, Ticket
+from models.tables import LatePayment, Order, Ticket
 from relay.envelopes import Envelopes, Unrelayable
-from tests.support.factories import next_version, order_message
+from tests.support.factories import late_payment_message, next_version, order_message
 from tests.support.outbox import parked, stream_lengths
 from tests.support.processes import wait_until
 
@@ -47,6 +47,17 @@ def test_an_order_event_is_the_apply_order_task_with_its_version_in_the_id():
     assert task["task"] == "tasks.orders.apply_order"
     assert task["id"] == f"{order['orderId']}:4"
     assert task["kwargs"] == {"order": order}
+
+
+def test_a_late_payment_event_is_the_record_late_payment_task():
+    payment = late_payment_message(order_message(), "pay-late")
+    entry = Envelopes().build(
+        {"kind": "late_payment_rejected", "payment": json.dumps(payment), "rid": ""}
+    )
+    task = sns_standin.decode_task(entry["Message"])
+    assert task["task"] == "tasks.orders.record_late_payment"
+    assert task["id"] == "late-payment:pay-late"
+    assert task["kwargs"] == {"payment": payment}
 
 
 @pytest.mark.parametrize("text", ["{not json", "[]", '{"orderId": "o"}', '{"version": 1}'])
@@ -94,3 +105,25 @@ def test_a_seat_still_live_for_another_order_is_retried_until_it_is_freed(
     add_order(redis_client, next_version(first, "EXPIRED"))  # its event arrives late
     wait_until(lambda: projected(second["orderId"]) == ("HELD", 1), 60, "the second hold")
     assert projected(first["orderId"]) == ("EXPIRED", 2)
+
+
+@pytest.mark.worker
+def test_a_late_payment_reaches_mysql_for_its_refund(
+    redis_client, clean_tickets, pipeline_worker, pipeline_relay
+):
+    order = order_message(seats=[("N", "1")])
+    add_order(redis_client, order)
+    add_order(redis_client, next_version(order, "EXPIRED"))
+    payment = late_payment_message(order, f"pay-{order['orderId']}")
+    stream = keys.outbox_stream(keys.bucket(order["eventId"]))
+    redis_client.xadd(
+        stream, {"kind": "late_payment_rejected", "payment": json.dumps(payment), "rid": ""}
+    )
+
+    def kept() -> list[str]:
+        with models.writer().connect() as conn:
+            return list(conn.scalars(select(LatePayment.payment_id)))
+
+    wait_until(lambda: kept() == [payment["paymentId"]], 60, "the late payment in MySQL")
+    wait_until(lambda: projected(order["orderId"]) == ("EXPIRED", 2), 30, "the expired order")
+    assert pipeline_worker.count(f"late payment {payment['paymentId']} for order") == 1

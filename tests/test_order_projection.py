@@ -15,15 +15,17 @@ import models
 from models import totals
 from models.orders import (
     Applied,
+    LatePaymentRecord,
     MalformedOrder,
     OrderSnapshot,
     SeatStillLive,
     apply_order,
     get_order,
+    record_late_payment,
 )
-from models.tables import OrderSeat, Ticket
+from models.tables import LatePayment, OrderSeat, Ticket
 from models.tickets import Outcome, TicketRecord, persist_ticket
-from tests.support.factories import next_version, order_message
+from tests.support.factories import late_payment_message, next_version, order_message
 
 
 def apply(order: dict[str, Any]) -> Applied:
@@ -231,3 +233,30 @@ def test_a_seat_twice_in_one_order_is_refused():
     order = order_message(seats=[("A", "1"), ("A", "1")])
     with pytest.raises(MalformedOrder):
         OrderSnapshot.from_json(order)
+
+
+def test_a_rejected_late_payment_is_kept_once_for_its_refund(clean_tickets):
+    order = order_message(seats=[("M", "1")])
+    apply(order)
+    apply(next_version(order, "EXPIRED"))
+    payment = LatePaymentRecord.from_json(late_payment_message(order, "pay-late-1"))
+    outcomes = []
+    for _ in range(3):
+        with models.writer().begin() as conn:
+            outcomes.append(record_late_payment(conn, payment))
+    assert outcomes == [Applied.INSERTED, Applied.STALE, Applied.STALE]
+    with models.writer().connect() as conn:
+        rows = conn.execute(select(LatePayment)).all()
+    assert [(r.payment_id, r.order_id, r.amount) for r in rows] == [
+        ("pay-late-1", order["orderId"], Decimal("100.00"))
+    ]
+    assert stored(order["orderId"]).status == "EXPIRED"  # the order itself is unchanged
+
+
+@pytest.mark.parametrize(
+    "change", [{"paymentId": ""}, {"amount": 100}, {"orderId": "a b"}, {"rejectedOn": "x"}]
+)
+def test_a_malformed_late_payment_is_refused(change):
+    data = {**late_payment_message(order_message(), "pay-x"), **change}
+    with pytest.raises(MalformedOrder):
+        LatePaymentRecord.from_json(data)

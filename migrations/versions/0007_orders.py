@@ -1,10 +1,11 @@
-"""Orders as projected, their seats, and tickets that can be refunded.
+"""Orders as projected, their seats, tickets that can be refunded, and late payments.
 
 `orders` holds each order's newest state (its `version` decides), `order_seat` its seats with
 the order's status; a generated column that is the event while the order is live (HELD or PAID)
 and NULL otherwise, UNIQUE with the seat, makes MySQL refuse two live orders on one seat.
 The ticket's seat key becomes the same kind: unique among PAID tickets only, so a REFUNDED
 ticket no longer blocks its seat from being sold again. Tickets remember their order.
+`late_payment` keeps the payments that came for expired orders whose seats were gone, to refund.
 
 Revision ID: 0007
 Revises: 0006
@@ -79,9 +80,21 @@ def upgrade() -> None:
         "uq_ticket_paid_seat", "ticket", ["paid_event_id", "zone_id", "seat_row", "seat_column"]
     )
     op.drop_constraint("uq_ticket_seat", "ticket", type_="unique")
+    op.create_table(
+        "late_payment",
+        sa.Column("payment_id", sa.VARBINARY(255), primary_key=True),
+        sa.Column("order_id", sa.VARBINARY(64), nullable=False),
+        sa.Column("event_id", sa.VARBINARY(64), nullable=False),
+        sa.Column("amount", sa.Numeric(20, 2), nullable=False),
+        sa.Column("currency", sa.String(3), nullable=False),
+        sa.Column("rejected_on", _TIME, nullable=False),
+        sa.Column("recorded_on", _TIME, server_default=sa.func.now(6), nullable=False),
+    )
+    op.create_index("ix_late_payment_order_id", "late_payment", ["order_id"])
 
 
 def downgrade() -> None:
+    op.drop_table("late_payment")
     op.create_unique_constraint(
         "uq_ticket_seat", "ticket", ["event_id", "zone_id", "seat_row", "seat_column"]
     )

@@ -113,6 +113,18 @@ def next_version(order: dict[str, Any], status: str, **changes: Any) -> dict[str
     return {**order, "status": status, "version": order["version"] + 1, **changes}
 
 
+def late_payment_message(order: dict[str, Any], payment_id: str) -> dict[str, Any]:
+    """A LATE_PAYMENT_REJECTED event's payment for `order` (the outbox's `payment` field)."""
+    return {
+        "orderId": order["orderId"],
+        "eventId": order["eventId"],
+        "paymentId": payment_id,
+        "amount": order["total"],
+        "currency": order["currency"],
+        "rejectedOn": "2026-11-26T12:11:00.000Z",
+    }
+
+
 def clear_tickets(conn: Any) -> None:
     """Empty the projection: tickets, orders and their seats, recorded conflicts and the
     per-event totals that count the tickets (one transaction, the caller's)."""
@@ -122,6 +134,7 @@ def clear_tickets(conn: Any) -> None:
     conn.execute(text("DELETE FROM ticket"))
     conn.execute(text("DELETE FROM order_seat"))
     conn.execute(text("DELETE FROM orders"))
+    conn.execute(text("DELETE FROM late_payment"))
     conn.execute(text("DELETE FROM event_totals"))
 
 
