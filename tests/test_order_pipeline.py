@@ -127,3 +127,51 @@ def test_a_late_payment_reaches_mysql_for_its_refund(
     wait_until(lambda: kept() == [payment["paymentId"]], 60, "the late payment in MySQL")
     wait_until(lambda: projected(order["orderId"]) == ("EXPIRED", 2), 30, "the expired order")
     assert pipeline_worker.count(f"late payment {payment['paymentId']} for order") == 1
+
+
+@pytest.mark.worker
+def test_many_orders_shuffled_and_repeated_converge_with_totals_of_paid_only(
+    redis_client, clean_tickets, pipeline_worker, pipeline_relay
+):
+    """40 orders of 2 seats each, HELD → PAID, every other one then REFUNDED, and a second
+    order on each refunded seat that is paid in turn: every event twice, all shuffled, through
+    the worker's concurrent threads. MySQL ends at each order's newest state, and the totals
+    agree with a recount of the PAID tickets."""
+    import random
+
+    from models import totals
+
+    rng = random.Random(7)
+    events, finals, paid_seats = [], {}, 0
+    for n in range(40):
+        seats = [
+            ("PQRSTUVWXY"[n // 4], str(2 * (n % 4) + 1)),
+            ("PQRSTUVWXY"[n // 4], str(2 * (n % 4) + 2)),
+        ]
+        held = order_message(seats=seats, buyer=f"buyer-{n}", price="25.00")
+        paid = next_version(held, "PAID", paymentId=f"pay-{held['orderId']}")
+        chain = [held, paid]
+        if n % 2:
+            chain.append(next_version(paid, "REFUNDED"))
+            again = order_message(seats=seats, buyer=f"buyer-again-{n}", price="25.00")
+            again_paid = next_version(again, "PAID", paymentId=f"pay-{again['orderId']}")
+            events += [again, again_paid]
+            finals[again["orderId"]] = ("PAID", 2)
+        paid_seats += 2  # the order's seats, paid once: by it, or by the order after its refund
+        events += chain
+        finals[held["orderId"]] = (chain[-1]["status"], chain[-1]["version"])
+    deliveries = events * 2
+    rng.shuffle(deliveries)
+    for event in deliveries:
+        add_order(redis_client, event)
+
+    def converged() -> bool:
+        return all(projected(order_id) == final for order_id, final in finals.items())
+
+    wait_until(converged, 120, "every order at its newest state")
+    wait_until(lambda: stream_lengths(redis_client) == 0, 30, "the outbox emptied")
+    with models.writer().connect() as conn:
+        kept = totals.of_event(conn, "Event1")
+        assert (kept.tickets, kept.revenue) == (paid_seats, 25 * paid_seats)
+        recounted = totals.recount(conn, "Event1")
+    assert (recounted.tickets, recounted.revenue) == (paid_seats, 25 * paid_seats)
