@@ -43,6 +43,8 @@ class QueueNames:
 
 class TaskNames:
     PERSIST_TICKET = "tasks.tickets.persist_ticket"
+    APPLY_ORDER = "tasks.orders.apply_order"
+    RECORD_LATE_PAYMENT = "tasks.orders.record_late_payment"
 
 
 def _client_config() -> dict[str, Any]:
@@ -149,7 +151,12 @@ def publisher_overrides() -> dict[str, Any]:
         "broker_transport_options": options,
         "task_queues": [],
         "task_routes": {
-            TaskNames.PERSIST_TICKET: {"exchange": topic, "routing_key": QueueNames.TICKETS}
+            name: {"exchange": topic, "routing_key": QueueNames.TICKETS}
+            for name in (
+                TaskNames.PERSIST_TICKET,
+                TaskNames.APPLY_ORDER,
+                TaskNames.RECORD_LATE_PAYMENT,
+            )
         },
         # the relay sends the messages itself; Celery never retries a publish
         "task_publish_retry": False,

@@ -47,12 +47,25 @@ def reader() -> Engine:
     return _cached_engine(settings.get().database_read_url, os.getpid())
 
 
-from models.tables import Event, EventTotals, Ticket, TicketConflict, Venue, Zone  # noqa: E402
+from models.tables import (  # noqa: E402
+    Event,
+    EventTotals,
+    LatePayment,
+    Order,
+    OrderSeat,
+    Ticket,
+    TicketConflict,
+    Venue,
+    Zone,
+)
 
 __all__ = [
     "Base",
     "Event",
     "EventTotals",
+    "LatePayment",
+    "Order",
+    "OrderSeat",
     "Ticket",
     "TicketConflict",
     "Venue",

@@ -8,6 +8,7 @@ from decimal import Decimal
 from sqlalchemy import (
     VARBINARY,
     BigInteger,
+    Computed,
     DateTime,
     ForeignKey,
     ForeignKeyConstraint,
@@ -94,13 +95,22 @@ class Event(Base):
     seat_state_created_on: Mapped[datetime | None] = mapped_column(UtcTimestamp, nullable=True)
 
 
+# The event of a row while it holds its seat, NULL otherwise: under a UNIQUE key with the seat,
+# MySQL refuses a second holder of a seat and ignores the rows that let it go (NULLs never clash).
+_PAID_EVENT = "CASE WHEN status = 'PAID' THEN event_id END"
+_LIVE_EVENT = "CASE WHEN status IN ('HELD', 'PAID') THEN event_id END"
+
+
 class Ticket(Base):
-    """One sold seat: the primary key makes redelivery harmless, the seat key a double sale
-    impossible."""
+    """One sold seat (a seat of a PAID order; REFUNDED after a refund): the primary key makes
+    redelivery harmless, the seat key of PAID tickets a double sale impossible, while a REFUNDED
+    ticket leaves its seat free to be sold again."""
 
     __tablename__ = "ticket"
     __table_args__ = (
-        UniqueConstraint("event_id", "zone_id", "seat_row", "seat_column", name="uq_ticket_seat"),
+        UniqueConstraint(
+            "paid_event_id", "zone_id", "seat_row", "seat_column", name="uq_ticket_paid_seat"
+        ),
         ForeignKeyConstraint(
             ["venue_id", "zone_id"], ["zone.venue_id", "zone.zone_id"], name="fk_ticket_zone"
         ),
@@ -129,6 +139,11 @@ class Ticket(Base):
     persisted_on: Mapped[datetime] = mapped_column(UtcTimestamp, server_default=func.now(6))
     # the token's `sub` of the sale; NULL for tickets sold before identities existed
     buyer: Mapped[str | None] = mapped_column(Id(1020), nullable=True)
+    # the order the seat was sold in; NULL for tickets of the one-seat sale's ticket events
+    order_id: Mapped[str | None] = mapped_column(Id(64), nullable=True, index=True)
+    paid_event_id: Mapped[str | None] = mapped_column(
+        Id(64), Computed(_PAID_EVENT, persisted=True), nullable=True
+    )
 
 
 class TicketConflict(Base):
@@ -159,3 +174,74 @@ class EventTotals(Base):
     )
     ticket_count: Mapped[int] = mapped_column(BigInteger)
     revenue: Mapped[Decimal] = mapped_column(Total)
+
+
+class Order(Base):
+    """An order as projected: the newest version of its state that reached the worker."""
+
+    __tablename__ = "orders"
+    __table_args__ = (
+        # the operators' list (by event and status) and a buyer's own, newest first
+        Index("ix_orders_event_status_created", "event_id", "status", "created_on", "order_id"),
+        Index("ix_orders_buyer_created", "buyer", "created_on", "order_id"),
+    )
+
+    order_id: Mapped[str] = mapped_column(Id(64), primary_key=True)
+    event_id: Mapped[str] = mapped_column(
+        Id(64), ForeignKey("event.event_id", name="fk_orders_event")
+    )
+    venue_id: Mapped[str] = mapped_column(Id(64))
+    buyer: Mapped[str] = mapped_column(Id(1020))
+    status: Mapped[str] = mapped_column(String(16))
+    version: Mapped[int] = mapped_column(BigInteger)
+    total: Mapped[Decimal] = mapped_column(Total)
+    currency: Mapped[str] = mapped_column(String(3))
+    created_on: Mapped[datetime] = mapped_column(UtcTimestamp)
+    expires_at: Mapped[datetime | None] = mapped_column(UtcTimestamp, nullable=True)
+    payment_id: Mapped[str | None] = mapped_column(Id(255), nullable=True)
+    updated: Mapped[datetime] = mapped_column(UtcTimestamp, server_default=func.now(6))
+
+
+class OrderSeat(Base):
+    """A seat of an order, with the order's status: the seat key of live (HELD or PAID) orders
+    is UNIQUE, so MySQL refuses two live orders on one seat."""
+
+    __tablename__ = "order_seat"
+    __table_args__ = (
+        UniqueConstraint(
+            "live_event_id", "zone_id", "seat_row", "seat_column", name="uq_order_seat_live"
+        ),
+        ForeignKeyConstraint(
+            ["venue_id", "zone_id"], ["zone.venue_id", "zone.zone_id"], name="fk_order_seat_zone"
+        ),
+    )
+
+    order_id: Mapped[str] = mapped_column(
+        Id(64), ForeignKey("orders.order_id", name="fk_order_seat_order"), primary_key=True
+    )
+    zone_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    seat_row: Mapped[str] = mapped_column(String(16), primary_key=True)
+    seat_column: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    venue_id: Mapped[str] = mapped_column(Id(64))
+    event_id: Mapped[str] = mapped_column(Id(64))
+    ticket_id: Mapped[str] = mapped_column(Id(36))
+    price: Mapped[Decimal] = mapped_column(Money)
+    status: Mapped[str] = mapped_column(String(16))
+    live_event_id: Mapped[str | None] = mapped_column(
+        Id(64), Computed(_LIVE_EVENT, persisted=True), nullable=True
+    )
+
+
+class LatePayment(Base):
+    """A payment that came for an expired order whose seats were gone (LATE_PAYMENT_REJECTED):
+    kept until the money is refunded, one row per payment."""
+
+    __tablename__ = "late_payment"
+
+    payment_id: Mapped[str] = mapped_column(Id(255), primary_key=True)
+    order_id: Mapped[str] = mapped_column(Id(64), index=True)
+    event_id: Mapped[str] = mapped_column(Id(64))
+    amount: Mapped[Decimal] = mapped_column(Total)
+    currency: Mapped[str] = mapped_column(String(3))
+    rejected_on: Mapped[datetime] = mapped_column(UtcTimestamp)
+    recorded_on: Mapped[datetime] = mapped_column(UtcTimestamp, server_default=func.now(6))

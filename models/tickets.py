@@ -171,6 +171,7 @@ def _insert(conn: Connection, ticket: TicketRecord) -> Outcome:
             Ticket.zone_id == ticket.zone_id,
             Ticket.seat_row == ticket.row,
             Ticket.seat_column == ticket.column,
+            Ticket.status == totals.PAID,  # a REFUNDED ticket owns its seat no longer
         )
     )
     if owner is None:  # the owner vanished between the two statements: let the task retry

@@ -60,6 +60,18 @@ def add(conn: Connection, tickets: Iterable[TicketRecord]) -> None:
     )
 
 
+def change(conn: Connection, event_id: str, tickets: int, revenue: Decimal) -> None:
+    """Add `tickets` PAID tickets worth `revenue` (negative: take them away, a refund) to an
+    event's totals, in the caller's transaction (the projection of orders)."""
+    stmt = insert(EventTotals).values(event_id=event_id, ticket_count=tickets, revenue=revenue)
+    conn.execute(
+        stmt.on_duplicate_key_update(
+            ticket_count=EventTotals.ticket_count + stmt.inserted.ticket_count,
+            revenue=EventTotals.revenue + stmt.inserted.revenue,
+        )
+    )
+
+
 def of_event(conn: Connection, event_id: str) -> Totals | None:
     """The event's venue and totals in one statement (two primary-key reads); None if there is
     no such event."""

@@ -48,6 +48,9 @@ ACK_BATCH_SIZE = Histogram(
     buckets=(1, 2, 3, 4, 5, 6, 7, 8, 9, 10),
 )
 PERSISTED = Counter("ticketing_persisted_total", "Persist outcomes", ["outcome"])
+ORDERS_APPLIED = Counter(
+    "ticketing_orders_applied_total", "Order events by projection outcome", ["outcome"]
+)
 RETRIES = Counter("ticketing_task_retries_total", "Task retries after transient errors")
 DEAD_LETTER_REJECTS = Counter(
     "ticketing_dead_letter_rejects_total",

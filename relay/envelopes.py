@@ -22,6 +22,17 @@ from kombu.transport.SQS.SNS import SNS as SnsFanout
 
 from models.seats import outbox
 
+# An order event (the box office): `kind=order`, `order` = the order's full snapshot as JSON
+# (with its `version`), `rid` = the request id. It becomes the task `tasks.orders.apply_order`
+# with kwargs {"order": <the snapshot>} and task id `<orderId>:<version>`.
+KIND_ORDER = "order"
+ORDER = "order"
+# A LATE_PAYMENT_REJECTED event: `kind=late_payment_rejected`, `payment` = JSON {"orderId",
+# "eventId", "paymentId", "amount", "currency", "rejectedOn"}, `rid`. It becomes the task
+# `tasks.orders.record_late_payment` with kwargs {"payment": …}, task id `late-payment:<paymentId>`.
+KIND_LATE_PAYMENT = "late_payment_rejected"
+PAYMENT = "payment"
+
 TRANSPORT_ALIASES.setdefault("sqs-relay", "relay.envelopes:CapturingTransport")
 
 
@@ -85,6 +96,8 @@ class Envelopes:
 
         self.app = app or relay_app()
         self.task_name = TaskNames.PERSIST_TICKET
+        self.order_task_name = TaskNames.APPLY_ORDER
+        self.late_payment_task_name = TaskNames.RECORD_LATE_PAYMENT
         self.routing_key = QueueNames.TICKETS
         self.topic = Exchange(settings.get().topic_name, type="fanout")
         self.connection = self.app.connection_for_write()
@@ -97,8 +110,13 @@ class Envelopes:
 
     def build(self, fields: dict[str, str]) -> dict[str, Any]:
         """The PublishBatch entry (without its Id) of one outbox entry; Unrelayable if none."""
-        if fields.get(outbox.KIND) != outbox.KIND_TICKET:
-            raise Unrelayable(f"unknown kind {fields.get(outbox.KIND)!r}")
+        kind = fields.get(outbox.KIND)
+        if kind == KIND_ORDER:
+            return self._order(fields)
+        if kind == KIND_LATE_PAYMENT:
+            return self._late_payment(fields)
+        if kind != outbox.KIND_TICKET:
+            raise Unrelayable(f"unknown kind {kind!r}")
         try:
             ticket = json.loads(fields[outbox.TICKET])
             ticket_id = ticket["ticketId"]
@@ -115,6 +133,43 @@ class Envelopes:
             exchange=self.topic,
             routing_key=self.routing_key,
             task_id=ticket_id,
+            headers={"request_id": fields.get(outbox.REQUEST_ID) or None},
+            producer=self.producer,
+        )
+        return self._fanout.captured.pop()
+
+    def _order(self, fields: dict[str, str]) -> dict[str, Any]:
+        try:
+            order = json.loads(fields[ORDER])
+            order_id, version = order["orderId"], order["version"]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise Unrelayable(f"unreadable order: {exc!r}") from exc
+        if not isinstance(order_id, str) or not isinstance(version, int):
+            raise Unrelayable(f"orderId/version of the wrong type: {order_id!r}, {version!r}")
+        # one id per version: a redelivered event keeps its id, the next version has its own
+        return self._send(self.order_task_name, {"order": order}, f"{order_id}:{version}", fields)
+
+    def _late_payment(self, fields: dict[str, str]) -> dict[str, Any]:
+        try:
+            payment = json.loads(fields[PAYMENT])
+            payment_id = payment["paymentId"]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise Unrelayable(f"unreadable payment: {exc!r}") from exc
+        if not isinstance(payment_id, str):
+            raise Unrelayable(f"paymentId is not a string: {payment_id!r}")
+        task_id = f"late-payment:{payment_id}"
+        return self._send(self.late_payment_task_name, {"payment": payment}, task_id, fields)
+
+    def _send(
+        self, task: str, kwargs: dict[str, Any], task_id: str, fields: dict[str, str]
+    ) -> dict[str, Any]:
+        self.app.send_task(
+            task,
+            kwargs=kwargs,
+            kwargsrepr=repr(kwargs),
+            exchange=self.topic,
+            routing_key=self.routing_key,
+            task_id=task_id,
             headers={"request_id": fields.get(outbox.REQUEST_ID) or None},
             producer=self.producer,
         )

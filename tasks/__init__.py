@@ -10,7 +10,7 @@ from plumbing import emf, logs, metrics
 # events leave the worker through a sender thread with a bounded buffer (tasks/events.py)
 celery_app = Celery("ticketing", events="tasks.events:MonitorEvents")
 celery_app.config_from_object("celeryconfig")
-celery_app.conf.imports = ["tasks.tickets"]
+celery_app.conf.imports = ["tasks.tickets", "tasks.orders"]
 
 from tasks.heartbeat import RedisHeartbeat  # noqa: E402
 from tasks.monitoring import RedisRemoteControl  # noqa: E402

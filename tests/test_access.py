@@ -15,7 +15,9 @@ from decimal import Decimal
 import pytest
 
 import models
+from models.orders import OrderSnapshot, apply_order
 from models.tickets import TicketRecord, persist_ticket
+from tests.support.factories import order_message
 from tests.support.tokens import bearer, operator
 
 CALLERS = ("anonymous", "buyer A", "buyer B", "operator")
@@ -37,6 +39,9 @@ TABLE: dict[tuple[str, str], tuple] = {
     ("GET", "/query/api/v1/tickets/<ticket_id>"): (401, 200, 404, 200),
     ("GET", "/query/api/v1/tickets/count/<event_id>"): (401, 403, 403, 200),
     ("GET", "/query/api/v1/tickets/revenue/<venue_id>/<event_id>"): (401, 403, 403, 200),
+    ("GET", "/query/api/v1/orders/<order_id>"): (401, 200, 404, 200),
+    ("GET", "/query/api/v1/orders"): (401, 403, 403, 200),
+    ("GET", "/query/api/v1/me/orders"): (401, 200, 200, 200),
     ("GET", "/query/api/v1/venues"): ALL_200,
     ("GET", "/query/api/v1/venues/<venue_id>"): ALL_200,
     ("GET", "/query/api/v1/events"): ALL_200,
@@ -93,6 +98,15 @@ def owned_ticket(clean_tickets) -> str:
     return ticket.ticket_id
 
 
+@pytest.fixture
+def owned_order(clean_tickets) -> str:
+    """An order of buyer A in MySQL (what the worker writes for A's hold)."""
+    order = order_message(buyer="buyer-a", seats=[("D", "4")])
+    with models.writer().begin() as conn:
+        apply_order(conn, OrderSnapshot.from_json(order))
+    return order["orderId"]
+
+
 def _headers(caller: str) -> dict[str, str]:
     return {
         "anonymous": {},
@@ -102,8 +116,9 @@ def _headers(caller: str) -> dict[str, str]:
     }[caller]
 
 
-def _path(rule: str, ticket_id: str) -> str:
+def _path(rule: str, ticket_id: str, order_id: str) -> str:
     values = {
+        "<order_id>": order_id,
         "<event_id>": "Event1",
         "<venue_id>": "Venue1",
         "<positive:zone_id>": "1",
@@ -122,9 +137,9 @@ def _body(caller: str) -> dict:
 
 
 @pytest.mark.parametrize(("method", "rule"), sorted(TABLE))
-def test_who_may_call_what(app, loaded_seats, owned_ticket, method, rule):
+def test_who_may_call_what(app, loaded_seats, owned_ticket, owned_order, method, rule):
     anonymous = app.test_client()
-    path = _path(rule, owned_ticket)
+    path = _path(rule, owned_ticket, owned_order)
     for caller, expected in zip(CALLERS, TABLE[(method, rule)], strict=True):
         send: Callable = anonymous.post if method == "POST" else anonymous.get
         kwargs = {"json": _body(caller)} if method == "POST" else {}

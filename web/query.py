@@ -4,6 +4,9 @@ GET /query/api/v1/tickets                              newest first, filters, cu
 GET /query/api/v1/tickets/{ticketId}
 GET /query/api/v1/tickets/count/{eventId}
 GET /query/api/v1/tickets/revenue/{venueId}/{eventId}
+GET /query/api/v1/orders/{orderId}                     an order as projected (its buyer's)
+GET /query/api/v1/orders?eventId=&status=              orders, newest first (operators)
+GET /query/api/v1/me/orders                            the caller's own orders, newest first
 GET /query/api/v1/venues                               the catalog: venues, with capacity
 GET /query/api/v1/venues/{venueId}                     zones with grid, capacity and price
 GET /query/api/v1/events
@@ -18,17 +21,18 @@ import logging
 from urllib.parse import urlencode
 
 from flask import Blueprint, Response, jsonify, request
-from marshmallow import ValidationError
+from marshmallow import Schema, ValidationError
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
 import models
 from models import totals
 from models.catalog import is_id
+from models.orders import get_order, list_orders
 from models.tables import Event, Venue, Zone
 from models.tickets import get_ticket, is_ticket_id, list_tickets
 from plumbing import settings
-from web.access import Access, allow, owns
+from web.access import Access, allow, current, owns
 from web.openapi import documented
 from web.problems import Problem, problem_response, unavailable
 from web.schemas import (
@@ -37,6 +41,9 @@ from web.schemas import (
     EventSchema,
     HealthSchema,
     LivenessSchema,
+    MyOrdersQuerySchema,
+    OrderListQuerySchema,
+    OrderSchema,
     RevenueSchema,
     TicketListQuerySchema,
     TicketSchema,
@@ -49,6 +56,8 @@ log = logging.getLogger(__name__)
 bp = Blueprint("query", __name__, url_prefix="/query")
 
 _list_schema = TicketListQuerySchema()
+_order_list_schema = OrderListQuerySchema()
+_my_orders_schema = MyOrdersQuerySchema()
 _DOWN = "SERVICE_UNAVAILABLE"  # every route here reads the database
 
 
@@ -163,6 +172,71 @@ def revenue_of(venue_id: str, event_id: str) -> Response:
             "currency": settings.get().currency,
         }
     )
+
+
+def _query_args(schema: Schema) -> dict:
+    try:
+        return schema.load(request.args.to_dict())
+    except ValidationError as exc:
+        raise Problem(
+            400,
+            "VALIDATION_FAILED",
+            "Some query parameters are invalid.",
+            errors=exc.normalized_messages(),
+        ) from None
+
+
+@allow(Access.BUYER)
+@bp.get("/api/v1/orders/<order_id>")
+@documented({200: OrderSchema}, problems=("ORDER_NOT_FOUND", _DOWN))
+def get_one_order(order_id: str) -> Response:
+    """One order as projected: its buyer's or any for an operator; 404 ORDER_NOT_FOUND otherwise
+    (an order of another buyer is not found)."""
+    order = None
+    if is_id(order_id):
+        with models.reader().connect() as conn:
+            order = get_order(conn, order_id)
+    if order is None or not owns(order.buyer):
+        raise Problem(404, "ORDER_NOT_FOUND", f"No order {order_id!r}.")
+    return jsonify(order.to_json())
+
+
+@allow(Access.OPERATOR)
+@bp.get("/api/v1/orders")
+@documented(
+    {200: OrderSchema(many=True)},
+    query=OrderListQuerySchema,
+    problems=("VALIDATION_FAILED", _DOWN),
+)
+def list_all_orders() -> Response:
+    """Orders newest first, filtered by `eventId` and `status`; at most `limit`."""
+    args = _query_args(_order_list_schema)
+    with models.reader().connect() as conn:
+        orders = list_orders(
+            conn, limit=args["limit"], event_id=args.get("eventId"), status=args.get("status")
+        )
+    return jsonify([o.to_json() for o in orders])
+
+
+@allow(Access.BUYER)
+@bp.get("/api/v1/me/orders")
+@documented(
+    {200: OrderSchema(many=True)},
+    query=MyOrdersQuerySchema,
+    problems=("VALIDATION_FAILED", _DOWN),
+)
+def my_orders() -> Response:
+    """The caller's own orders, newest first (operators too see only their own here)."""
+    args = _query_args(_my_orders_schema)
+    with models.reader().connect() as conn:
+        orders = list_orders(
+            conn,
+            limit=args["limit"],
+            event_id=args.get("eventId"),
+            status=args.get("status"),
+            buyer=current().subject,
+        )
+    return jsonify([o.to_json() for o in orders])
 
 
 @allow(Access.PUBLIC)

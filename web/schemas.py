@@ -141,6 +141,56 @@ class TicketSchema(Schema):
     createdOn = fields.DateTime(required=True)
 
 
+ORDER_STATUSES = ["HELD", "PAID", "EXPIRED", "CANCELLED", "REFUNDED"]
+
+
+class OrderListQuerySchema(Schema):
+    """`GET /query/api/v1/orders` query string; unknown parameters are rejected."""
+
+    class Meta:
+        unknown = RAISE
+
+    eventId = id_field(example="Event1")
+    status = fields.String(validate=validate.OneOf(ORDER_STATUSES))
+    limit = QueryInteger(load_default=100, validate=validate.Range(min=1, max=1000))
+
+
+class MyOrdersQuerySchema(Schema):
+    """`GET /query/api/v1/me/orders` query string; unknown parameters are rejected."""
+
+    class Meta:
+        unknown = RAISE
+
+    eventId = id_field(example="Event1")
+    status = fields.String(validate=validate.OneOf(ORDER_STATUSES))
+    limit = QueryInteger(load_default=100, validate=validate.Range(min=1, max=1000))
+
+
+class OrderSeatSchema(Schema):
+    ticketId = fields.String(required=True)
+    zoneId = fields.Integer(required=True)
+    row = fields.String(required=True, metadata={"example": "A"})
+    column = fields.String(required=True, metadata={"example": "1"})
+    price = fields.String(required=True, metadata=_DECIMAL)
+
+
+class OrderSchema(Schema):
+    """An order as projected (the newest version that reached MySQL)."""
+
+    orderId = fields.String(required=True)
+    status = fields.String(required=True, validate=validate.OneOf(ORDER_STATUSES))
+    venueId = fields.String(required=True)
+    eventId = fields.String(required=True)
+    buyer = fields.String(required=True)
+    seats = fields.List(fields.Nested(OrderSeatSchema), required=True)
+    total = fields.String(required=True, metadata=_DECIMAL)
+    currency = fields.String(required=True, metadata={"example": "USD"})
+    createdOn = fields.DateTime(required=True)
+    expiresAt = fields.DateTime(required=True, allow_none=True)
+    version = fields.Integer(required=True)
+    paymentId = fields.String()
+
+
 class ProblemSchema(Schema):
     """RFC 9457 problem details; `code` is stable, `errors` names each invalid field."""
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from decimal import Decimal
 from typing import Any
 
 from tests.support.processes import ROOT
@@ -64,13 +65,76 @@ def ticket_message(**overrides: Any) -> dict[str, Any]:
     return ticket
 
 
+def order_message(
+    *,
+    status: str = "HELD",
+    version: int = 1,
+    seats: list[tuple[str, str]] | None = None,
+    order_id: str | None = None,
+    buyer: str = "buyer-a",
+    event_id: str = "Event1",
+    venue_id: str = "Venue1",
+    zone_id: int = 1,
+    price: str = "100.00",
+    payment_id: str | None = None,
+) -> dict[str, Any]:
+    """An order event's snapshot (the outbox's `order` field, parsed): seats as (row, column)
+    of one zone, each with a fresh ticket id."""
+    seats = seats or [("A", "1")]
+    order: dict[str, Any] = {
+        "orderId": order_id or str(uuid.uuid4()),
+        "status": status,
+        "venueId": venue_id,
+        "eventId": event_id,
+        "buyer": buyer,
+        "seats": [
+            {
+                "ticketId": str(uuid.uuid4()),
+                "zoneId": zone_id,
+                "row": row,
+                "column": column,
+                "price": price,
+            }
+            for row, column in seats
+        ],
+        "total": f"{Decimal(price) * len(seats):.2f}",
+        "currency": "USD",
+        "createdOn": "2026-11-26T12:00:00.000Z",
+        "expiresAt": "2026-11-26T12:10:00.000Z",
+        "version": version,
+    }
+    if payment_id is not None:
+        order["paymentId"] = payment_id
+    return order
+
+
+def next_version(order: dict[str, Any], status: str, **changes: Any) -> dict[str, Any]:
+    """The same order one transition later: `status`, version + 1, the same seats."""
+    return {**order, "status": status, "version": order["version"] + 1, **changes}
+
+
+def late_payment_message(order: dict[str, Any], payment_id: str) -> dict[str, Any]:
+    """A LATE_PAYMENT_REJECTED event's payment for `order` (the outbox's `payment` field)."""
+    return {
+        "orderId": order["orderId"],
+        "eventId": order["eventId"],
+        "paymentId": payment_id,
+        "amount": order["total"],
+        "currency": order["currency"],
+        "rejectedOn": "2026-11-26T12:11:00.000Z",
+    }
+
+
 def clear_tickets(conn: Any) -> None:
-    """Empty the ticket projection: tickets, recorded conflicts and the per-event totals that
-    count the tickets (one transaction, the caller's)."""
+    """Empty the projection: tickets, orders and their seats, recorded conflicts and the
+    per-event totals that count the tickets (one transaction, the caller's)."""
     from sqlalchemy import text
 
     conn.execute(text("DELETE FROM ticket_conflict"))
     conn.execute(text("DELETE FROM ticket"))
+    conn.execute(text("DELETE FROM order_seat"))
+    conn.execute(text("DELETE FROM orders"))
+    conn.execute(text("DELETE FROM late_payment"))
     conn.execute(text("DELETE FROM event_totals"))
 
 
