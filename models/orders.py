@@ -280,7 +280,7 @@ def apply_order(conn: Connection, order: OrderSnapshot) -> Applied:
                 .where(OrderSeat.order_id == order.order_id)
                 .values(status=order.status)
             )
-        _write_tickets(conn, order)
+        _write_tickets(conn, order, had_tickets=current is not None and current.status in TICKETED)
     except IntegrityError as exc:
         raise _refused(exc, order) from exc
     was_paid = current is not None and current.status == PAID
@@ -317,10 +317,12 @@ def _insert_order(conn: Connection, order: OrderSnapshot) -> None:
     )
 
 
-def _write_tickets(conn: Connection, order: OrderSnapshot) -> None:
-    """The order's seats as tickets with its status if it is PAID or REFUNDED, none otherwise."""
+def _write_tickets(conn: Connection, order: OrderSnapshot, *, had_tickets: bool) -> None:
+    """The order's seats as tickets with its status if it is PAID or REFUNDED, none otherwise
+    (`had_tickets`: MySQL held the order as PAID or REFUNDED until now)."""
     if order.status not in TICKETED:
-        conn.execute(delete(Ticket).where(Ticket.order_id == order.order_id))
+        if had_tickets:
+            conn.execute(delete(Ticket).where(Ticket.order_id == order.order_id))
         return
     ids = [s.ticket_id for s in order.seats]
     existing = set(conn.scalars(select(Ticket.ticket_id).where(Ticket.ticket_id.in_(ids))))

@@ -347,20 +347,22 @@ def ticket_page_query(
 
 
 def seats_per_buyer(conn: Connection, event_id: str) -> dict[str, int]:
-    """How many seats of an event each buyer holds (tickets without a buyer are left out)."""
+    """How many seats of an event each buyer holds: PAID tickets (tickets without a buyer are
+    left out, and so are REFUNDED ones)."""
     query = (
         select(Ticket.buyer, func.count())
-        .where(Ticket.event_id == event_id, Ticket.buyer.is_not(None))
+        .where(Ticket.event_id == event_id, Ticket.buyer.is_not(None), Ticket.status == totals.PAID)
         .group_by(Ticket.buyer)
     )
     return {buyer: n for buyer, n in conn.execute(query)}
 
 
 def sold_seats(conn: Connection, event_id: str) -> dict[int, list[tuple[str, int, str]]]:
-    """Every persisted seat of an event, by zone: {zone_id: [(row, column, ticket id), …]}."""
+    """Every sold seat of an event (its PAID ticket; a REFUNDED one freed its seat), by zone:
+    {zone_id: [(row, column, ticket id), …]}."""
     seats: dict[int, list[tuple[str, int, str]]] = {}
     query = select(Ticket.zone_id, Ticket.seat_row, Ticket.seat_column, Ticket.ticket_id).where(
-        Ticket.event_id == event_id
+        Ticket.event_id == event_id, Ticket.status == totals.PAID
     )
     for zone_id, row, column, ticket_id in conn.execute(query):
         seats.setdefault(zone_id, []).append((row, column, ticket_id))

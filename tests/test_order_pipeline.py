@@ -76,14 +76,22 @@ def test_reordered_and_repeated_order_events_reach_mysql_at_the_newest_version(
         add_order(redis_client, event, request_id="rid-order")
     wait_until(lambda: projected(held["orderId"]) == ("PAID", 2), 60, "the order in MySQL")
     order_id = held["orderId"]
+
+    def outcomes(outcome: str) -> int:
+        return sum(
+            pipeline_worker.count(f"order {order_id} v{v} {status}: {outcome}")
+            for v, status in ((1, "HELD"), (2, "PAID"))
+        )
+
+    # the four deliveries run on the worker's threads at once: whichever lands first inserts the
+    # order, a v1 after v2 is stale, and each repetition is stale
     wait_until(
-        lambda: (
-            pipeline_worker.count(f"order {order_id} v1 HELD: STALE") == 2
-            and pipeline_worker.count(f"order {order_id} v2 PAID: STALE") == 1
-        ),
+        lambda: sum(outcomes(o) for o in ("INSERTED", "UPDATED", "STALE")) >= 4,
         30,
-        "every delivery applied once or found stale",
+        "every delivery applied or found stale",
     )
+    assert outcomes("INSERTED") == 1
+    assert outcomes("UPDATED") <= 1
     assert projected(order_id) == ("PAID", 2)
     assert ticket_statuses(held) == ["PAID", "PAID"]
     wait_until(lambda: stream_lengths(redis_client) == 0, 30, "the outbox emptied")

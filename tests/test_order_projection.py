@@ -24,7 +24,7 @@ from models.orders import (
     record_late_payment,
 )
 from models.tables import LatePayment, OrderSeat, Ticket
-from models.tickets import Outcome, TicketRecord, persist_ticket
+from models.tickets import Outcome, TicketRecord, persist_ticket, seats_per_buyer, sold_seats
 from tests.support.factories import late_payment_message, next_version, order_message
 
 
@@ -260,3 +260,18 @@ def test_a_malformed_late_payment_is_refused(change):
     data = {**late_payment_message(order_message(), "pay-x"), **change}
     with pytest.raises(MalformedOrder):
         LatePaymentRecord.from_json(data)
+
+
+def test_a_refunded_seat_is_not_sold_when_redis_is_rebuilt_from_mysql(clean_tickets):
+    """What `seats rebuild` reads: the PAID tickets' seats and buyers, not the refunded ones."""
+    kept = order_message(seats=[("Q", "1")], buyer="buyer-kept")
+    refunded = order_message(seats=[("Q", "2")], buyer="buyer-refunded")
+    for order in (kept, refunded):
+        apply(order)
+        apply(paid := next_version(order, "PAID", paymentId=f"pay-{order['orderId']}"))
+    apply(next_version(paid, "REFUNDED"))
+    with models.writer().connect() as conn:
+        seats = sold_seats(conn, "Event1")
+        buyers = seats_per_buyer(conn, "Event1")
+    assert seats == {1: [("Q", 1, kept["seats"][0]["ticketId"])]}
+    assert buyers == {"buyer-kept": 1}

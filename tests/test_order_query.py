@@ -108,3 +108,13 @@ def test_the_tickets_of_a_paid_order_are_the_buyers_tickets(app, orders):
     held_seat = orders["a_held"]["seats"][0]["ticketId"]
     held = client.get(f"/query/api/v1/tickets/{held_seat}", headers=bearer("buyer-a"))
     assert held.status_code == 404
+
+
+def test_order_ids_compare_exactly(app, clean_tickets):
+    order = order_message(order_id="Order-Exact.1", seats=[("D", "9")])
+    apply(order)
+    client = app.test_client()
+    assert client.get("/query/api/v1/orders/Order-Exact.1", headers=operator()).status_code == 200
+    for spelling in ("order-exact.1", "ORDER-EXACT.1", "Order-Exact.1%20"):
+        response = client.get(f"/query/api/v1/orders/{spelling}", headers=operator())
+        assert response.status_code == 404, spelling
