@@ -22,10 +22,11 @@ from tests.support.factories import sell
 
 EVENT, VENUE = "M", "V"
 ZONES = {1: ZoneSpec(1, 3, 5, Decimal("10.00"), 15, 5), 2: ZoneSpec(2, 2, 4, Decimal("7.50"), 8, 4)}
-BUYERS = ["b1", "b2", "b3"]
-LIMIT = 6
+BUYERS = ["b1", "b2", "b3", "b4"]
+LIMIT = 8
 LIMITS = seats.Limits(seats_per_buyer=LIMIT, burst=10**6)
 LIVE = ("HELD", "PAID")
+SEEN: Counter[str] = Counter()  # action, state before, outcome: what the run exercised
 
 cells = st.lists(
     st.sampled_from(
@@ -101,6 +102,7 @@ class OrderMachine(RuleBasedStateMachine):
             "ZONE_FULL",
             "EVENT_SOLD_OUT",
         )
+        SEEN[f"best {res.outcome}"] += 1
         if res.outcome == "NOT_ENOUGH_ADJACENT_SEATS":  # a refusal is true of the state left
             grid = self.o.zone_map(EVENT, ZONES[zone])
             assert all(len(run) < n for row in grid for run in row.replace("h", "1").split("1"))
@@ -113,13 +115,20 @@ class OrderMachine(RuleBasedStateMachine):
                 assert all(len(run) < n for run in row.replace("h", "1").split("1"))
             self.orders.append(res)
 
-    @rule(index=st.integers(0, 2), reuse=st.booleans(), right=st.booleans())
-    def confirm(self, index, reuse, right):
+    @rule(
+        index=st.integers(0, 2),
+        payment_of=st.sampled_from(["new", "latest", "own"]),
+        right=st.booleans(),
+    )
+    def confirm(self, index, payment_of, right):
         res = self._pick(index)
         if res is None:
             return
         oid = res.order.order_id
-        if reuse and self.payments:
+        own = json.loads(self.redis.hget(keys.order_key(EVENT, oid), "doc"))["paymentId"]
+        if payment_of == "own" and own:
+            payment = own
+        elif payment_of == "latest" and self.payments:
             payment = f"p{self.payments}"
         else:
             self.payments += 1
@@ -134,6 +143,7 @@ class OrderMachine(RuleBasedStateMachine):
             limits=LIMITS,
         )
         after = self._status(oid)
+        SEEN[f"confirm {before[0]} {got.outcome}"] += 1
         if got.outcome == "NO_CHANGE":
             assert after == before
         if got.outcome == "OK":
@@ -153,6 +163,7 @@ class OrderMachine(RuleBasedStateMachine):
         caller = res.order.buyer if owner else "stranger"
         before = self._status(res.order.order_id)
         got = self.o.cancel(EVENT, res.order.order_id, caller=caller)
+        SEEN[f"cancel {before[0]} {got.outcome}"] += 1
         if got.outcome == "NO_CHANGE":
             assert self._status(res.order.order_id) == before
         if not owner:
@@ -168,6 +179,7 @@ class OrderMachine(RuleBasedStateMachine):
         status, _ = self._status(res.order.order_id)
         paid_by = self.o.get(EVENT, res.order.order_id).order.payment_id
         got = self.o.refund(EVENT, res.order.order_id, payment_id=None if operator else paid_by)
+        SEEN[f"refund {status} {got.outcome}"] += 1
         assert (got.outcome == "OK") == (status == "PAID")
 
     @rule(max_orders=st.integers(1, 3))
@@ -255,13 +267,35 @@ class OrderMachine(RuleBasedStateMachine):
 @pytest.mark.filterwarnings("ignore::hypothesis.errors.NonInteractiveExampleWarning")
 def test_order_invariants(redis_client):
     OrderMachine.redis = redis_client
+    SEEN.clear()
     run_state_machine_as_test(
         OrderMachine,
         settings=settings(
-            max_examples=60,
-            stateful_step_count=40,
+            max_examples=100,
+            stateful_step_count=60,
             deadline=None,
             derandomize=True,
             suppress_health_check=list(HealthCheck),
         ),
     )
+    exercised = {
+        "confirm HELD OK",
+        "confirm HELD AMOUNT_MISMATCH",
+        "confirm EXPIRED OK",
+        "confirm EXPIRED HOLD_EXPIRED",
+        "confirm PAID NO_CHANGE",
+        "confirm PAID ORDER_NOT_PAYABLE",
+        "confirm CANCELLED ORDER_NOT_PAYABLE",
+        "confirm REFUNDED ORDER_NOT_PAYABLE",
+        "cancel HELD OK",
+        "cancel PAID ORDER_PAID",
+        "cancel CANCELLED NO_CHANGE",
+        "cancel EXPIRED ORDER_CLOSED",
+        "refund PAID OK",
+        "refund REFUNDED NO_CHANGE",
+        "refund HELD ORDER_NOT_PAID",
+        "best OK",
+        "best NOT_ENOUGH_ADJACENT_SEATS",
+        "best BUYER_LIMIT_REACHED",
+    }
+    assert exercised <= set(SEEN), sorted(exercised - set(SEEN))
