@@ -20,6 +20,9 @@ from models.seats import keys
 from models.seats.orders import OrderResult, OrderScripts
 from tests.support.factories import sell
 
+# they read the outbox: the session relay (started by earlier tests) must not drain it
+pytestmark = pytest.mark.usefixtures("no_session_relay")
+
 EVENT, VENUE = "M", "V"
 ZONES = {1: ZoneSpec(1, 3, 5, Decimal("10.00"), 15, 5), 2: ZoneSpec(2, 2, 4, Decimal("7.50"), 8, 4)}
 BUYERS = ["b1", "b2", "b3", "b4"]
@@ -255,8 +258,9 @@ class OrderMachine(RuleBasedStateMachine):
                 doc = json.loads(f["order"])
                 versions.setdefault(doc["orderId"], []).append(doc["version"])
                 last[doc["orderId"]] = doc
-            elif f["kind"] == "late_payment":
-                late[(json.loads(f["order"])["orderId"], f["paymentId"])] += 1
+            elif f["kind"] == "late_payment_rejected":
+                payment = json.loads(f["payment"])
+                late[(payment["orderId"], payment["paymentId"])] += 1
         for oid, seen in versions.items():
             assert seen == list(range(1, len(seen) + 1))
             stored = json.loads(self.redis.hget(keys.order_key(EVENT, oid), "doc"))

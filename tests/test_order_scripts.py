@@ -20,6 +20,9 @@ from models.seats import keys
 from models.seats.orders import OrderResult, OrderScripts
 from tests.support.factories import sell
 
+# they read the outbox: the session relay (started by earlier tests) must not drain it
+pytestmark = pytest.mark.usefixtures("no_session_relay")
+
 EVENT = "E"
 VENUE = "V"
 FREE = seats.Limits(seats_per_buyer=10**6, burst=10**6)
@@ -187,6 +190,11 @@ def test_two_holds_sharing_a_seat_concurrently_exactly_one_holds(redis_client):
         assert (1, z_row(row), "2") in loser.taken
         assert o.zone_map(EVENT, z)[row].count("h") == 2
     assert Counter(f["kind"] for f in outbox(r)) == {"order": 40}
+
+
+def late_payments(r) -> list[dict]:
+    """The LATE_PAYMENT_REJECTED entries' payment documents (the projection's input)."""
+    return [json.loads(f["payment"]) for f in outbox(r) if f["kind"] == "late_payment_rejected"]
 
 
 def z_row(row_index: int) -> str:
@@ -511,7 +519,7 @@ def test_confirm_racing_expiry_at_the_instant_has_exactly_one_outcome(redis_clie
         confirm, rival = out["confirm"], out["rival"]
         final = o.get(EVENT, oid).order
         versions = [e["version"] for e in order_events(r, oid)]
-        late = [f for f in outbox(r) if f["kind"] == "late_payment" and f["paymentId"] == f"p{row}"]
+        late = [f for f in late_payments(r) if f["paymentId"] == f"p{row}"]
         if confirm.outcome == "OK":
             assert rival.outcome == "SEAT_TAKEN"
             assert final.status == "PAID"
@@ -553,12 +561,14 @@ def test_a_late_payment_takes_free_seats_again_or_is_rejected_once(redis_client)
     rejected = pay(o, second, payment="p2")
     assert (rejected.outcome, rejected.order.status) == ("HOLD_EXPIRED", "EXPIRED")
     assert pay(o, second, payment="p2").outcome == "HOLD_EXPIRED"  # a repeat: no new event
-    entries = [f for f in outbox(r) if f["kind"] == "late_payment"]
+    entries = late_payments(r)
     assert len(entries) == 1
     assert entries[0]["paymentId"] == "p2"
     assert (entries[0]["amount"], entries[0]["currency"]) == ("20", "USD")
-    assert json.loads(entries[0]["order"])["orderId"] == second.order.order_id
+    assert entries[0]["orderId"] == second.order.order_id
+    assert entries[0]["eventId"] == EVENT
     assert entries[0]["reason"] == "SEAT_TAKEN"
+    assert entries[0]["rejectedOn"].endswith("Z")
     assert o.zone_map(EVENT, z)[1] == "0h000000"  # the rejected payment took nothing
     third = hold(o, [(z, 2, 1)])
     assert pay(o, third, payment="p2").outcome == "ORDER_NOT_PAYABLE"  # p2 is second's

@@ -22,8 +22,9 @@ and the scripts on one order (get, confirm, cancel, refund) first expire that or
 expiry happens once, in whichever call meets it first, with its event.
 
 Outbox entries: `kind=order`, `order=<snapshot JSON>`, `rid`; and for a late payment that
-cannot be honoured `kind=late_payment`, `order`, `paymentId`, `amount`, `currency`, `reason`,
-`rid` (the money must be refunded).
+cannot be honoured `kind=late_payment_rejected`, `payment` = JSON {orderId, eventId,
+paymentId, amount, currency, reason, rejectedOn}, `order` (the snapshot), `rid` (the money must
+be refunded: the projection keeps it in `late_payment`).
 """
 
 from __future__ import annotations
@@ -207,8 +208,10 @@ else
   if reason then
     redis.call('HSET', PAYMENTS, payment, id)
     redis.call('HSET', ORDER, 'rejected:' .. payment, reason)
-    redis.call('XADD', OUTBOX, '*', 'kind', 'late_payment', 'order', doc,
-      'paymentId', payment, 'amount', amount, 'currency', currency, 'reason', reason, 'rid', RID)
+    local rejected = cjson.encode({orderId = id, eventId = o.eventId, paymentId = payment,
+      amount = amount, currency = currency, reason = reason, rejectedOn = iso(now)})
+    redis.call('XADD', OUTBOX, '*', 'kind', 'late_payment_rejected', 'payment', rejected,
+      'order', doc, 'rid', RID)
     return {'HOLD_EXPIRED', doc}
   end
   take_cells(id, cells, false)
