@@ -28,18 +28,38 @@ def development_token(
     if s.jwt_jwks_url:
         raise click.ClickException("JWT_JWKS_URL is set: the identity provider issues tokens")
     # unset: the values `make run` gives its processes, so a plain shell mints for them
-    secret = s.jwt_secret or settings.DEVELOPMENT_JWT_SECRET
-    issuer = s.jwt_issuer or settings.DEVELOPMENT_JWT_ISSUER
+    return mint(
+        subject,
+        roles,
+        secret=s.jwt_secret or settings.DEVELOPMENT_JWT_SECRET,
+        issuer=s.jwt_issuer or settings.DEVELOPMENT_JWT_ISSUER,
+        audience=s.jwt_audience,
+        roles_claim=s.jwt_roles_claim,
+        ttl_seconds=ttl_seconds,
+    )
+
+
+def mint(
+    subject: str,
+    roles: tuple[str, ...],
+    *,
+    secret: str,
+    issuer: str,
+    audience: str = "ticketing",
+    roles_claim: str = "roles",
+    ttl_seconds: int = DEFAULT_TTL_SECONDS,
+) -> str:
+    """An HS256 token: `sub`, `iss`, `iat`, `exp`, the roles in `roles_claim`, `aud` if given."""
     now = int(time.time())
     claims: dict = {
         "sub": subject,
         "iss": issuer,
         "iat": now,
         "exp": now + ttl_seconds,
-        s.jwt_roles_claim: list(roles),
+        roles_claim: list(roles),
     }
-    if s.jwt_audience:
-        claims["aud"] = s.jwt_audience
+    if audience:
+        claims["aud"] = audience
     return jwt.encode(claims, secret, algorithm="HS256")
 
 

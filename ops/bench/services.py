@@ -81,21 +81,14 @@ def authorization() -> str:
     back office in the read phases) with a token of the development secret `base_env` gives the
     services, whatever the caller's environment says; one token for the run, as a real client
     keeps its token."""
-    import time
-
-    import jwt
-
+    from cli.tokens import mint
     from plumbing.settings import DEVELOPMENT_JWT_ISSUER, DEVELOPMENT_JWT_SECRET
+    from web.identity import OPERATOR
 
-    now = int(time.time())
-    claims = {
-        "sub": "bench-buyer",
-        "iss": DEVELOPMENT_JWT_ISSUER,
-        "aud": "ticketing",
-        "exp": now + 12 * 3600,
-        "roles": ["operator"],
-    }
-    return f"Bearer {jwt.encode(claims, DEVELOPMENT_JWT_SECRET, algorithm='HS256')}"
+    token = mint(
+        "bench-buyer", (OPERATOR,), secret=DEVELOPMENT_JWT_SECRET, issuer=DEVELOPMENT_JWT_ISSUER
+    )
+    return f"Bearer {token}"
 
 
 def start_redis() -> tuple[str, subprocess.Popen]:
