@@ -102,6 +102,25 @@ def test_every_key_of_an_order_is_in_the_event_slot_and_named_as_the_lua_names_i
     assert len({key_slot(k.encode()) for k in found}) == 1
 
 
+def test_an_order_id_names_its_events_slot_and_the_hold_records_the_event(redis_client):
+    """Routes that name only the order (`/orders/{id}`) find its event with one GET in the
+    slot its id names; the hold writes that lookup in the same call."""
+    r, z = redis_client, make_zone()
+    o = setup(r, z)
+    for event in ("E", "Event1", "x" * 64, "é-not-an-id-but-hashable"):
+        oid = keys.new_order_id(event)
+        assert keys.order_bucket(oid) == keys.bucket(event)
+        lookup = keys.order_event_key(oid)
+        assert key_slot(lookup.encode()) == key_slot(keys.event_key(event).encode())
+    res = hold(o, [(z, 0, 1)])
+    assert o.event_of(res.order.order_id) == EVENT
+    assert r.ttl(keys.order_event_key(res.order.order_id)) == -1
+    for not_an_order in ("", "Order-1", res.order.order_id.upper(), res.order.order_id + "0"):
+        assert keys.order_event_key(not_an_order) is None
+        assert o.event_of(not_an_order) is None
+    assert o.event_of(keys.new_order_id(EVENT)) is None  # well formed, never held
+
+
 def test_the_lua_clock_formats_times_as_python_does(redis_client):
     """createdOn/expiresAt are written by the scripts from Redis TIME: ISO-8601 UTC with ms."""
     from models.seats.lua_lib import ORDER_LIB_LUA

@@ -10,6 +10,8 @@ relay's set of streams small.
 
 from __future__ import annotations
 
+import re
+import uuid
 import zlib
 
 BUCKETS = 16
@@ -109,3 +111,26 @@ def front_key(event_id: str, zone_id: int) -> str:
     """Where best available starts scanning a zone: quantity → a row before which no row has
     that many adjacent free seats (hash)."""
     return f"{event_prefix(event_id)}zone:{zone_id}:front"
+
+
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
+
+
+def new_order_id(event_id: str) -> str:
+    """A new order id: a random uuid whose last hex digit is the event's bucket, so the routes
+    that name only the order (`/orders/{id}`) find the slot of its event lookup."""
+    return str(uuid.uuid4())[:-1] + format(bucket(event_id), "x")
+
+
+def order_bucket(order_id: str) -> int | None:
+    """The bucket an order id names (its last hex digit), or None for anything but such a uuid."""
+    if not _UUID.match(order_id):
+        return None
+    return int(order_id[-1], 16)
+
+
+def order_event_key(order_id: str) -> str | None:
+    """Which event an order belongs to (a string key, written by the hold script in the event's
+    slot); None when the id cannot be an order id."""
+    b = order_bucket(order_id)
+    return None if b is None else f"seats:{{s{b:02d}}}:order-event:{order_id}"

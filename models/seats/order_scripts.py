@@ -103,11 +103,13 @@ local function best_available(zone, rows, columns, n)
 end
 """
 
-# KEYS[7]: the buyer's rate key. ARGV: 3 order id, 4 the order skeleton JSON (orderId, venueId,
-# eventId, buyer, currency, total, seats [{ticketId, zoneId, price[, row, column]}]), 5 cells
-# JSON ([[zone, bit, row label, ticket id, row index]]; empty for best available), 6 hold ms,
-# 7 seats per buyer, 8 rate interval ms, 9 rate tolerance ms, 10 canonical total; best
-# available: 11 zone, 12 rows, 13 columns, 14 quantity.
+# KEYS[7]: the buyer's rate key; KEYS[8] (when the order id names the event's bucket): the
+# order's event lookup (`keys.order_event_key`), set to the event id.
+# ARGV: 3 order id, 4 the order skeleton JSON (orderId, venueId, eventId, buyer, currency,
+# total, seats [{ticketId, zoneId, price[, row, column]}]), 5 cells JSON ([[zone, bit, row
+# label, ticket id, row index]]; empty for best available), 6 hold ms, 7 seats per buyer,
+# 8 rate interval ms, 9 rate tolerance ms, 10 canonical total; best available: 11 zone,
+# 12 rows, 13 columns, 14 quantity.
 # Replies: {'OK', doc} | {'EXISTS', doc} | {'SEAT_TAKEN', json of taken indexes (0-based)} |
 # {'RATE_LIMITED', ms} | {code}.
 HOLD_LUA = (
@@ -165,6 +167,7 @@ o.paymentId = cjson.null
 local doc = cjson.encode(o)
 redis.call('HSET', ORDER, 'doc', doc, 'cells', cjson.encode(cells), 'exp', exp,
   'total', ARGV[10])
+if KEYS[8] then redis.call('SET', KEYS[8], o.eventId) end
 redis.call('XADD', OUTBOX, '*', 'kind', 'order', 'order', doc, 'rid', RID)
 return {'OK', doc}
 """

@@ -156,7 +156,7 @@ class OrderScripts:
         or, with `best` = (zone, quantity), the best available block: all or none."""
         if bool(seats) == (best is not None):
             raise ValueError("give either seats or best")
-        order_id = order_id or str(uuid.uuid4())
+        order_id = order_id or keys.new_order_id(event_id)
         count = len(seats) if best is None else best[1]
         if count < 1:
             raise ValueError("an order has at least one seat")
@@ -209,8 +209,16 @@ class OrderScripts:
         ]
         if best is not None:
             args += [best[0].zone_id, best[0].rows, best[0].columns, best[1]]
+        lookup = keys.order_event_key(order_id)
+        if keys.order_bucket(order_id) != keys.bucket(event_id):
+            lookup = None  # an id that does not name the event's slot: found by event only
         reply = self._hold(
-            keys=[*self._keys(event_id, order_id), keys.rate_key(event_id, buyer)], args=args
+            keys=[
+                *self._keys(event_id, order_id),
+                keys.rate_key(event_id, buyer),
+                *([lookup] if lookup else []),
+            ],
+            args=args,
         )
         outcome = reply[0]
         if outcome in ("OK", "EXISTS"):
@@ -285,6 +293,14 @@ class OrderScripts:
                 args=[keys.event_prefix(event_id), request_id, order_id, payment_id or ""],
             )
         )
+
+    def event_of(self, order_id: str) -> str | None:
+        """The event of an order made here (one GET in the order's bucket), or None."""
+        lookup = keys.order_event_key(order_id)
+        if lookup is None:
+            return None
+        event_id = self.redis.get(lookup)
+        return event_id.decode() if isinstance(event_id, bytes) else event_id
 
     def get(self, event_id: str, order_id: str) -> OrderResult:
         """The order's live state (an expired hold becomes EXPIRED here, with its event)."""
