@@ -464,6 +464,15 @@ def test_the_box_office_phase_leaves_its_states_as_found_and_frees_every_expired
         assert redis_client.zcard(seats.keys.holds_key(case.event)) == 0
         assert redis_client.hlen(seats.owners_key(case.event, 1)) == 10
         assert sorted(redis_client.hvals(seats.buyers_key(case.event))) == ["1"] * 10
+    blocks = box_office.without_blocks(box_office.random_bitmap(scattered, 1200), scattered)
+    assert result.full.rows == 40 and len(result.full.ms) == 3
+    no_block = seating.Seats("BenchVenue", f"BoxRandom{tag}NoBlock", 1, rows=40, columns=40)
+    assert (
+        seating.sold_count(redis_client, no_block)[0]
+        == result.full.sold
+        == bin(int.from_bytes(blocks, "big")).count("1")
+    )  # the refused holds changed nothing
+    assert box_office.first_block_row(box_office.bits_of(blocks, scattered), scattered, 4) is None
     assert (e.holds, e.seats, e.expired_entries) == (250, 623, 250)
     assert e.drained_by.startswith("relay.sweeper.sweep_event")
     assert len(e.call_ms) == 3 and e.problems == [] and e.clean  # 100, 100, 50

@@ -35,6 +35,7 @@ EXPIRED.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
@@ -357,6 +358,63 @@ def _same(where: tuple[int, int, int], case: BestCase) -> None:
         raise RuntimeError(f"a sample chose {where}, not the state's block: the state changed")
 
 
+@dataclass
+class FullScan:
+    """Best available where no row has 4 adjacent free seats: every row read from row 0."""
+
+    rows: int
+    sold: int
+    ms: list[float] = field(default_factory=list)
+    redis_us: list[float] = field(default_factory=list)
+
+    @property
+    def p50(self) -> float:
+        return statistics.median(self.ms)
+
+    @property
+    def redis_p50(self) -> float:
+        alone = [us for us in self.redis_us if not math.isnan(us)]
+        return statistics.median(alone) if alone else float("nan")
+
+
+def without_blocks(bitmap: bytes, s: Seats, n: int = QUANTITY) -> bytes:
+    """`bitmap` with one more seat sold in every n free seats in a row: no n-block is left."""
+    out = bytearray(bitmap)
+    bits = bits_of(bitmap, s)
+    for row in range(s.rows):
+        run = 0
+        for column in range(s.columns):
+            bit = row * s.columns + column
+            run = run + 1 if bits[bit] == "0" else 0
+            if run == n:
+                out[bit >> 3] |= 0x80 >> (bit & 7)
+                run = 0
+    return bytes(out)
+
+
+def measure_full_scan(r: redis.Redis, s: Seats, bitmap: bytes, samples: int = 3) -> FullScan:
+    """The state written with no n-block (`without_blocks`), then `samples` best-available holds
+    from row 0 (hint deleted before each), each NOT_ENOUGH_ADJACENT_SEATS after reading every
+    row: the longest a best-available call can keep Redis busy in that zone."""
+    bitmap = without_blocks(bitmap, s)
+    left = write_state(r, s, bitmap)
+    if first_block_row(bits_of(bitmap, s), s, QUANTITY) is not None:
+        raise RuntimeError("a block of adjacent free seats is left")
+    zone = zone_spec(s)
+    calls = Calls(r)
+    out = FullScan(rows=s.rows, sold=s.capacity - sum(left))
+    for _ in range(samples):
+        r.hdel(keys.front_key(s.event, s.zone), QUANTITY)
+        held = calls.orders.hold(s.event, s.venue, buyer=_buyer("full"), best=(zone, QUANTITY))
+        if held.outcome != "NOT_ENOUGH_ADJACENT_SEATS":
+            raise RuntimeError(f"best available answered {held.outcome} without a block")
+        out.ms.append(calls.hold.ms[-1])
+        out.redis_us.append(calls.hold.redis_us[-1])
+    if r.bitcount(keys.zone_keys(s.event, s.zone)[0]) != out.sold:
+        raise RuntimeError("a refused best available changed the seats")
+    return out
+
+
 # --- 10,000 holds expiring at once --------------------------------------------------------------
 
 
@@ -559,6 +617,7 @@ def freed_problems(r: redis.Redis, s: Seats, holds: int) -> list[str]:
 class BoxOffice:
     front: BestCase
     random: BestCase
+    full: FullScan
     expiry: Expiry
     seconds: float = 0.0
 
@@ -591,19 +650,22 @@ def measure(
     by_rows = measure_best(r, front, front_bitmap(front, sold), "front", rounds, per_round)
     say("box office: the same, sold at random")
     sold = round(scattered.capacity * share)
-    at_random = measure_best(
-        r, scattered, random_bitmap(scattered, sold), "random", rounds, per_round
+    scattered_bitmap = random_bitmap(scattered, sold)
+    at_random = measure_best(r, scattered, scattered_bitmap, "random", rounds, per_round)
+    say("box office: the same with no 4 adjacent free seats left (a scan of every row)")
+    full = measure_full_scan(
+        r, dataclasses.replace(scattered, event=f"{scattered.event}NoBlock"), scattered_bitmap
     )
     say(f"box office: {holds:,} holds expiring at once, then the sweeper's drain")
     expired = measure_expiry(r, expiry, holds, own_server)
-    return BoxOffice(by_rows, at_random, expired, time.monotonic() - started)
+    return BoxOffice(by_rows, at_random, full, expired, time.monotonic() - started)
 
 
 def verdicts(result: BoxOffice) -> list[tuple[str, str, str, str]]:
     """The bench table's rows."""
     from report import at_most, fmt
 
-    f, s, e = result.front, result.random, result.expiry
+    f, s, e, full = result.front, result.random, result.expiry, result.full
     return [
         (
             "best available",
@@ -621,7 +683,9 @@ def verdicts(result: BoxOffice) -> list[tuple[str, str, str, str]]:
             f"p50 {s.p50('cold'):.2f} ms from row A ({s.scanned_cold} rows read, "
             f"{s.decoded_cold} searched) = {s.ratio('cold'):.1f} × the purchase's "
             f"{s.p50('purchase'):.2f} ms; hint warm (1 row) {s.p50('warm'):.2f} ms = "
-            f"{s.ratio('warm'):.2f} ×",
+            f"{s.ratio('warm'):.2f} ×; with no {QUANTITY} adjacent free seats left, every row "
+            f"read and searched ({full.rows:,}): {full.p50:.0f} ms (in Redis "
+            f"{fmt(full.redis_p50 / 1000, '.0f')} ms) to answer NOT_ENOUGH_ADJACENT_SEATS",
             "none",
             "info",
         ),
@@ -649,7 +713,7 @@ SERIES = (
 def render(result: BoxOffice) -> str:
     """Per state and call: round trip p50 and p99, Redis's own time, the ratio to the purchase;
     the rows scanned."""
-    from report import Table
+    from report import Table, fmt
 
     t = Table(header=("state", *(title for _, title in SERIES), "rows scanned"))
     t.wrap = (16, 19, 19, 19, 19, 24)
@@ -669,6 +733,14 @@ def render(result: BoxOffice) -> str:
         )
     e = result.expiry
     f = result.front
+    full = result.full
+    t.note(
+        f"no block left: the random state with one more seat sold in every {QUANTITY} adjacent "
+        f"free ones ({full.sold:,} sold), {len(full.ms)} best-available holds from row A, each "
+        f"NOT_ENOUGH_ADJACENT_SEATS after reading and searching all {full.rows:,} rows: p50 "
+        f"{full.p50:.1f} ms, in Redis {fmt(full.redis_p50, '.0f')} µs "
+        f"({fmt(full.redis_p50 / full.rows, '.0f')} µs a row)"
+    )
     t.note(
         f"best available: one client, sequential calls, each script call timed on the client "
         f"(EVALSHA round trip; PING p50 {statistics.median(f.ping_ms):.3f} ms on the same "
@@ -715,6 +787,12 @@ def figures(result: BoxOffice) -> dict[str, Any]:
             "rows_with_block": case.rows_with_block,
             "ping_p50_ms": statistics.median(case.ping_ms),
         }
+    out["best_no_block"] = {
+        "rows": result.full.rows,
+        "sold": result.full.sold,
+        "p50_ms": result.full.p50,
+        "redis_p50_us": result.full.redis_p50,
+    }
     e = result.expiry
     out["expiry"] = {
         "holds": e.holds,
