@@ -754,9 +754,10 @@ def render(result: BoxOffice) -> str:
     f = result.front
     full = result.full
     t.note(
-        f"no block left: the random state with one more seat sold in every {QUANTITY} adjacent "
-        f"free ones ({full.sold:,} sold), {len(full.ms)} best-available holds from row A, each "
-        f"NOT_ENOUGH_ADJACENT_SEATS after reading and searching all {full.rows:,} rows: p50 "
+        f"no block left: the random state with the {QUANTITY}th seat of every {QUANTITY} "
+        f"adjacent free ones sold too ({full.sold:,} sold), {len(full.ms)} best-available "
+        f"holds from row A, each NOT_ENOUGH_ADJACENT_SEATS after reading and searching all "
+        f"{full.rows:,} rows: p50 "
         f"{full.p50:.1f} ms, in Redis {fmt(full.redis_p50, '.0f')} µs "
         f"({fmt(full.redis_p50 / full.rows, '.0f')} µs a row)"
     )
