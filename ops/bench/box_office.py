@@ -27,10 +27,9 @@ read by its scan); the few hundred seats they sell leave the zone 95 % sold.
 
 Expiry: 10,000 holds of 1 to 4 seats, one buyer each, all due at one moment set just after the
 last is made (none is due, and expired by a later hold's script, before); then the relay's
-sweeper drains the event (`relay.sweeper.sweep_event`, or the same loop of
-`OrderScripts.sweep(event, 100)` where this tree has no sweeper), each call timed: one call must
-not block Redis for long. Then every seat must be free, every buyer's count gone and every order
-EXPIRED.
+sweeper drains the event (`relay.sweeper.sweep_event`, 100 holds a call, the relay's default
+SWEEP_BATCH), each call timed: one call must not block Redis for long. Then every seat must be
+free, every buyer's count gone and every order EXPIRED.
 """
 
 from __future__ import annotations
@@ -58,10 +57,11 @@ from models.catalog import ZoneSpec, row_label
 from models.seats import Limits, keys
 from models.seats.orders import OrderScripts
 from models.seats.scripts import SeatScripts
+from relay.sweeper import sweep_event
 
 QUANTITY = 4
 SOLD_SHARE = 0.95
-SWEEP_BATCH = 100  # holds per sweep call, as relay/sweeper.py drains
+SWEEP_BATCH = 100  # holds per sweep call: the relay's default (SWEEP_BATCH, plumbing/settings.py)
 SLOWLOG_US = 1000  # a sweep call this long or longer is in the SLOWLOG during the drain
 PRICE = Decimal("50.00")
 
@@ -424,7 +424,6 @@ class Expiry:
 
     holds: int
     seats: int
-    drained_by: str
     create_s: float = 0.0
     hold_s: float = 0.0
     attempts: int = 0  # more than 1: the machine slowed down while the holds were made
@@ -457,33 +456,13 @@ def placements(s: Seats, holds: int) -> list[list[tuple[int, int]]]:
 
 
 @contextmanager
-def sweeper_drain(r: redis.Redis) -> Iterator[tuple[str, Callable[[str], object], Timed]]:
-    """How the holds are drained, and its sweep calls timed: the relay's sweeper
-    (`relay.sweeper.sweep_event`) when this tree has it, else the loop it runs, on the client's
-    order scripts (`seats.orders_for`)."""
+def timed_sweeps(r: redis.Redis) -> Iterator[Timed]:
+    """Every sweep script call on the client's order scripts (`seats.orders_for`, which the
+    relay's sweeper calls) timed, inside the block."""
     orders = seats.orders_for(r)
     timed = orders._sweep = Timed(orders._sweep)
     try:
-        try:
-            from relay.sweeper import sweep_event
-        except ImportError:
-
-            def drain(event_id: str) -> object:
-                while orders.sweep(event_id, SWEEP_BATCH) == SWEEP_BATCH:
-                    pass
-                return None
-
-            yield (
-                f"OrderScripts.sweep(event, {SWEEP_BATCH}) until a call expires fewer",
-                drain,
-                timed,
-            )
-        else:
-            yield (
-                f"relay.sweeper.sweep_event(r, event, {SWEEP_BATCH})",
-                lambda event_id: sweep_event(r, event_id, SWEEP_BATCH),
-                timed,
-            )
+        yield timed
     finally:
         orders._sweep = timed.script
 
@@ -497,7 +476,7 @@ def measure_expiry(
     zone = zone_spec(s)
     orders = OrderScripts(r)  # untimed: the holds are made as fast as one client makes them
     plan = placements(s, holds)
-    out = Expiry(holds=holds, seats=sum(len(p) for p in plan), drained_by="")
+    out = Expiry(holds=holds, seats=sum(len(p) for p in plan))
     # when they fall due: twice what making them takes from now (a hold's mean time on a few
     # holds, cancelled) + 2 s, so none is due, and expired by a later hold, before the last is
     # made; where the machine slows down that much, made again with the rate seen
@@ -528,10 +507,10 @@ def measure_expiry(
         time.sleep(max(0.01, (last_due - _redis_ms(r)) / 1000))
     outbox = keys.outbox_stream(keys.bucket(s.event))
     entries = r.xlen(outbox)
-    with sweeper_drain(r) as (out.drained_by, drain, timed), _slowlog(r, own_server) as log:
+    with timed_sweeps(r) as timed, _slowlog(r, own_server) as log:
         calls, usec = script_stats(r)
         start = time.perf_counter()
-        drain(s.event)
+        sweep_event(r, s.event, SWEEP_BATCH)
         out.total_s = time.perf_counter() - start
         calls_after, usec_after = script_stats(r)
     out.call_ms = timed.ms
@@ -785,7 +764,8 @@ def render(result: BoxOffice) -> str:
         f"{e.create_s:.1f} s, all due {e.hold_s:.1f} s after the first was made (none before "
         f"the last was made"
         + (f"; made {e.attempts} times, the machine slowed down" if e.attempts > 1 else "")
-        + f"); once all were due, drained by {e.drained_by}; Redis's own time "
+        + f"); once all were due, drained by relay.sweeper.sweep_event(r, event, {SWEEP_BATCH}) "
+        f"(the relay's sweeper); Redis's own time "
         f"per call: the mean from INFO commandstats over the drain, the longest from the "
         f"SLOWLOG of the bench's server (set to keep commands of {SLOWLOG_US} µs or more "
         f"during the drain); "
@@ -821,7 +801,7 @@ def figures(result: BoxOffice) -> dict[str, Any]:
     out["expiry"] = {
         "holds": e.holds,
         "seats": e.seats,
-        "drained_by": e.drained_by,
+        "sweep_batch": SWEEP_BATCH,
         "total_s": e.total_s,
         "calls": len(e.call_ms),
         "call_p50_ms": percentile(e.call_ms, 0.5),
