@@ -28,7 +28,7 @@ test: $(STAMP) ## The test suite against real Redis, MariaDB and moto server, th
 	$(BIN)/python ops/local/stack.py test $(PYTEST_ARGS)
 	@if [ -z "$(PYTEST_ARGS)" ]; then $(MAKE) --no-print-directory tf-check; fi
 
-bench: $(STAMP) ## Measure the purchase path vs its ceiling, the relay, the flash sale, worker, lag and reads (BENCH_ARGS=...)
+bench: $(STAMP) ## Measure the purchase path vs its ceiling, the relay, the flash sale, worker, lag, reads and the box office (BENCH_ARGS=...)
 	$(BIN)/python ops/bench/bench.py $(BENCH_ARGS)
 
 docs: $(STAMP) ## Regenerate docs/reference.md and the Postman collection from the code

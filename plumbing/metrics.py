@@ -81,6 +81,17 @@ RELAY_PARKED = Counter(
     "Outbox entries the relay parked: SNS kept refusing them, or they were unreadable",
     ["reason"],
 )
+SWEEP_CALLS = Counter(
+    "ticketing_sweep_calls_total", "Sweep script calls made by the relay's sweeper of expired holds"
+)
+HOLDS_SWEPT = Counter(
+    "ticketing_holds_swept_total",
+    "Holds the relay's sweeper expired (not those a script on the event met first)",
+)
+SWEEP_FAILURES = Counter(
+    "ticketing_sweep_failures_total",
+    "Redis errors met by the relay's sweeper (a round, or one event's sweep); it keeps going",
+)
 # every relay sees the same streams: the freshest reading of any live relay process counts
 OUTBOX_AGE = Gauge(
     "ticketing_outbox_age_seconds",

@@ -207,6 +207,8 @@ class Settings:
     relay_heartbeat_seconds: float
     relay_alive_seconds: float
     relay_metrics_port: int
+    sweep_interval: float
+    sweep_batch: int
     jwt_issuer: str
     jwt_audience: str
     jwt_roles_claim: str
@@ -319,6 +321,8 @@ def load() -> Settings:
         relay_heartbeat_seconds=_float("RELAY_HEARTBEAT_SECONDS", 5.0),
         relay_alive_seconds=_float("RELAY_ALIVE_SECONDS", 30.0),
         relay_metrics_port=int(os.environ.get("RELAY_METRICS_PORT", "0") or 0),
+        sweep_interval=_float("SWEEP_INTERVAL_MS", 250.0) / 1000,
+        sweep_batch=_int("SWEEP_BATCH", 100),
         jwt_issuer=jwt_issuer,
         jwt_audience=os.environ.get("JWT_AUDIENCE", "ticketing"),  # "" = not checked
         jwt_roles_claim=_str("JWT_ROLES_CLAIM", "roles"),

@@ -1,4 +1,5 @@
-"""`python -m relay` (Procfile `relay`): relay the outbox to SNS until SIGTERM, then exit 0."""
+"""`python -m relay` (Procfile `relay`): relay the outbox to SNS, and sweep expired holds, until
+SIGTERM, then exit 0."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ log = logging.getLogger("relay")
 
 
 def main() -> int:
-    """Start the relay; SIGTERM or SIGINT finish the batch in flight and stop it."""
+    """Start the relay and its sweeper; SIGTERM or SIGINT finish the batch in flight and stop
+    them."""
     logs.configure("relay")
     config = settings.get()
 
@@ -24,6 +26,7 @@ def main() -> int:
     from relay.envelopes import Envelopes
     from relay.loop import Relay
     from relay.sns import Sns
+    from relay.sweeper import Sweeper
 
     name = f"{socket.gethostname()}-{os.getpid()}"
     sns = Sns(
@@ -34,6 +37,7 @@ def main() -> int:
         senders=config.relay_senders,
     )
     relay = Relay(seats.client(), sns, Envelopes(), config, consumer=name)
+    sweeper = Sweeper(seats.client(), config)  # a thread: draining holds never delays a publish
 
     def stop(signum: int, _frame: FrameType | None) -> None:
         log.info("relay %s: signal %d, stopping after the batch in flight", name, signum)
@@ -44,9 +48,11 @@ def main() -> int:
     monitoring.start_metrics()
     heartbeat = monitoring.Heartbeat(name, relay.holding)
     heartbeat.start()
+    sweeper.start()
     try:
         relay.run()
     finally:
+        sweeper.stop()
         heartbeat.stop()
         monitoring.stop_metrics()
     return 0

@@ -396,3 +396,85 @@ def test_wrk_rotate_mode_times_each_path_on_its_own():
     assert asked[:6] == ["/a", "/b", "/c", "/a", "/b", "/c"]
     assert a.p50_ms < c.p50_ms < b.p50_ms
     assert 8 <= b.p50_ms < 30
+
+
+def test_box_office_states_are_written_as_the_scripts_leave_them(redis_client):
+    """The box office phase writes 95 %-sold zones straight into Redis: the seat map script
+    must read back the bitmap written, and each row's and the zone's counters must match it."""
+    import box_office
+
+    s = seating.Seats("BenchVenue", f"BoxState{uuid.uuid4().hex[:6]}", 1, rows=7, columns=13)
+    bitmap = box_office.random_bitmap(s, 60)
+    left = box_office.write_state(redis_client, s, bitmap)
+    assert seating.sold_count(redis_client, s) == (60, 31, 60)  # no bit past the last seat
+    grid, counters = seats.scripts_for(redis_client).zone_state(s.event, box_office.zone_spec(s))
+    assert "".join(grid) == box_office.bits_of(bitmap, s)
+    assert left == [row.count("0") for row in grid]
+    assert counters == {row_label(i): n for i, n in enumerate(left)} | {"zone": 31}
+    front = seating.Seats("BenchVenue", f"BoxFront{uuid.uuid4().hex[:6]}", 1, rows=4, columns=16)
+    assert box_office.write_state(redis_client, front, box_office.front_bitmap(front, 32)) == [
+        0, 0, 16, 16
+    ]  # fmt: skip
+    assert seating.sold_count(redis_client, front) == (32, 32, 32)
+    plan = box_office.placements(s, 20)
+    assert [len(cells) for cells in plan[:5]] == [1, 2, 3, 4, 1]
+    assert all(len({row for row, _ in cells}) == 1 for cells in plan)  # never across rows
+    assert all(column <= s.columns for cells in plan for _, column in cells)
+    taken = [cell for cells in plan for cell in cells]
+    assert len(taken) == len(set(taken))
+
+
+def test_the_box_office_phase_leaves_its_states_as_found_and_frees_every_expired_hold(
+    redis_client, no_session_relay
+):
+    """The phase on small zones, for correctness only: best available chooses the block
+    predicted from the bitmap written, every sample leaves the state as it found it (the
+    purchases aside), and the sweeper's drain frees every hold that expired at once."""
+    import json
+
+    import box_office
+
+    tag = uuid.uuid4().hex[:6]
+    front = seating.Seats("BenchVenue", f"BoxFront{tag}", 1, rows=40, columns=40)
+    scattered = seating.Seats("BenchVenue", f"BoxRandom{tag}", 1, rows=40, columns=40)
+    expiry = seating.Seats("BenchVenue", f"BoxExpiry{tag}", 1, rows=20, columns=40)
+    result = box_office.measure(
+        redis_client,
+        front,
+        scattered,
+        expiry,
+        holds=250,
+        share=0.75,
+        rounds=2,
+        per_round=5,
+        say=lambda _: None,
+    )
+    f, s, e = result.front, result.random, result.expiry
+    assert (f.sold, f.row, f.columns) == (1200, 30, (19, 22))  # row AE, the block at the centre
+    assert (f.scanned_cold, f.decoded_cold, f.rows_with_block) == (31, 1, 10)
+    bits = box_office.bits_of(box_office.random_bitmap(scattered, 1200), scattered)
+    assert s.row == box_office.first_block_row(bits, scattered, 4) and s.scanned_cold == s.row + 1
+    assert {k: len(v) for k, v in f.ms.items()} == {
+        "purchase": 10, "warm": 10, "chosen": 10, "cold": 10
+    }  # fmt: skip
+    for case, chosen in ((front, f.row), (scattered, s.row)):
+        assert redis_client.hget(seats.keys.front_key(case.event, 1), "4") == str(chosen)
+        assert seating.sold_count(redis_client, case) == (1210, 390, 1210)  # + 10 purchases
+        assert redis_client.bitcount(seats.keys.held_key(case.event, 1)) == 0
+        assert redis_client.zcard(seats.keys.holds_key(case.event)) == 0
+        assert redis_client.hlen(seats.owners_key(case.event, 1)) == 10
+        assert sorted(redis_client.hvals(seats.buyers_key(case.event))) == ["1"] * 10
+    blocks = box_office.without_blocks(box_office.random_bitmap(scattered, 1200), scattered)
+    assert result.full.rows == 40 and len(result.full.ms) == 3
+    no_block = seating.Seats("BenchVenue", f"BoxRandom{tag}NoBlock", 1, rows=40, columns=40)
+    assert (
+        seating.sold_count(redis_client, no_block)[0]
+        == result.full.sold
+        == bin(int.from_bytes(blocks, "big")).count("1")
+    )  # the refused holds changed nothing
+    assert box_office.first_block_row(box_office.bits_of(blocks, scattered), scattered, 4) is None
+    assert (e.holds, e.seats, e.expired_entries) == (250, 623, 250)
+    assert len(e.call_ms) == 3 and e.problems == [] and e.clean  # 100, 100, 50
+    assert [row[3] for row in box_office.verdicts(result)][2] == "met"
+    assert "rows scanned" in box_office.render(result)
+    assert json.loads(json.dumps(box_office.figures(result)))["expiry"]["calls"] == 3

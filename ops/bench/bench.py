@@ -4,6 +4,8 @@
     python ops/bench/bench.py --compare-classes   # ceiling and purchase per gunicorn worker class
     python ops/bench/bench.py --reads-only        # count, revenue, a list page at 0/100k/1M
     python ops/bench/bench.py --seat-reads-only   # purchase p99 alone vs beside seat-map reads
+    python ops/bench/bench.py --box-office-only   # best available vs a purchase; 10,000 holds
+                                                  # expiring at once (a Redis server only)
 
 Everything runs on data of its own: a Redis server on a free port, the MariaDB database
 `ticketing_bench` (fresh each run, `alembic upgrade head`), moto on a free port, the bench catalog
@@ -14,8 +16,9 @@ phases. wrk makes the HTTP load. Ctrl-C, SIGTERM or a failure stops everything t
 
 The figures are measured, not asserted: the exit status is non-zero only on a correctness
 failure: the flash sale not exact (a seat sold twice, a rejection appended to the outbox or
-published, a Redis call too many, a sale not at SNS exactly once), or a rejection of the
-reject-vs-accept phase that appended to the outbox or reached SNS.
+published, a Redis call too many, a sale not at SNS exactly once), a rejection of the
+reject-vs-accept phase that appended to the outbox or reached SNS, or a box office hold that
+expired without freeing its seats or its buyer's count.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT), str(ROOT / "ops" / "local"), str(ROOT / "ops" / "bench")]
 
+import box_office  # noqa: E402
 import load_phases  # noqa: E402
 import machine  # noqa: E402
 import projection  # noqa: E402
@@ -57,6 +61,8 @@ SERVERS: list[subprocess.Popen] = []  # stopped last
 PURCHASE_APP = services.procfile_command("purchase")[-1]  # "web:create_app('purchase')"
 QUERY_APP = services.procfile_command("query")[-1]  # "web:create_app('query')"
 MOTO_APP = "web:create_app('purchase,query')"  # the moto phases' sales, and the lag's reads
+BOX_OFFICE_DB = 2  # the box office phase's database on the bench's Redis (0: the services', 1:
+# the monitoring plane's): the relay never reads its outbox, and it is emptied before and after
 
 
 @dataclass
@@ -165,6 +171,7 @@ def rig_for(setup: Setup, wrk: str, ceiling: Service, purchase: Service) -> load
 
 def run_bench(args: argparse.Namespace, setup: Setup, wrk: str) -> int:
     """Every phase, then the table and the result line."""
+    box = run_box_office(args, setup.redis_url)  # first: nothing else calls Redis yet
     ceiling, purchase = start_web(setup, {})
     moto_web = services.start_gunicorn("purchase-moto", MOTO_APP, setup.env)
     rig = rig_for(setup, wrk, ceiling, purchase)
@@ -236,10 +243,43 @@ def run_bench(args: argparse.Namespace, setup: Setup, wrk: str) -> int:
         machine.describe(mariadb_version),
         seat_map,
         token_costs,
+        box,
     )
     (BENCH_RUN / "results.json").write_text(json.dumps(figures, indent=1, default=str))
     refusals_clean = accept_reject.reject_appends == accept_reject.reject_messages == 0
-    return 0 if flash.exact and flash.oversold == 0 and refusals_clean else 1
+    return 0 if flash.exact and flash.oversold == 0 and refusals_clean and box.clean else 1
+
+
+def run_box_office(args: argparse.Namespace, redis_url: str) -> box_office.BoxOffice:
+    """The box office phase on a database of its own on the bench's Redis server, emptied
+    before and after (its 2,000,000-seat states and 10,000 orders are no other phase's)."""
+    r = redis.Redis.from_url(
+        f"{redis_url.rsplit('/', 1)[0]}/{BOX_OFFICE_DB}", decode_responses=True
+    )
+    r.flushdb()
+    try:
+        return box_office.measure(r, holds=args.expiring_holds, say=say, own_server=True)
+    finally:
+        r.flushdb()
+        r.close()
+
+
+def box_office_only(args: argparse.Namespace) -> int:
+    """Only the box office phase, on a Redis server of its own (no MariaDB, moto or web)."""
+    from report import Table
+
+    clean_run_dir()
+    redis_url, _ = services.start_redis()
+    result = run_box_office(args, redis_url)
+    t = Table()
+    for row in box_office.verdicts(result):
+        t.add(*row)
+    print()
+    print(box_office.render(result))
+    print()
+    print(t.render())
+    (BENCH_RUN / "box_office.json").write_text(json.dumps(box_office.figures(result), indent=1))
+    return 0 if result.clean else 1
 
 
 def run_reads(args: argparse.Namespace, setup: Setup, wrk: str) -> reads.Reads:
@@ -408,6 +448,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--seat-reads-only", action="store_true", help="the seat-map read phase alone"
     )
+    parser.add_argument(
+        "--box-office-only", action="store_true", help="the box office phase alone (Redis only)"
+    )
+    parser.add_argument(
+        "--expiring-holds", type=int, default=10_000, help="holds expiring at once, box office"
+    )
     return parser.parse_args()
 
 
@@ -417,6 +463,8 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     signal.signal(signal.SIGHUP, lambda *_: sys.exit(129))
     try:
+        if args.box_office_only:
+            return box_office_only(args)
         wrk = wrk_load.ensure_wrk()
         setup = set_up()
         if args.compare_classes:

@@ -7,7 +7,9 @@ import os
 import time
 from typing import Any
 
+import box_office
 import seat_reads
+from box_office import BoxOffice
 from load_phases import AcceptReject, FlashSale, Flatness, Throughput
 from projection import Drain, Lag
 from reads import Reads, figures, render, verdicts
@@ -34,6 +36,7 @@ def print_results(
     machine: str,
     seat_map: SeatReads,
     tokens: TokenCosts | None = None,
+    box: BoxOffice | None = None,
 ) -> dict[str, Any]:
     """Print the machine, the table, the RSS and the result line (last); return the figures."""
     t = Table()
@@ -166,6 +169,8 @@ def print_results(
     for row in verdicts(reads):
         t.add(*row)
     t.add(*seat_reads.verdict(seat_map))
+    for row in box_office.verdicts(box) if box is not None else []:
+        t.add(*row)
     light_rate = sum(x.rate for x in ar.accept) / max(1, len(ar.accept))
     t.note(
         f"purchase path: the purchase API publishes nothing; the relay (Procfile `relay`) ran "
@@ -253,6 +258,9 @@ def print_results(
     print()
     print(seat_reads.render(seat_map))
     print()
+    if box is not None:
+        print(box_office.render(box))
+        print()
     print(rss_table(rss))
     print()
     line = result_line(
@@ -298,6 +306,7 @@ def print_results(
         "lag_p99_ms": lag.p99_ms,
         "reads": figures(reads),
         "seat_map_reads": seat_reads.figures(seat_map),
+        "box_office": box_office.figures(box) if box is not None else None,
         "oversold": flash.oversold,
     }
 

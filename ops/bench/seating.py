@@ -65,6 +65,11 @@ WATCHED = Seats(ARENA, RUN.event, 2, SECTION_ROWS, SECTION_COLUMNS)
 DRAIN = Seats(ARENA, "BenchDrain", 1, ARENA_ROWS, ARENA_COLUMNS)  # worker CPU per ticket
 LAG = Seats(ARENA, "BenchLag", 1, ARENA_ROWS, ARENA_COLUMNS)  # purchase → readable
 FLASH = Seats(CLUB, "BenchFlash", 1, CLUB_ROWS, CLUB_COLUMNS)  # 10,000 attempts, 1,000 seats
+# the box office phase (ops/bench/box_office.py): seat state written into Redis and sold by the
+# scripts, never through the API, so not in the catalog
+BEST_FRONT = Seats(ARENA, "BenchBestFront", 1, ARENA_ROWS, ARENA_COLUMNS)  # 95 % sold row by row
+BEST_RANDOM = Seats(ARENA, "BenchBestRandom", 1, ARENA_ROWS, ARENA_COLUMNS)  # 95 % sold at random
+EXPIRY = Seats(ARENA, "BenchExpiry", 1, ARENA_ROWS, ARENA_COLUMNS)  # 10,000 holds expiring at once
 # reads: an event per number of tickets in MySQL (ops/bench/reads.py)
 READS = {
     n: Seats(ARENA, name, 1, ARENA_ROWS, ARENA_COLUMNS)
