@@ -1,0 +1,338 @@
+"""`seats rebuild` with orders: after holds, payments, cancels, refunds, expiries, late payments
+and single-seat purchases made by the real scripts and projected to MySQL by the real projection
+code, Redis loses the event's keys; the rebuild from MySQL writes every key back as the scripts
+left it, and the scripts go on from there (confirm a rebuilt hold, refund a rebuilt payment,
+expire a rebuilt due hold once, refuse a rebuilt sold seat and a buyer over the limit)."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+import models
+from models import seat_repair, seats
+from models.catalog import Catalog, row_label
+from models.orders import LatePaymentRecord, OrderSnapshot, apply_order, record_late_payment
+from models.seats import keys
+from models.seats.orders import OrderResult, OrderScripts
+from models.tables import Order
+from models.tickets import TicketRecord, persist_ticket
+from plumbing import settings
+from tests.conftest import TEST_CATALOG
+from tests.support.factories import ticket_message
+
+# the test reads and projects the outbox itself: the session relay must not take it
+pytestmark = pytest.mark.usefixtures("no_session_relay")
+
+EVENT, VENUE = "Event1", "Venue1"
+CATALOG = Catalog.from_dict(TEST_CATALOG)
+ZONES = CATALOG.venues[VENUE].zones
+FREE = seats.Limits(seats_per_buyer=10**6, burst=10**6)
+# fields of a stored snapshot MySQL does not keep (no script reads them: order_state.py)
+UNKEPT = ("updatedOn", "paidOn", "refundedOn")
+
+
+def raw_client() -> seats.Client:
+    """Bytes replies: the bitmaps are binary."""
+    return seats.connect(settings.get().redis_url, cluster=False, decode_responses=False)
+
+
+def text(value: Any) -> Any:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def project_outbox(r: seats.Client) -> int:
+    """Every entry of the event's outbox through the projection the worker runs (ticket, order,
+    late payment), in stream order, then deleted as the relay would; returns how many."""
+    stream = keys.outbox_stream(keys.bucket(EVENT))
+    entries = r.xrange(stream)
+    with models.writer().begin() as conn:
+        for _, fields in entries:
+            if fields["kind"] == "order":
+                apply_order(conn, OrderSnapshot.from_json(json.loads(fields["order"])))
+            elif fields["kind"] == "late_payment_rejected":
+                record_late_payment(
+                    conn, LatePaymentRecord.from_json(json.loads(fields["payment"]))
+                )
+            else:
+                persist_ticket(conn, TicketRecord.from_json(json.loads(fields["ticket"])))
+    if entries:
+        r.xdel(stream, *[i for i, _ in entries])
+    return len(entries)
+
+
+def order_ids() -> list[str]:
+    with models.writer().connect() as conn:
+        return sorted(conn.scalars(select(Order.order_id).where(Order.event_id == EVENT)))
+
+
+def bitmap(raw: seats.Client, key: str) -> bytes:
+    """A bitmap without its trailing zero bytes (SETBIT grows it only as far as it writes)."""
+    return (raw.get(key) or b"").rstrip(b"\0")
+
+
+def state(raw: seats.Client, ids: list[str]) -> dict[str, Any]:
+    """Every seat-state key of the event the scripts read, as comparable values (the `front`
+    scan hints excepted: a rebuild drops them, and they only make a scan start later)."""
+    found: dict[str, Any] = {}
+    for zone_id in ZONES:
+        sold, left, _ = keys.zone_keys(EVENT, zone_id)
+        found[f"zone {zone_id}"] = {
+            "sold": bitmap(raw, sold),
+            "held": bitmap(raw, keys.held_key(EVENT, zone_id)),
+            "left": raw.hgetall(left),
+            "owner": raw.hgetall(keys.owners_key(EVENT, zone_id)),
+            "holder": raw.hgetall(keys.holder_key(EVENT, zone_id)),
+        }
+    found["event"] = raw.hgetall(keys.event_key(EVENT))
+    found["buyers"] = raw.hgetall(keys.buyers_key(EVENT))
+    found["holds"] = raw.zrange(keys.holds_key(EVENT), 0, -1, withscores=True)
+    found["payments"] = raw.hgetall(keys.payments_key(EVENT))
+    for order_id in ids:
+        stored = {text(k): text(v) for k, v in raw.hgetall(keys.order_key(EVENT, order_id)).items()}
+        if not stored:
+            found[f"order {order_id}"] = None
+            continue
+        doc = json.loads(stored.pop("doc"))
+        for name in UNKEPT:
+            doc.pop(name, None)
+        doc["seats"] = sorted(doc["seats"], key=lambda s: s["ticketId"])
+        found[f"order {order_id}"] = {
+            "doc": doc,
+            "cells": sorted(json.loads(stored.pop("cells"))),
+            "rejected": sorted(k for k in stored if k.startswith("rejected:")),
+            "rest": {k: v for k, v in stored.items() if not k.startswith("rejected:")},
+            "lookup": raw.get(keys.order_event_key(order_id)),
+        }
+    return found
+
+
+def flush_event(raw: seats.Client) -> None:
+    """Redis loses every key of the event (its seat state, orders and lookups)."""
+    doomed = list(raw.scan_iter(match=f"seats:{keys.tag(EVENT)}:*", count=1000))
+    assert doomed
+    raw.delete(*doomed)
+    assert not raw.exists(keys.event_key(EVENT))
+
+
+def rebuild() -> dict[str, int]:
+    return seat_repair.rebuild(
+        seats.client(),
+        CATALOG,
+        events=[EVENT],
+        drain_timeout=60,
+        relays_hold_nothing=lambda: True,
+    )
+
+
+def sell_single(r: seats.Client, zone_id: int, row: int, column: int, buyer: str) -> str:
+    """A single seat sold as POST /tickets sells it (the ticket names its buyer)."""
+    ticket = ticket_message(
+        eventId=EVENT, zoneId=zone_id, row=row_label(row), column=str(column), buyer=buyer
+    )
+    zone = ZONES[zone_id]
+    return (
+        seats.scripts_for(r)
+        .purchase(EVENT, zone, row, column, ticket=ticket, buyer=buyer, limits=FREE)
+        .outcome
+    )
+
+
+def pay(o: OrderScripts, res: OrderResult, payment: str) -> OrderResult:
+    return o.confirm(
+        EVENT,
+        res.order.order_id,
+        payment_id=payment,
+        amount=res.order.total,
+        currency="USD",
+        limits=FREE,
+    )
+
+
+def hold(o: OrderScripts, cells: list[tuple[int, int, int]], buyer: str, **kw: Any) -> OrderResult:
+    kw.setdefault("limits", FREE)
+    res = o.hold(EVENT, VENUE, buyer=buyer, seats=[(ZONES[z], r, c) for z, r, c in cells], **kw)
+    assert res.outcome == "OK", res
+    return res
+
+
+def redis_now_ms(r: seats.Client) -> int:
+    s, us = r.time()
+    return s * 1000 + us // 1000
+
+
+def wait_past(r: seats.Client, res: OrderResult) -> None:
+    exp = int(r.hget(keys.order_key(EVENT, res.order.order_id), "exp"))
+    while redis_now_ms(r) < exp:
+        time.sleep(0.01)
+
+
+def order_events(r: seats.Client, order_id: str) -> list[dict[str, Any]]:
+    stream = keys.outbox_stream(keys.bucket(EVENT))
+    found = [json.loads(f["order"]) for _, f in r.xrange(stream) if f["kind"] == "order"]
+    return [o for o in found if o["orderId"] == order_id]
+
+
+@pytest.fixture
+def sold_mix(no_session_relay, clean_tickets, loaded_seats) -> dict[str, OrderResult]:
+    """Every kind of order the box office leaves, and single seats, in Redis and in MySQL."""
+    r = loaded_seats
+    o = OrderScripts(r)
+    made: dict[str, OrderResult] = {}
+    made["held"] = hold(o, [(1, 0, 1), (1, 0, 2)], "buyer-held")
+    other = str(uuid.uuid4())[:-1] + format((keys.bucket(EVENT) + 1) % keys.BUCKETS, "x")
+    made["held_other_id"] = hold(o, [(2, 3, 5)], "buyer-held", order_id=other)
+    made["best"] = o.hold(EVENT, VENUE, buyer="buyer-best", best=(ZONES[3], 3), limits=FREE)
+    assert made["best"].outcome == "OK"
+    paid = hold(o, [(1, 1, 1), (1, 1, 2), (4, 27, 40)], "buyer-paid")
+    made["paid"] = pay(o, paid, "pay-paid")
+    refunded = pay(o, hold(o, [(1, 2, 1)], "buyer-refunded"), "pay-refunded")
+    made["refunded"] = o.refund(EVENT, refunded.order.order_id, payment_id="pay-refunded")
+    made["cancelled"] = o.cancel(
+        EVENT, hold(o, [(1, 3, 1)], "buyer-x").order.order_id, caller="buyer-x"
+    )
+    expired = hold(o, [(1, 4, 1)], "buyer-x", hold_seconds=0.05)
+    wait_past(r, expired)
+    made["expired"] = o.get(EVENT, expired.order.order_id)
+    late = hold(o, [(1, 5, 1)], "buyer-late", hold_seconds=0.05)
+    wait_past(r, late)
+    assert sell_single(r, 1, 5, 1, "buyer-single") == "OK"  # expires the hold, takes its seat
+    assert pay(o, late, "pay-late").outcome == "HOLD_EXPIRED"  # refused: a late payment
+    made["late_refused"] = o.get(EVENT, late.order.order_id)
+    late_ok = hold(o, [(1, 6, 1)], "buyer-late", hold_seconds=0.05)
+    wait_past(r, late_ok)
+    made["late_paid"] = pay(o, late_ok, "pay-late-ok")  # expired, seats free: paid late
+    assert made["late_paid"].order.status == "PAID"
+    for column in (1, 2, 3):
+        assert sell_single(r, 7, 9, column, "buyer-single") == "OK"
+    # last, and left alone: due when Redis loses it (no script met it since)
+    made["due"] = hold(o, [(1, 8, 8)], "buyer-due", hold_seconds=0.05)
+    wait_past(r, made["due"])
+    assert project_outbox(r) > 0
+    statuses = {name: res.order.status for name, res in made.items()}
+    assert statuses == {
+        "held": "HELD",
+        "held_other_id": "HELD",
+        "best": "HELD",
+        "paid": "PAID",
+        "refunded": "REFUNDED",
+        "cancelled": "CANCELLED",
+        "expired": "EXPIRED",
+        "late_refused": "EXPIRED",
+        "late_paid": "PAID",
+        "due": "HELD",
+    }
+    return made
+
+
+def test_the_rebuilt_state_is_the_state_the_scripts_left(sold_mix):
+    r = seats.client()
+    raw = raw_client()
+    project_outbox(r)
+    ids = order_ids()
+    assert len(ids) == len(sold_mix)
+    before = state(raw, ids)
+    assert before["payments"] == {
+        b"pay-paid": sold_mix["paid"].order.order_id.encode(),
+        b"pay-refunded": sold_mix["refunded"].order.order_id.encode(),
+        b"pay-late": sold_mix["late_refused"].order.order_id.encode(),
+        b"pay-late-ok": sold_mix["late_paid"].order.order_id.encode(),
+    }
+    flush_event(raw)
+    assert state(raw, ids) != before
+    sold = rebuild()
+    after = state(raw, ids)
+    for key in before:
+        assert after[key] == before[key], key
+    assert sold == {EVENT: int(before["event"][b"sold"])}
+    lookups = {order_id: after[f"order {order_id}"]["lookup"] for order_id in ids}
+    assert lookups[sold_mix["held_other_id"].order.order_id] is None  # not its bucket: none
+    assert sum(v == EVENT.encode() for v in lookups.values()) == len(ids) - 1
+
+
+def test_a_due_hold_restored_by_the_rebuild_expires_once_with_its_event(
+    no_session_relay, clean_tickets, loaded_seats
+):
+    r = loaded_seats
+    o = OrderScripts(r)
+    due = hold(o, [(1, 0, 5), (1, 0, 6)], "buyer-due", hold_seconds=0.05)
+    project_outbox(r)
+    wait_past(r, due)
+    flush_event(raw_client())
+    rebuild()
+    order_id = due.order.order_id
+    assert r.zscore(keys.holds_key(EVENT), order_id) is not None  # restored HELD, still due
+    assert r.hget(keys.buyers_key(EVENT), "buyer-due") == "2"
+    assert o.sweep(EVENT) == 1
+    assert o.sweep(EVENT) == 0
+    assert o.get(EVENT, order_id).order.status == "EXPIRED"
+    assert [(e["status"], e["version"]) for e in order_events(r, order_id)] == [("EXPIRED", 2)]
+    assert r.hget(keys.buyers_key(EVENT), "buyer-due") is None
+    assert r.getbit(keys.zone_keys(EVENT, 1)[0], 5) == 0
+    assert r.hget(keys.event_key(EVENT), "sold") == "0"
+
+
+def test_the_scripts_go_on_from_the_rebuilt_state(sold_mix):
+    r = seats.client()
+    o = OrderScripts(r)
+    flush_event(raw_client())
+    rebuild()
+    # a rebuilt HELD order is confirmed: its seats stop being held, they stay sold
+    held = sold_mix["held"].order
+    confirmed = o.confirm(
+        EVENT, held.order_id, payment_id="pay-after", amount=held.total, currency="USD"
+    )
+    assert (confirmed.outcome, confirmed.order.status, confirmed.order.version) == ("OK", "PAID", 2)
+    assert r.hlen(keys.holder_key(EVENT, 1)) == 0
+    assert r.getbit(keys.zone_keys(EVENT, 1)[0], 0) == 1
+    # a rebuilt PAID order is refunded: a version beyond MySQL's, its seats free again
+    paid = sold_mix["paid"].order
+    refunded = o.refund(EVENT, paid.order_id, payment_id="pay-paid")
+    assert (refunded.outcome, refunded.order.version) == ("OK", paid.version + 1)
+    assert project_outbox(r) > 0
+    with models.writer().connect() as conn:
+        stored = conn.execute(
+            select(Order.status, Order.version).where(Order.order_id == paid.order_id)
+        )
+        assert stored.one() == ("REFUNDED", paid.version + 1)
+    assert hold(o, [(1, 1, 1)], "buyer-again").order.status == "HELD"
+    # the answers the state table gives on the closed orders
+    assert pay(o, sold_mix["refunded"], "pay-refunded").outcome == "ORDER_NOT_PAYABLE"
+    assert pay(o, sold_mix["cancelled"], "pay-c").outcome == "ORDER_NOT_PAYABLE"
+    assert o.refund(EVENT, sold_mix["refunded"].order.order_id, payment_id=None).outcome == (
+        "NO_CHANGE"
+    )
+    assert pay(o, sold_mix["late_refused"], "pay-late").outcome == "HOLD_EXPIRED"
+    assert pay(o, sold_mix["late_paid"], "pay-late-ok").outcome == "NO_CHANGE"
+    assert pay(o, sold_mix["held_other_id"], "pay-paid").outcome == "ORDER_NOT_PAYABLE"
+    # rebuilt sold seats, held seats and single seats are taken
+    assert sell_single(r, 1, 0, 2, "buyer-y") == "SEAT_TAKEN"  # the confirmed order's
+    assert sell_single(r, 4, 27, 40, "buyer-y") == "OK"  # the refunded order's
+    assert sell_single(r, 2, 3, 5, "buyer-y") == "SEAT_TAKEN"  # held
+    assert sell_single(r, 7, 9, 2, "buyer-y") == "SEAT_TAKEN"  # a single seat
+    assert hold(o, [(1, 2, 1)], "buyer-y").order.status == "HELD"  # the refunded seat is free
+    # the buyer limit counts the rebuilt seats: buyer-held has 3 held (2 now paid), buyer-single 4
+    limits = seats.Limits(seats_per_buyer=4, burst=10**6)
+    assert (
+        o.hold(
+            EVENT,
+            VENUE,
+            buyer="buyer-held",
+            seats=[(ZONES[5], 0, 1), (ZONES[5], 0, 2)],
+            limits=limits,
+        ).outcome
+        == "BUYER_LIMIT_REACHED"
+    )
+    assert o.hold(EVENT, VENUE, buyer="buyer-held", seats=[(ZONES[5], 0, 1)], limits=limits).ok
+    assert (
+        o.hold(EVENT, VENUE, buyer="buyer-single", seats=[(ZONES[5], 1, 1)], limits=limits).outcome
+        == "BUYER_LIMIT_REACHED"
+    )
+    # the order id → event lookups are back
+    assert o.event_of(held.order_id) == EVENT
+    assert o.event_of(sold_mix["held_other_id"].order.order_id) is None
