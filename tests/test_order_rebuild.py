@@ -268,6 +268,8 @@ def test_a_due_hold_restored_by_the_rebuild_expires_once_with_its_event(
     order_id = due.order.order_id
     assert r.zscore(keys.holds_key(EVENT), order_id) is not None  # restored HELD, still due
     assert r.hget(keys.buyers_key(EVENT), "buyer-due") == "2"
+    assert o.zone_map(EVENT, ZONES[1])[0][4:6] == "hh"  # held by it until something expires it
+    assert r.hget(keys.event_key(EVENT), "sold") == "2"
     assert o.sweep(EVENT) == 1
     assert o.sweep(EVENT) == 0
     assert o.get(EVENT, order_id).order.status == "EXPIRED"
@@ -336,3 +338,36 @@ def test_the_scripts_go_on_from_the_rebuilt_state(sold_mix):
     # the order id → event lookups are back
     assert o.event_of(held.order_id) == EVENT
     assert o.event_of(sold_mix["held_other_id"].order.order_id) is None
+
+
+def test_the_rebuild_waits_for_order_events_still_in_the_outbox(
+    no_session_relay, clean_tickets, loaded_seats
+):
+    """An order event MySQL has not seen yet (still in the outbox): rebuilding now would free
+    the hold's seats; the rebuild refuses and leaves the event closed (purchases answer 503)."""
+    r = loaded_seats
+    held = hold(OrderScripts(r), [(1, 0, 1)], "buyer-waiting")
+    with pytest.raises(seat_repair.QueueNotDrained, match="outbox"):
+        seat_repair.rebuild(
+            r, CATALOG, events=[EVENT], drain_timeout=1, relays_hold_nothing=lambda: True
+        )
+    assert not seats.event_loaded(r, EVENT)
+    project_outbox(r)
+    rebuild()
+    assert r.hget(keys.holder_key(EVENT, 1), "0") == held.order.order_id
+
+
+def test_an_order_mysql_never_saw_is_dropped_by_the_rebuild(
+    no_session_relay, clean_tickets, loaded_seats
+):
+    """An order whose events were lost with Redis (never in MySQL) but whose hash survived: the
+    rebuild deletes it, or a confirm would sell seats the rebuilt bitmaps have free."""
+    r = loaded_seats
+    o = OrderScripts(r)
+    lost = hold(o, [(1, 0, 1)], "buyer-lost")
+    r.delete(keys.outbox_stream(keys.bucket(EVENT)))  # its event is gone: MySQL never sees it
+    rebuild()
+    assert r.getbit(keys.zone_keys(EVENT, 1)[0], 0) == 0
+    assert o.get(EVENT, lost.order.order_id).outcome == "ORDER_NOT_FOUND"
+    assert pay(o, lost, "pay-lost").outcome == "ORDER_NOT_FOUND"
+    assert r.hget(keys.buyers_key(EVENT), "buyer-lost") is None
