@@ -124,18 +124,25 @@ def rebuild(
         catalog_model.mark_seat_state_created(conn, chosen)
     sold: dict[str, int] = {}
     for event_id in chosen:
-        event = catalog.events[event_id]
-        with models.writer().connect() as conn:  # the writer: a reader may lag behind
-            tickets = sold_seats(conn, event_id)
-            buyers = seats_per_buyer(conn, event_id)
-            orders = [o.to_json() for o in event_orders(conn, event_id)]
-            rejected = refused_payments(conn, event_id)
-        sold[event_id] = seats.rebuild_event(
-            r, event, catalog.venues[event.venue_id].zones, tickets, buyers, orders, rejected
-        )
+        sold[event_id] = write_event(r, catalog, event_id)
         log.info("seat state of %s rebuilt: %d sold", event_id, sold[event_id])
     seats.publish_catalog(r, catalog)
     return sold
+
+
+def write_event(r: seats.Client, catalog: Catalog, event_id: str) -> int:
+    """Write one event's seat state from what MySQL holds now (tickets, orders, refused late
+    payments); returns the seats taken. No wait: `rebuild` first makes sure that nothing of the
+    event is still on its way to MySQL."""
+    event = catalog.events[event_id]
+    with models.writer().connect() as conn:  # the writer: a reader may lag behind
+        tickets = sold_seats(conn, event_id)
+        buyers = seats_per_buyer(conn, event_id)
+        orders = [o.to_json() for o in event_orders(conn, event_id)]
+        rejected = refused_payments(conn, event_id)
+    return seats.rebuild_event(
+        r, event, catalog.venues[event.venue_id].zones, tickets, buyers, orders, rejected
+    )
 
 
 def _redis_sold(raw: seats.Client, event_id: str, zone: catalog_model.ZoneSpec) -> set[tuple]:
