@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import click
 
+from messaging import queues
 from models import seat_repair, seats
 from models.catalog import Catalog
+from plumbing import settings
 
 
 def rebuild(
@@ -39,6 +41,14 @@ def rebuild_command(events: tuple[str, ...], drain_timeout: float) -> None:
     sold = rebuild(None, list(events) or None, drain_timeout=drain_timeout)
     for event_id, n in sold.items():
         click.echo(f"{event_id}: {n} seats sold")
+    dead = sum(queues.depths(settings.get().dead_letter_queue_url).values())
+    if dead:
+        click.echo(
+            f"warning: the dead-letter queue holds {dead} messages: the rebuilt state lacks any "
+            "of these events' among them (MySQL never applied it); see `dlq list` and "
+            "docs/operations.md",
+            err=True,
+        )
 
 
 @seats_group.command("reconcile")

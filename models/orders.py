@@ -465,3 +465,18 @@ def record_late_payment(conn: Connection, payment: LatePaymentRecord) -> Applied
         .prefix_with("IGNORE")
     )
     return Applied.INSERTED if conn.execute(stmt).rowcount == 1 else Applied.STALE
+
+
+def event_orders(conn: Connection, event_id: str) -> list[OrderSnapshot]:
+    """Every order of an event as projected, whatever its status (what `seats rebuild` writes
+    back to Redis)."""
+    rows = conn.execute(select(Order).where(Order.event_id == event_id)).all()
+    return _snapshots(conn, rows)
+
+
+def refused_payments(conn: Connection, event_id: str) -> dict[str, str]:
+    """The event's late payments refused for expired orders: {payment id: order id}."""
+    query = select(LatePayment.payment_id, LatePayment.order_id).where(
+        LatePayment.event_id == event_id
+    )
+    return {payment_id: order_id for payment_id, order_id in conn.execute(query)}

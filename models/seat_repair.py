@@ -3,8 +3,10 @@
 * `rebuild`: after Redis lost data (a flush, a restart without persistence, a failover that
   dropped writes). Each event is made unsellable first (purchases answer 503); then every event
   of its sales still on its way must have landed in MySQL: no outbox entry of the event left in
-  Redis, none in a relay's hands (`relays_hold_nothing`), and the ticket queue drained. Then its
-  state is written from the tickets table, the event counter last.
+  Redis (tickets, orders, refused late payments), none in a relay's hands
+  (`relays_hold_nothing`), and the queue drained. Then its state is written from the tickets
+  table (single seats and paid orders' seats) and the orders (each order's keys, HELD orders'
+  seats held: `models.seats.order_state`), the event counter last.
 * `reconcile`: a read-only report of disagreements between Redis (sold bits and owners), the
   outbox (events not yet relayed) and MySQL (tickets). It frees nothing: with the outbox, a sold
   seat without its event cannot exist, so a disagreement is a bug or a data loss to look at.
@@ -23,6 +25,7 @@ from messaging import queues
 from models import catalog as catalog_model
 from models import seats
 from models.catalog import Catalog, row_index, row_label
+from models.orders import event_orders, refused_payments
 from models.seats import keys, outbox
 from models.tickets import seats_per_buyer, sold_seats
 from plumbing import heartbeats, settings
@@ -47,6 +50,28 @@ def outbox_tickets(r: seats.Client, event_ids: set[str]) -> list[dict]:
             if ticket.get("eventId") in event_ids:
                 found.append(ticket)
     return found
+
+
+def _event_of(entry: outbox.Entry) -> str | None:
+    """The event an outbox entry is about: a ticket's, an order's, a refused late payment's."""
+    for name in (outbox.TICKET, "order", "payment"):
+        if name in entry.fields:
+            try:
+                found = json.loads(entry.fields[name]).get("eventId")
+            except (ValueError, AttributeError):
+                return None  # unreadable: the relay parks it
+            return found if isinstance(found, str) else None
+    return None
+
+
+def outbox_pending(r: seats.Client, event_ids: set[str]) -> int:
+    """How many entries of `event_ids` (tickets, orders, late payments) wait in the outbox."""
+    return sum(
+        1
+        for bucket in sorted({keys.bucket(e) for e in event_ids})
+        for entry in outbox.waiting(r, bucket)
+        if _event_of(entry) in event_ids
+    )
 
 
 def relays_emptied_hands_since(started: float) -> Callable[[], bool]:
@@ -86,7 +111,7 @@ def rebuild(
         seats.disable_event(r, event_id)
     # No new sale of these events can start now; the ones decided before are in the outbox,
     # in a relay's hands, or in the queue: wait for all three to be empty of them.
-    outbox_empty = lambda: not outbox_tickets(r, set(chosen))  # noqa: E731
+    outbox_empty = lambda: not outbox_pending(r, set(chosen))  # noqa: E731
     if not until_steady(outbox_empty, drain_timeout):
         raise QueueNotDrained(f"outbox not relayed within {drain_timeout:g}s; events stay closed")
     if relays_hold_nothing is None:
@@ -99,16 +124,25 @@ def rebuild(
         catalog_model.mark_seat_state_created(conn, chosen)
     sold: dict[str, int] = {}
     for event_id in chosen:
-        event = catalog.events[event_id]
-        with models.writer().connect() as conn:  # the writer: a reader may lag behind
-            tickets = sold_seats(conn, event_id)
-            buyers = seats_per_buyer(conn, event_id)
-        sold[event_id] = seats.rebuild_event(
-            r, event, catalog.venues[event.venue_id].zones, tickets, buyers
-        )
+        sold[event_id] = write_event(r, catalog, event_id)
         log.info("seat state of %s rebuilt: %d sold", event_id, sold[event_id])
     seats.publish_catalog(r, catalog)
     return sold
+
+
+def write_event(r: seats.Client, catalog: Catalog, event_id: str) -> int:
+    """Write one event's seat state from what MySQL holds now (tickets, orders, refused late
+    payments); returns the seats taken. No wait: `rebuild` first makes sure that nothing of the
+    event is still on its way to MySQL."""
+    event = catalog.events[event_id]
+    with models.writer().connect() as conn:  # the writer: a reader may lag behind
+        tickets = sold_seats(conn, event_id)
+        buyers = seats_per_buyer(conn, event_id)
+        orders = [o.to_json() for o in event_orders(conn, event_id)]
+        rejected = refused_payments(conn, event_id)
+    return seats.rebuild_event(
+        r, event, catalog.venues[event.venue_id].zones, tickets, buyers, orders, rejected
+    )
 
 
 def _redis_sold(raw: seats.Client, event_id: str, zone: catalog_model.ZoneSpec) -> set[tuple]:

@@ -112,6 +112,21 @@ def test_seats_rebuild_restores_a_lost_event_from_mysql(redis_client, clean_tick
     assert seats.read_catalog(redis_client) == CATALOG
 
 
+def test_seats_rebuild_warns_of_dead_letters(redis_client, clean_tickets):
+    """A dead-lettered event never reached MySQL, so the rebuilt state lacks it: the rebuild
+    says so (the runbook has the dead letters looked at before a rebuild)."""
+    import boto3
+
+    messaging = create_messaging(f"c{uuid.uuid4().hex[:8]}")
+    done = flask("seats", "rebuild", "--event", "Event1", env=messaging.env())
+    assert done.returncode == 0, done.stderr
+    assert "dead-letter" not in done.stderr
+    boto3.client("sqs").send_message(QueueUrl=messaging.dead_letter_queue_url, MessageBody="x")
+    done = flask("seats", "rebuild", "--event", "Event1", env=messaging.env())
+    assert done.returncode == 0, done.stderr
+    assert "warning: the dead-letter queue holds 1 messages" in done.stderr
+
+
 def test_the_cli_needs_no_monitoring_plane(never_loaded):
     """The release and ops tasks run with REDIS_CLUSTER=true and no MONITOR_BROKER_URL; the
     app the commands build must not insist on it (a serving events process still does)."""

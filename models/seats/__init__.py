@@ -10,7 +10,8 @@ capacity; per bucket of events, the outbox stream. Modules:
 - `loading`: catalog load, disabling and rebuilding an event's state;
 - `outbox`: reading the outbox's depth and age (the relay and the health checks);
 - `orders` (Python API) and `order_scripts` (Lua): orders held, confirmed, cancelled, refunded,
-  expired and swept, each one call with its event; `lua_lib`: the Lua the scripts share.
+  expired and swept, each one call with its event; `lua_lib`: the Lua the scripts share;
+- `order_state`: an event's order keys written back from the stored orders (the rebuild).
 """
 
 from __future__ import annotations

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+import logging
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from models.catalog import Catalog, EventSpec, ZoneSpec, row_index, row_label
 from models.seats import keys
 from models.seats.connection import Client
+from models.seats.order_state import HeldCell, order_state, write_order_state
 from models.seats.scripts import SeatScripts, seat_bit
+
+log = logging.getLogger(__name__)
 
 CATALOG_KEY = "ticketing:catalog"
 
@@ -38,26 +43,48 @@ def rebuild_event(
     zones: dict[int, ZoneSpec],
     sold: dict[int, list[tuple[str, int, str]]],
     buyers: dict[str, int] | None = None,
+    orders: Iterable[Mapping[str, Any]] = (),
+    rejected: Mapping[str, str] | None = None,
 ) -> int:
     """Write an event's seat state from its persisted tickets ({zone: [(row, column, ticket
-    id)]}) and their buyers' seat counts: bitmaps, seats left, owners and per-buyer counts; the
-    event hash last, so the event is sellable only once every zone is written. Returns the
-    seats marked sold."""
+    id)]}: single seats and paid orders' seats), their buyers' seat counts, its orders'
+    snapshots (the contract's JSON; `order_state` writes their keys, and a HELD order's seats
+    are held by it and count for its buyer) and its refused late payments ({payment: order}):
+    bitmaps, seats left, owners, holders and per-buyer counts; the event hash last, so the event
+    is sellable only once every zone is written. Returns the seats marked taken (sold or held)."""
+    state = order_state(event.event_id, orders, zones, rejected)
+    counts = dict(buyers or {})
+    held_by_zone: dict[int, list[HeldCell]] = {}
+    for cell in state.held:
+        held_by_zone.setdefault(cell.zone_id, []).append(cell)
+        counts[cell.buyer] = counts.get(cell.buyer, 0) + 1
     total = 0
     for zone in zones.values():
         cells = sold.get(zone.zone_id, [])
         bitmap = bytearray((zone.rows * zone.columns + 7) // 8)
+        held_bitmap = bytearray(len(bitmap))
         per_row: dict[str, int] = {}
         owners: dict[int, str] = {}
+        holders: dict[int, str] = {}
         for row, column, ticket_id in cells:
             bit = seat_bit(zone, row_index(row), column)
             bitmap[bit // 8] |= 0x80 >> (bit % 8)  # Redis bitmaps are big-endian within a byte
             per_row[row] = per_row.get(row, 0) + 1
             owners[bit] = ticket_id
+        for held in held_by_zone.get(zone.zone_id, []):
+            if held.bit in owners:  # sold as well: MySQL disagrees with itself; the sale wins
+                log.warning("%s: seat %s held by %s is sold", event.event_id, held, held.order_id)
+                continue
+            bitmap[held.bit // 8] |= 0x80 >> (held.bit % 8)
+            held_bitmap[held.bit // 8] |= 0x80 >> (held.bit % 8)
+            per_row[held.row] = per_row.get(held.row, 0) + 1
+            owners[held.bit] = held.ticket_id
+            holders[held.bit] = held.order_id
+        taken = len(owners)
         left = {
             row_label(i): zone.row_capacity - per_row.get(row_label(i), 0) for i in range(zone.rows)
         }
-        left["zone"] = zone.capacity - len(cells)
+        left["zone"] = zone.capacity - taken
         sold_key, left_key, _ = keys.zone_keys(event.event_id, zone.zone_id)
         owners_key = keys.owners_key(event.event_id, zone.zone_id)
         pipe = r.pipeline(transaction=True)  # one slot: MULTI/EXEC works on a cluster too
@@ -69,12 +96,17 @@ def rebuild_event(
         pipe.hset(left_key, mapping=left)
         if owners:
             pipe.hset(owners_key, mapping=owners)
+        if holders:
+            pipe.set(held_key, bytes(held_bitmap))
+            pipe.hset(holder_key, mapping=holders)
         pipe.execute()
-        total += len(cells)
+        total += taken
+    write_order_state(r, event.event_id, state)
     pipe = r.pipeline(transaction=True)
     pipe.delete(keys.buyers_key(event.event_id))
-    if buyers:
-        pipe.hset(keys.buyers_key(event.event_id), mapping=buyers)
+    counts = {buyer: n for buyer, n in counts.items() if n > 0}
+    if counts:
+        pipe.hset(keys.buyers_key(event.event_id), mapping=counts)
     pipe.execute()
     r.hset(keys.event_key(event.event_id), mapping={"sold": total, "capacity": event.capacity})
     return total
