@@ -334,7 +334,7 @@ def test_a_redis_error_in_a_sweep_does_not_end_the_relay_nor_the_sweeping(
     r.set(keys.holds_key("Event1"), "not a sorted set")
     wait_due(r, "Event7", later)
     with Relay.start({**env, "SWEEP_INTERVAL_MS": "100"}) as relay:
-        wait_until(lambda: relay.count("sweep of Event1 failed") >= 2, 30, "failed sweeps")
+        wait_until(lambda: relay.count("WRONGTYPE") >= 2, 30, "failed sweeps of Event1")
         wait_until(
             lambda: all(status(r, "Event7", h.order.order_id) == "EXPIRED" for h in later),
             30,
