@@ -431,6 +431,46 @@ def stalled(node: redis.Redis) -> bool:
     return False
 
 
+def test_the_relay_sweeper_expires_due_holds_on_every_master(cluster, loaded_cluster):
+    """Rounds of a relay's sweeper on the cluster: its shortcut (one ZRANGE per event in one
+    pipeline, split by node; TIME from one node) and the sweep scripts reach every master, and
+    each due hold is expired once."""
+    import time
+
+    from models.seats import keys
+    from relay.sweeper import Sweeper
+
+    r = seats.connect(cluster.url, cluster=True)
+    orders = seats.OrderScripts(r)
+    events = ["Event1", "Event3", "Event5", "Event6", "Event7"]
+    assert len({cluster.owner(keys.holds_key(e)) for e in events}) >= 2
+    held = []
+    for event_id in events:
+        zone = CATALOG.venues[CATALOG.events[event_id].venue_id].zones[1]
+        result = orders.hold(
+            event_id,
+            CATALOG.events[event_id].venue_id,
+            buyer="sweep",
+            seats=[(zone, zone.rows - 1, 1)],
+            limits=seats.Limits(seats_per_buyer=10**6, burst=10**6),
+            hold_seconds=0.3,
+        )
+        assert result.outcome == "OK", result.outcome
+        held.append((event_id, result.order.order_id))
+    sweeper = Sweeper(r, settings.get())
+    rounds: list[int] = []
+    wait_until(
+        lambda: rounds.append(sweeper.sweep_round(time.monotonic())) or sum(rounds) == len(held),
+        30,
+        "the holds swept",
+    )
+    for event_id, order_id in held:
+        doc = r.hget(keys.order_key(event_id, order_id), "doc")
+        assert '"status":"EXPIRED"' in doc.replace(" ", "")
+        assert r.zcard(keys.holds_key(event_id)) == 0
+    assert sum(rounds) == len(held)
+
+
 def test_no_crossslot_refusal_happened_and_one_would_be_seen(cluster, base):
     """Runs last in this module: every path above ran on the cluster without one CROSSSLOT
     refusal on any master; and the probe is sound: a cross-slot command is refused and counted."""
