@@ -35,6 +35,12 @@ TABLE: dict[tuple[str, str], tuple] = {
     ("GET", "/purchase/openapi.json"): ALL_200,
     ("GET", "/purchase/docs"): ALL_200,
     ("GET", "/purchase/docs/<path:filename>"): ALL_200,
+    # development only (404 in production, tests/test_development.py); the body names an
+    # order that is not in Redis: each caller's own answer, no one else's
+    ("POST", "/purchase/api/v1/dev-login"): ALL_200,
+    ("POST", "/purchase/api/v1/test-payments"): (401, 404, 404, 404),
+    ("GET", "/shop/"): ALL_200,
+    ("GET", "/shop/<path:filename>"): ALL_200,
     ("GET", "/query/api/v1/tickets"): (401, 403, 403, 200),
     ("GET", "/query/api/v1/tickets/<ticket_id>"): (401, 200, 404, 200),
     ("GET", "/query/api/v1/tickets/count/<event_id>"): (401, 403, 403, 200),
@@ -123,15 +129,20 @@ def _path(rule: str, ticket_id: str, order_id: str) -> str:
         "<venue_id>": "Venue1",
         "<positive:zone_id>": "1",
         "<ticket_id>": ticket_id,
-        "<path:filename>": "swagger-ui.css",
+        "<path:filename>": "shop.js" if rule.startswith("/shop/") else "swagger-ui.css",
     }
     for name, value in values.items():
         rule = rule.replace(name, value)
     return rule
 
 
-def _body(caller: str) -> dict:
-    """A seat of its own for each caller, so that each purchase can succeed."""
+def _body(caller: str, rule: str, order_id: str) -> dict:
+    """A seat of its own for each caller, so that each purchase can succeed; the development
+    routes' bodies."""
+    if rule.endswith("/dev-login"):
+        return {"buyer": caller}
+    if rule.endswith("/test-payments"):
+        return {"orderId": order_id}
     column = str(CALLERS.index(caller) + 1)
     return {"venueId": "Venue1", "eventId": "Event1", "zoneId": 1, "row": "A", "column": column}
 
@@ -142,7 +153,7 @@ def test_who_may_call_what(app, loaded_seats, owned_ticket, owned_order, method,
     path = _path(rule, owned_ticket, owned_order)
     for caller, expected in zip(CALLERS, TABLE[(method, rule)], strict=True):
         send: Callable = anonymous.post if method == "POST" else anonymous.get
-        kwargs = {"json": _body(caller)} if method == "POST" else {}
+        kwargs = {"json": _body(caller, rule, owned_order)} if method == "POST" else {}
         response = send(path, headers=_headers(caller), **kwargs)
         response.close()  # static files are streamed
         allowed = expected if isinstance(expected, tuple) else (expected,)
