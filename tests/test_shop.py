@@ -163,9 +163,11 @@ def test_two_buyers_one_seat_exactly_one_holds_the_other_sees_it_taken(
             return "held"
         return "lost" if "taken" in shop.message.inner_text() else ""
 
-    outcomes = wait_until(
-        lambda: (o := (outcome(a), outcome(b))) if all(o) else None, 10, "both answers"
-    )
+    def both() -> tuple[str, str] | None:
+        answers = (outcome(a), outcome(b))
+        return answers if all(answers) else None
+
+    outcomes = wait_until(both, 10, "both answers")
     assert sorted(outcomes) == ["held", "lost"], outcomes
     winner, loser = (a, b) if outcomes[0] == "held" else (b, a)
     expect(winner.seat(3, "A", 1)).to_have_attribute("data-state", "mine")
@@ -252,17 +254,17 @@ def test_a_50_by_60_zone_is_built_once_and_a_sale_touches_one_seat(
     expect(shop.seat(1, "AX", 60)).to_have_attribute("data-state", "free", timeout=LONG)
     wall = time.perf_counter() - started
     build_ms = page.evaluate("window.shopStats.buildMs")
-    print(
-        f"\n50 x 60 zone: page open to 3,000 seats shown {wall * 1000:.0f} ms; DOM build {build_ms:.1f} ms"
-    )
+    print(f"\n50 x 60 zone: page open to 3,000 seats shown {wall * 1000:.0f} ms;", end=" ")
+    print(f"its DOM built in {build_ms:.1f} ms")
 
     # watch the map's DOM, sell one seat behind the page's back, let it poll a few times
     page.evaluate(
         """() => {
             window.touched = new Set();
-            new MutationObserver(changes => changes.forEach(c => {
-                window.touched.add(c.target.dataset ? c.target.dataset.seat || c.target.className : '?');
-            })).observe(document.querySelector('#map'), {subtree: true, childList: true, attributes: true});
+            const seen = (c) => (c.target.dataset && c.target.dataset.seat) || c.target.id;
+            new MutationObserver((changes) => changes.forEach((c) => touched.add(seen(c))))
+                .observe(document.querySelector('#map'),
+                         {subtree: true, childList: true, attributes: true});
         }"""
     )
     polls = page.evaluate("window.shopStats.polls")

@@ -91,7 +91,7 @@ def register_blueprints(app: Flask, services: list[str]) -> None:
     from web.openapi import docs_blueprint
 
     if "purchase" in services:
-        from web import availability, development, purchase, shop  # noqa: F401 (their routes)
+        from web import availability, development, orders, purchase, shop  # noqa: F401
 
         app.register_blueprint(purchase.bp)
         app.register_blueprint(docs_blueprint(purchase.bp))

@@ -21,7 +21,7 @@ from __future__ import annotations
 import uuid
 
 from flask import Response, current_app, jsonify, request
-from marshmallow import RAISE, Schema, ValidationError, fields, validate
+from marshmallow import RAISE, Schema, fields, validate
 from werkzeug.test import TestResponse
 
 from cli.tokens import DEFAULT_TTL_SECONDS, development_token
@@ -34,6 +34,8 @@ from web.openapi import documented
 from web.payment_signature import HEADER, confirmation
 from web.problems import Problem
 from web.purchase import bp
+from web.sales import validated
+from web.schemas import OrderSchema
 
 API = "/purchase/api/v1"
 
@@ -94,12 +96,15 @@ def dev_login() -> Response:
 @development_only
 @bp.post("/api/v1/test-payments")
 @documented(
-    {200: None},
+    {200: OrderSchema},
     body=TestPaymentSchema,
     problems=(
         "VALIDATION_FAILED",
         "NOT_FOUND",
         "ORDER_NOT_FOUND",
+        "ORDER_NOT_PAYABLE",
+        "HOLD_EXPIRED",
+        "BUYER_LIMIT_REACHED",
         "SERVICE_UNAVAILABLE",
         "OUTCOME_UNKNOWN",
     ),
@@ -129,16 +134,6 @@ def test_payment() -> Response:
         headers={HEADER: signature, "Content-Type": JSON},
     )
     return _relayed(confirmed)
-
-
-def validated(schema: Schema, body: dict) -> dict:
-    """The body loaded by `schema`, or 400 VALIDATION_FAILED naming each invalid field."""
-    try:
-        return schema.load(body)
-    except ValidationError as exc:
-        raise Problem(
-            400, "VALIDATION_FAILED", "Some fields are invalid.", errors=exc.normalized_messages()
-        ) from None
 
 
 def _in_process(
