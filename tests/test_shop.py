@@ -10,14 +10,15 @@ printed).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import requests
-from playwright.sync_api import Browser, Locator, Page, expect
+from playwright.sync_api import Browser, BrowserContext, Locator, Page, expect
 
 from plumbing import settings
 from tests.support.browser import chromium
@@ -26,7 +27,11 @@ from tests.support.tokens import bearer, operator
 
 LONG = 10_000  # ms: a deadline for what the page does on its own
 SEEN = 2_000  # ms: another buyer's hold shows on a page within this (polling ~1 s)
-SERVER_ENV = {"PAYMENT_WEBHOOK_SECRET": settings.DEVELOPMENT_PAYMENT_WEBHOOK_SECRET}
+# one worker process: it boots in half the CPU of two on the shared cores
+SERVER_ENV = {
+    "PAYMENT_WEBHOOK_SECRET": settings.DEVELOPMENT_PAYMENT_WEBHOOK_SECRET,
+    "GUNICORN_WORKERS": "1",
+}
 SEAT_LABEL = re.compile(
     r"^Zone \d+, row [A-Z]+, seat \d+, \d+\.\d\d, (free|picked|held|sold|yours)$"
 )
@@ -38,10 +43,24 @@ def browser() -> Iterator[Browser]:
         yield launched
 
 
+@contextlib.contextmanager
+def serving(env: dict[str, str]) -> Iterator[str]:
+    """The web processes as `make run` serves them (page, purchase, query) in gunicorn, with
+    `env`; yields the base URL once the worker answers."""
+    with gunicorn({**SERVER_ENV, **env}) as url:
+        wait_until(lambda: _answers(f"{url}/purchase/health"), 60, "gunicorn's worker")
+        yield url
+
+
+def _answers(url: str) -> bool:
+    with contextlib.suppress(requests.RequestException):
+        return requests.get(url, timeout=5).status_code == 200
+    return False
+
+
 @pytest.fixture(scope="module")
 def base_url(database) -> Iterator[str]:
-    """The web processes as `make run` serves them (page, purchase, query) in gunicorn."""
-    with gunicorn(SERVER_ENV) as url:
+    with serving({}) as url:
         yield url
 
 
@@ -90,15 +109,25 @@ class Shop:
         )
 
 
-def new_shop(browser: Browser, base: str) -> Shop:
-    """A page in a browser context of its own (its own session storage: its own buyer)."""
-    return Shop(browser.new_context().new_page(), base)
+@pytest.fixture
+def new_shop(browser: Browser) -> Iterator[Callable[[str], Shop]]:
+    """Pages, each in a browser context of its own (its own session storage: its own buyer),
+    closed after the test (their keep-alive connections too: gunicorn stops at once)."""
+    contexts: list[BrowserContext] = []
+
+    def open_page(base: str) -> Shop:
+        contexts.append(browser.new_context())
+        return Shop(contexts[-1].new_page(), base)
+
+    yield open_page
+    for context in contexts:
+        context.close()
 
 
 def test_whole_flow_log_in_pick_hold_pay_tickets_in_the_query_api(
-    browser, base_url, pipeline_worker, pipeline_relay, clean_tickets, loaded_seats
+    new_shop, base_url, pipeline_worker, pipeline_relay, clean_tickets, loaded_seats
 ):
-    shop = new_shop(browser, base_url).open("TinyEvent", 3).login("flow-buyer")
+    shop = new_shop(base_url).open("TinyEvent", 3).login("flow-buyer")
     shop.seat(3, "B", 2).click()
     shop.seat(3, "B", 3).click()
     expect(shop.seat(3, "B", 2)).to_have_attribute("data-state", "picked")
@@ -134,9 +163,9 @@ def test_whole_flow_log_in_pick_hold_pay_tickets_in_the_query_api(
 
 
 def test_best_four_together_are_four_adjacent_seats_of_the_buyer(
-    browser, base_url, clean_tickets, loaded_seats
+    new_shop, base_url, clean_tickets, loaded_seats
 ):
-    shop = new_shop(browser, base_url).open("Event1", 1).login("best-buyer")
+    shop = new_shop(base_url).open("Event1", 1).login("best-buyer")
     shop.field("quantity").fill("4")
     shop.action("best").click()
     expect(shop.status).to_contain_text("HELD", timeout=LONG)
@@ -148,10 +177,10 @@ def test_best_four_together_are_four_adjacent_seats_of_the_buyer(
 
 
 def test_two_buyers_one_seat_exactly_one_holds_the_other_sees_it_taken(
-    browser, base_url, clean_tickets, loaded_seats
+    new_shop, base_url, clean_tickets, loaded_seats
 ):
-    a = new_shop(browser, base_url).open("TinyEvent", 3).login("buyer-a")
-    b = new_shop(browser, base_url).open("TinyEvent", 3).login("buyer-b")
+    a = new_shop(base_url).open("TinyEvent", 3).login("buyer-a")
+    b = new_shop(base_url).open("TinyEvent", 3).login("buyer-b")
     for shop in (a, b):
         shop.seat(3, "A", 1).click()
         expect(shop.seat(3, "A", 1)).to_have_attribute("data-state", "picked")
@@ -182,11 +211,11 @@ def test_two_buyers_one_seat_exactly_one_holds_the_other_sees_it_taken(
 
 
 def test_a_hold_that_runs_out_comes_back_free_on_every_page(
-    browser, database, clean_tickets, loaded_seats
+    new_shop, database, clean_tickets, loaded_seats
 ):
-    with gunicorn({**SERVER_ENV, "HOLD_SECONDS": "3"}) as short_holds:
-        a = new_shop(browser, short_holds).open("TinyEvent", 3).login("buyer-a")
-        b = new_shop(browser, short_holds).open("TinyEvent", 3)  # only watching
+    with serving({"HOLD_SECONDS": "3"}) as short_holds:
+        a = new_shop(short_holds).open("TinyEvent", 3).login("buyer-a")
+        b = new_shop(short_holds).open("TinyEvent", 3)  # only watching
         a.seat(3, "C", 1).click()
         a.action("hold").click()
         expect(a.status).to_contain_text("HELD", timeout=LONG)
@@ -198,10 +227,12 @@ def test_a_hold_that_runs_out_comes_back_free_on_every_page(
         expect(a.message).to_contain_text("expired")
         expect(a.seat(3, "C", 1)).to_have_attribute("data-state", "free", timeout=LONG)
         expect(b.seat(3, "C", 1)).to_have_attribute("data-state", "free", timeout=LONG)
+        for shop in (a, b):  # their connections closed: gunicorn stops at once
+            shop.page.context.close()
 
 
-def test_keyboard_only_reach_a_seat_pick_hold_pay(browser, base_url, clean_tickets, loaded_seats):
-    shop = new_shop(browser, base_url).open("TinyEvent", 3)
+def test_keyboard_only_reach_a_seat_pick_hold_pay(new_shop, base_url, clean_tickets, loaded_seats):
+    shop = new_shop(base_url).open("TinyEvent", 3)
     page = shop.page
 
     def tab_to(selector: str, most: int = 40) -> None:
@@ -244,9 +275,9 @@ def test_keyboard_only_reach_a_seat_pick_hold_pay(browser, base_url, clean_ticke
 
 
 def test_a_50_by_60_zone_is_built_once_and_a_sale_touches_one_seat(
-    browser, base_url, clean_tickets, loaded_seats
+    new_shop, base_url, clean_tickets, loaded_seats
 ):
-    shop = new_shop(browser, base_url)
+    shop = new_shop(base_url)
     page = shop.page
     started = time.perf_counter()
     shop.open("WideEvent", 1)
