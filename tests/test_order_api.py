@@ -375,6 +375,56 @@ def test_inside_the_window_sales_go_on(api, loaded_seats):
     assert api.post("/purchase/api/v1/tickets", json=ticket, headers=A).status_code == 201
 
 
+def test_the_window_is_kept_by_the_catalog_mysql_and_the_query_api(api, clean_tickets):
+    import models
+    from models.catalog import from_database, upsert
+
+    document = json.loads(json.dumps(TEST_CATALOG))
+    document["events"][0].update(
+        {"salesStart": "2027-01-01T10:00:00+02:00", "salesEnd": "2027-06-01T00:00:00Z"}
+    )
+    catalog = Catalog.from_dict(document)
+    event = catalog.events["Event1"]
+    assert event.sales_start == datetime(2027, 1, 1, 8, tzinfo=UTC)
+    assert Catalog.from_dict(catalog.to_dict()) == catalog
+    assert "salesStart" not in catalog.to_dict()["events"][1]  # absent: always open
+    try:
+        with models.writer().begin() as conn:
+            upsert(conn, catalog)
+        with models.writer().connect() as conn:
+            assert from_database(conn).events["Event1"] == event
+        shown = api.get("/query/api/v1/events/Event1").get_json()
+        assert (shown["salesStart"], shown["salesEnd"]) == (
+            "2027-01-01T08:00:00Z",
+            "2027-06-01T00:00:00Z",
+        )
+        assert "salesStart" not in api.get("/query/api/v1/events/Event2").get_json()
+    finally:
+        with models.writer().begin() as conn:
+            upsert(conn, Catalog.from_dict(TEST_CATALOG))
+            conn.execute(
+                models.tables.Event.__table__.update().values(sales_start=None, sales_end=None)
+            )
+
+
+@pytest.mark.parametrize(
+    "window",
+    [
+        {"salesStart": "2027-01-01T00:00:00Z", "salesEnd": "2027-01-01T00:00:00Z"},
+        {"salesStart": "2027-01-02T00:00:00Z", "salesEnd": "2027-01-01T00:00:00Z"},
+        {"salesStart": "2027-01-01T00:00:00"},  # no time zone
+        {"salesEnd": "soon"},
+    ],
+)
+def test_a_bad_window_is_refused_by_the_catalog(window):
+    from marshmallow import ValidationError
+
+    document = json.loads(json.dumps(TEST_CATALOG))
+    document["events"][0].update(window)
+    with pytest.raises(ValidationError):
+        Catalog.from_dict(document)
+
+
 # --- reading ---------------------------------------------------------------------------------
 
 
@@ -630,3 +680,58 @@ def test_two_concurrent_orders_sharing_a_seat_over_gunicorn_one_wins(loaded_seat
     assert outcomes == [(201, 409)] * rounds
     # the loser held nothing: exactly one order's two seats per round
     assert leftovers(loaded_seats)["held"] == 2 * rounds
+
+
+# --- end to end ------------------------------------------------------------------------------
+
+
+@pytest.mark.worker
+def test_hold_confirm_refund_reach_the_query_api_through_the_relay_and_worker(
+    api, pipeline_worker, pipeline_relay
+):
+    """Hold 3 seats over HTTP, confirm signed: the real relay and worker make the order PAID in
+    MySQL with its tickets; a refund makes them REFUNDED; the seats can be ordered again."""
+    from tests.support.processes import wait_until
+
+    three = [{"zoneId": 4, "row": "C", "column": str(c)} for c in (5, 6, 7)]
+    order = held(api, {**GOOD, "seats": three})
+    order_id = order["orderId"]
+    ticket_ids = [s["ticketId"] for s in order["seats"]]
+    paid = confirm(api, order)
+    assert paid.status_code == 200 and paid.get_json()["status"] == "PAID"
+
+    def projected(headers=A) -> dict | None:
+        response = api.get(f"/query/api/v1/orders/{order_id}", headers=headers)
+        return response.get_json() if response.status_code == 200 else None
+
+    wait_until(
+        lambda: (projected() or {}).get("status") == "PAID", 90, "the PAID order in the query API"
+    )
+    seen = projected()
+    assert seen["version"] == 2 and seen["total"] == "285.00"
+    assert sorted(s["ticketId"] for s in seen["seats"]) == sorted(ticket_ids)
+    for ticket_id in ticket_ids:
+        ticket = api.get(f"/query/api/v1/tickets/{ticket_id}", headers=A)
+        assert ticket.status_code == 200
+        assert ticket.get_json()["status"] == "PAID"
+    assert api.get(f"/query/api/v1/tickets/{ticket_ids[0]}", headers=B).status_code == 404
+
+    assert refund(api, order_id).get_json()["status"] == "REFUNDED"
+    wait_until(lambda: (projected() or {}).get("status") == "REFUNDED", 90, "the REFUNDED order")
+    statuses = {
+        api.get(f"/query/api/v1/tickets/{t}", headers=OPS).get_json()["status"] for t in ticket_ids
+    }
+    assert statuses == {"REFUNDED"}
+
+    again = held(api, {**GOOD, "seats": three}, headers=B)  # the seats are free again
+    assert confirm(api, again).status_code == 200
+    wait_until(
+        lambda: (projected_of(api, again["orderId"]) or {}).get("status") == "PAID",
+        90,
+        "the second buyer's PAID order",
+    )
+
+
+def projected_of(api, order_id: str) -> dict | None:
+    response = api.get(f"/query/api/v1/orders/{order_id}", headers=OPS)
+    return response.get_json() if response.status_code == 200 else None
