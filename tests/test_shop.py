@@ -32,6 +32,7 @@ SERVER_ENV = {
     "PAYMENT_WEBHOOK_SECRET": settings.DEVELOPMENT_PAYMENT_WEBHOOK_SECRET,
     "GUNICORN_WORKERS": "1",
 }
+OPS = operator("box-office")
 SEAT_LABEL = re.compile(
     r"^Zone \d+, row [A-Z]+, seat \d+, \d+\.\d\d, (free|picked|held|sold|yours)$"
 )
@@ -127,15 +128,34 @@ def new_shop(browser: Browser) -> Iterator[Callable[[str], Shop]]:
 def test_whole_flow_log_in_pick_hold_pay_tickets_in_the_query_api(
     new_shop, base_url, pipeline_worker, pipeline_relay, clean_tickets, loaded_seats
 ):
-    shop = new_shop(base_url).open("TinyEvent", 3).login("flow-buyer")
-    shop.seat(3, "B", 2).click()
-    shop.seat(3, "B", 3).click()
-    expect(shop.seat(3, "B", 2)).to_have_attribute("data-state", "picked")
-    expect(shop.seat(3, "B", 3)).to_have_attribute("data-state", "picked")
+    # others were there first: two seats sold, two held
+    for column in ("1", "2"):
+        sale = {"venueId": "Venue1", "eventId": "Event1", "zoneId": 3, "row": "A", "column": column}
+        sold = requests.post(f"{base_url}/purchase/api/v1/tickets", json=sale, headers=OPS)
+        assert sold.status_code == 201, sold.text
+    hold = {
+        "venueId": "Venue1",
+        "eventId": "Event1",
+        "seats": [{"zoneId": 3, "row": "C", "column": c} for c in ("10", "11")],
+    }
+    other = requests.post(f"{base_url}/purchase/api/v1/orders", json=hold, headers=bearer("other"))
+    assert other.status_code == 201, other.text
+
+    shop = new_shop(base_url).open("Event1", 3)
+    expect(shop.seat(3, "A", 2)).to_have_attribute("data-state", "sold", timeout=LONG)
+    expect(shop.seat(3, "C", 11)).to_have_attribute("data-state", "held", timeout=LONG)
+    expect(shop.seat(3, "B", 7)).to_have_attribute(
+        "aria-label", "Zone 3, row B, seat 7, 95.00, free"
+    )
+    shop.login("flow-buyer")
+    shop.seat(3, "B", 7).click()
+    shop.seat(3, "B", 8).click()
+    expect(shop.seat(3, "B", 7)).to_have_attribute("data-state", "picked")
+    expect(shop.seat(3, "B", 8)).to_have_attribute("data-state", "picked")
 
     shop.action("hold").click()
     expect(shop.status).to_contain_text("HELD", timeout=LONG)
-    assert sorted(shop.mine()) == ["3-B-2", "3-B-3"]
+    assert sorted(shop.mine()) == ["3-B-7", "3-B-8"]
     first = shop.countdown()
     assert 0 < first <= settings.get().hold_seconds
     wait_until(lambda: shop.countdown() < first, 5, "the countdown to run")
@@ -147,9 +167,9 @@ def test_whole_flow_log_in_pick_hold_pay_tickets_in_the_query_api(
     expect(shop.status).to_contain_text("PAID", timeout=LONG)
     tickets = shop.page.locator("[data-tickets] li")
     expect(tickets).to_have_count(2)
-    expect(shop.page.locator("[data-tickets]")).to_contain_text("row B, seat 2")
+    expect(shop.page.locator("[data-tickets]")).to_contain_text("row B, seat 7")
     ticket_ids = sorted(tickets.evaluate_all("items => items.map(i => i.dataset.ticket)"))
-    assert shop.mine() and sorted(shop.mine()) == ["3-B-2", "3-B-3"]  # still the buyer's, sold
+    assert sorted(shop.mine()) == ["3-B-7", "3-B-8"]  # still the buyer's, sold
 
     def projected() -> dict | None:
         answer = requests.get(
@@ -308,7 +328,7 @@ def test_a_50_by_60_zone_is_built_once_and_a_sale_touches_one_seat(
             "row": "C",
             "column": "7",
         },
-        headers=operator("box-office"),
+        headers=OPS,
         timeout=10,
     )
     assert sale.status_code == 201, sale.text
