@@ -308,9 +308,9 @@ def test_a_50_by_60_zone_is_built_once_and_a_sale_touches_one_seat(
     shop = new_shop(base_url)
     page = shop.page
     started = time.perf_counter()
-    shop.open("WideEvent", 1)
+    shop.open("Event7", 30)
     expect(page.locator("[data-seat]")).to_have_count(50 * 60, timeout=LONG)
-    expect(shop.seat(1, "AX", 60)).to_have_attribute("data-state", "free", timeout=LONG)
+    expect(shop.seat(30, "AX", 60)).to_have_attribute("data-state", "free", timeout=LONG)
     wall = time.perf_counter() - started
     build_ms = page.evaluate("window.shopStats.buildMs")
     print(f"\n50 x 60 zone: page open to 3,000 seats shown {wall * 1000:.0f} ms;", end=" ")
@@ -330,9 +330,9 @@ def test_a_50_by_60_zone_is_built_once_and_a_sale_touches_one_seat(
     sale = requests.post(
         f"{base_url}/purchase/api/v1/tickets",
         json={
-            "venueId": "WideVenue",
-            "eventId": "WideEvent",
-            "zoneId": 1,
+            "venueId": "Venue5",
+            "eventId": "Event7",
+            "zoneId": 30,
             "row": "C",
             "column": "7",
         },
@@ -340,6 +340,6 @@ def test_a_50_by_60_zone_is_built_once_and_a_sale_touches_one_seat(
         timeout=10,
     )
     assert sale.status_code == 201, sale.text
-    expect(shop.seat(1, "C", 7)).to_have_attribute("data-state", "sold", timeout=SEEN)
+    expect(shop.seat(30, "C", 7)).to_have_attribute("data-state", "sold", timeout=SEEN)
     wait_until(lambda: page.evaluate("window.shopStats.polls") >= polls + 3, 10, "more polls")
-    assert page.evaluate("[...window.touched]") == ["1-C-7"]
+    assert page.evaluate("[...window.touched]") == ["30-C-7"]

@@ -11,8 +11,7 @@ from tests.support.processes import ROOT
 
 
 def test_catalog_document() -> dict[str, Any]:
-    """The default catalog plus a tiny venue whose caps reach every counter in a few sales, and
-    a wide one (50 rows × 60 seats) for the buyer page's map."""
+    """The default catalog plus a tiny venue whose caps reach every counter in a few sales."""
     with open(ROOT / "models" / "catalog.json", encoding="utf-8") as f:
         document = json.load(f)
     document["venues"].append(
@@ -28,21 +27,7 @@ def test_catalog_document() -> dict[str, Any]:
             ],
         }
     )
-    document["venues"].append(
-        {
-            "venueId": "WideVenue",
-            "name": "Wide test venue",
-            "zones": [{"zoneId": 1, "rows": 50, "columns": 60, "price": "25.00"}],
-        }
-    )
     document["events"] += [
-        {
-            "eventId": "WideEvent",
-            "venueId": "WideVenue",
-            "name": "Wide",
-            "type": "TEST",
-            "date": "2027-01-03T20:00:00Z",
-        },
         {
             "eventId": "TinyEvent",
             "venueId": "TinyVenue",
