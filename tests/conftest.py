@@ -73,15 +73,10 @@ os.environ["CATALOG_FILE"] = str(_catalog_dir / "catalog.json")
 os.environ["CATALOG_CACHE_SECONDS"] = "30"
 # Tokens as `make run` has them; limits out of the way of tests that buy many seats as one
 # buyer (tests of the limits set their own).
-from plumbing.settings import (  # noqa: E402
-    DEVELOPMENT_JWT_ISSUER,
-    DEVELOPMENT_JWT_SECRET,
-    DEVELOPMENT_PAYMENT_WEBHOOK_SECRET,
-)
+from plumbing.settings import DEVELOPMENT_JWT_ISSUER, DEVELOPMENT_JWT_SECRET  # noqa: E402
 
 os.environ.setdefault("JWT_SECRET", DEVELOPMENT_JWT_SECRET)
 os.environ.setdefault("JWT_ISSUER", DEVELOPMENT_JWT_ISSUER)
-os.environ.setdefault("PAYMENT_WEBHOOK_SECRET", DEVELOPMENT_PAYMENT_WEBHOOK_SECRET)
 os.environ.setdefault("MAX_SEATS_PER_BUYER", "1000000")
 os.environ.setdefault("RATE_LIMIT_BURST", "1000000")
 

@@ -131,8 +131,9 @@ def redis_orders(loaded_seats) -> dict[str, str]:
 
     zone = Catalog.from_dict(TEST_CATALOG).venues["Venue1"].zones[3]
     scripts = seats.orders_for(loaded_seats)
-    held = scripts.hold("Event1", "Venue1", buyer="buyer-a", seats=[(zone, 0, 1)]).order
-    paid = scripts.hold("Event1", "Venue1", buyer="buyer-a", seats=[(zone, 0, 2)]).order
+    # best available: seats that earlier tests' projected orders left taken are skipped
+    held = scripts.hold("Event1", "Venue1", buyer="buyer-a", best=(zone, 1)).order
+    paid = scripts.hold("Event1", "Venue1", buyer="buyer-a", best=(zone, 1)).order
     assert held is not None and paid is not None
     paying = scripts.confirm(
         "Event1", paid.order_id, payment_id="pay-access", amount=paid.total, currency="USD"
