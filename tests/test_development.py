@@ -33,6 +33,12 @@ ORDER = {
 }
 
 
+@pytest.fixture(autouse=True)
+def webhook_secret(monkeypatch) -> None:
+    """The payment provider's secret (the suite's settings have none)."""
+    with_settings(monkeypatch, payment_webhook_secret=settings.DEVELOPMENT_PAYMENT_WEBHOOK_SECRET)
+
+
 @pytest.fixture
 def api(app, clean_tickets, loaded_seats):
     """A test client without a token (each call says who it is)."""
@@ -144,11 +150,15 @@ def test_test_payment_refuses_bad_and_unknown_orders(api, body, status, code):
 # --- flask --app web pay
 
 
+# the server's secret; the command signs with PAYMENT_WEBHOOK_SECRET too (unset: this value)
+SERVED = {"PAYMENT_WEBHOOK_SECRET": settings.DEVELOPMENT_PAYMENT_WEBHOOK_SECRET}
+
+
 def _pay(base: str, order_id: str, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [str(BIN / "flask"), "--app", "web", "pay", order_id, "--url", base, *extra],
         cwd=ROOT,
-        env=dict(os.environ),
+        env={k: v for k, v in os.environ.items() if k != "PAYMENT_WEBHOOK_SECRET"},
         capture_output=True,
         text=True,
         timeout=60,
@@ -156,7 +166,7 @@ def _pay(base: str, order_id: str, *extra: str) -> subprocess.CompletedProcess:
 
 
 def test_pay_command_signs_and_posts_the_confirm_over_http(database, clean_tickets, loaded_seats):
-    with gunicorn({"GUNICORN_WORKERS": "1"}) as base:
+    with gunicorn({**SERVED, "GUNICORN_WORKERS": "1"}) as base:
         wait_until(lambda: requests.get(f"{base}/purchase/health", timeout=5).ok, 60, "gunicorn")
         order = requests.post(f"{base}{P}/orders", json=ORDER, headers=A, timeout=10).json()
 
