@@ -90,7 +90,7 @@ def register_blueprints(app: Flask, services: list[str]) -> None:
     from web.openapi import docs_blueprint
 
     if "purchase" in services:
-        from web import availability, orders, purchase  # noqa: F401 (their routes)
+        from web import availability, order_payments, orders, purchase  # noqa: F401 (routes)
 
         app.register_blueprint(purchase.bp)
         app.register_blueprint(docs_blueprint(purchase.bp))
