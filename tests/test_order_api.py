@@ -224,6 +224,52 @@ def test_the_buyer_limit_counts_held_seats(api, monkeypatch):
     held(api, {**GOOD, "seats": two_more[:1]})
 
 
+def test_holding_is_rate_limited_per_buyer_with_retry_after(api, loaded_seats, monkeypatch):
+    use_settings(monkeypatch, rate_limit_burst=2, rate_limit_window_seconds=10.0)
+    held(api, {**GOOD, "seats": [SEATS[0]]})
+    assert_problem(hold(api, {**GOOD, "seats": [SEATS[0]]}), 409, "SEAT_TAKEN")  # counts too
+    before = leftovers(loaded_seats)
+    limited = hold(api, {**GOOD, "seats": [SEATS[1]]})
+    assert_problem(limited, 429, "RATE_LIMITED")
+    assert 1 <= int(limited.headers["Retry-After"]) <= 10
+    assert leftovers(loaded_seats) == before  # the limited attempt decided nothing
+    held(api, {**GOOD, "seats": [SEATS[1]]}, headers=B)  # another buyer is not limited
+
+
+def test_redis_unreachable_is_503_and_nothing_changes(api, monkeypatch):
+    from tests.support.processes import free_port
+
+    order = held(api)
+    dead = seats.client(f"redis://127.0.0.1:{free_port()}/0")
+    monkeypatch.setattr(seats, "client", lambda url=None: dead)  # the catalog copy stays cached
+    for response in (
+        hold(api, {**GOOD, "seats": [{**SEATS[0], "column": "9"}]}),
+        api.get(f"{ORDERS}/{order['orderId']}", headers=A),
+        cancel(api, order["orderId"]),
+        confirm(api, order),
+        refund(api, order["orderId"]),
+    ):
+        body = assert_problem(response, 503, "SERVICE_UNAVAILABLE")
+        assert int(response.headers["Retry-After"]) >= 1, body
+    monkeypatch.undo()
+    use_settings(monkeypatch, payment_webhook_secret=WEBHOOK_SECRET)
+    assert api.get(f"{ORDERS}/{order['orderId']}", headers=A).get_json() == order
+
+
+def test_a_call_that_may_have_run_is_outcome_unknown(api, monkeypatch):
+    import redis
+
+    from models.seats.orders import OrderScripts
+
+    def timed_out(*args, **kwargs):
+        raise redis.TimeoutError("Timeout reading from socket")
+
+    monkeypatch.setattr(OrderScripts, "hold", timed_out)
+    response = hold(api, **{"Idempotency-Key": "k-unknown"})
+    assert_problem(response, 503, "OUTCOME_UNKNOWN")
+    assert int(response.headers["Retry-After"]) >= 1
+
+
 # --- bad input leaves nothing ----------------------------------------------------------------
 
 

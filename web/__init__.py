@@ -91,7 +91,14 @@ def register_blueprints(app: Flask, services: list[str]) -> None:
     from web.openapi import docs_blueprint
 
     if "purchase" in services:
-        from web import availability, development, orders, purchase, shop  # noqa: F401
+        from web import (  # noqa: F401 (their routes)
+            availability,
+            development,
+            order_payments,
+            orders,
+            purchase,
+            shop,
+        )
 
         app.register_blueprint(purchase.bp)
         app.register_blueprint(docs_blueprint(purchase.bp))

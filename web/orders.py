@@ -2,11 +2,10 @@
 
 POST /purchase/api/v1/orders                        hold chosen seats or the best N together (201)
 GET  /purchase/api/v1/orders/{orderId}              the order's live state (owner or operator)
-POST /purchase/api/v1/orders/{orderId}/confirm      the payment provider's signed confirmation
 POST /purchase/api/v1/orders/{orderId}/cancel       the owner (or an operator) lets the hold go
-POST /purchase/api/v1/orders/{orderId}/refund       an operator, or the provider's signed refund
 
-Routes of the purchase blueprint (`web.purchase.bp`); `create_app` imports this module. Each
+Confirm and refund, the payment side, are in `web.order_payments`. Routes of the purchase
+blueprint (`web.purchase.bp`); `create_app` imports this module. Each
 change is ONE call of an order script (`models.seats.orders`), which checks, changes the seat
 state and appends the order's event to the outbox atomically; the views validate, look the
 catalog up and map the script's outcome to the contract's answer.
@@ -35,25 +34,17 @@ from models import seats
 from models.catalog import EventSpec, ZoneSpec, is_id
 from models.seats import keys
 from plumbing import logs, metrics, settings
-from web import payment_signature, sales
+from web import sales
 from web.access import Access, allow, current, owns
-from web.bodies import has_body, json_object
-from web.identity import caller, unauthenticated
+from web.bodies import json_object
 from web.openapi import documented
 from web.problems import Problem, unavailable
 from web.purchase import bp
-from web.schemas import (
-    ConfirmRequestSchema,
-    OrderRequestSchema,
-    OrderSchema,
-    RefundRequestSchema,
-)
+from web.schemas import OrderRequestSchema, OrderSchema
 
 log = logging.getLogger(__name__)
 
 _hold_schema = OrderRequestSchema()
-_confirm_schema = ConfirmRequestSchema()
-_refund_schema = RefundRequestSchema()
 
 # The order JSON of the contract: the snapshot's other members (paymentId, updatedOn,
 # requestHash, …) are the scripts' and the projection's business.
@@ -72,17 +63,10 @@ ORDER_FIELDS = (
 )
 # An order id namespace for Idempotency-Keys (any fixed uuid: it only has to never change).
 _KEYED_ORDERS = uuid.UUID("8a0d6f2e-4d1c-5b7a-9e3f-1c2b3a4d5e6f")
-_SIGNED = {
-    payment_signature.HEADER: {
-        "description": "t=<unix seconds>,v1=<hex HMAC-SHA256(PAYMENT_WEBHOOK_SECRET, "
-        "\"<t>.<raw body>\")>; t within 300 s of now; the body's orderId must be the path's.",
-        "schema": {"type": "string"},
-    }
-}
 _LOCATION = {
     "Location": {"description": "The order on the purchase side.", "schema": {"type": "string"}}
 }
-_ORDER_PROBLEMS = ("ORDER_NOT_FOUND", "SERVICE_UNAVAILABLE", "OUTCOME_UNKNOWN")
+ORDER_PROBLEMS = ("ORDER_NOT_FOUND", "SERVICE_UNAVAILABLE", "OUTCOME_UNKNOWN")
 
 
 @allow(Access.BUYER)
@@ -180,8 +164,9 @@ def hold_order() -> Response:
             "The hold may or may not have been made; retry with the same Idempotency-Key "
             "to learn it.",
         ) from None
+    if held.order is None or held.outcome not in ("OK", "EXISTS"):
+        raise _hold_refused(held, event, s.max_seats_per_buyer)
     if held.outcome == "EXISTS":
-        assert held.order is not None
         if held.order.raw.get("requestHash") != fingerprint:
             raise Problem(
                 422,
@@ -192,9 +177,6 @@ def hold_order() -> Response:
         response = _created(held.order)
         response.headers["Idempotent-Replayed"] = "true"
         return response
-    if held.outcome != "OK":
-        raise _hold_refused(held, event, s.max_seats_per_buyer)
-    assert held.order is not None
     return _created(held.order)
 
 
@@ -224,70 +206,20 @@ def get_order(order_id: str) -> Response:
     """The order's live state (the owner's or an operator's; 404 to anyone else).
 
     A hold that is due becomes EXPIRED here, with its event."""
-    event_id = _event_of(order_id)
-    try:
-        found = seats.orders_for(seats.client()).get(event_id, order_id)
-    except redis.RedisError as exc:
-        log.warning("get order %s: Redis error %s", order_id, exc)
-        raise unavailable("Seat state is unreachable; try again.", sales.retry_after()) from None
+    found = live_order(event_of_order(order_id), order_id)
     if found.order is None or not owns(found.order.buyer):
-        raise _not_found(order_id)
-    return _order_response(found.order)
-
-
-@allow(Access.PUBLIC)  # the provider's signature, checked in the view, is the credential
-@bp.post("/api/v1/orders/<order_id>/confirm")
-@documented(
-    {200: OrderSchema},
-    body=ConfirmRequestSchema,
-    problems=(
-        "BAD_SIGNATURE",
-        "VALIDATION_FAILED",
-        "AMOUNT_MISMATCH",
-        "ORDER_NOT_PAYABLE",
-        "HOLD_EXPIRED",
-        "BUYER_LIMIT_REACHED",
-        *_ORDER_PROBLEMS,
-    ),
-    headers=_SIGNED,
-)
-def confirm_order(order_id: str) -> Response:
-    """The payment provider's signed confirmation: the order becomes PAID.
-
-    A token alone is not a payment; the state × action table of docs/api.md applies."""
-    raw = request.get_data()
-    _verify_signature(raw, order_id)
-    event_id = _event_of(order_id)
-    req = sales.validated(_confirm_schema, json_object(raw))
-    s = settings.get()
-    result = _change(
-        "confirm",
-        order_id,
-        lambda scripts: scripts.confirm(
-            event_id,
-            order_id,
-            payment_id=req["paymentId"],
-            amount=req["amount"],
-            currency=req["currency"],
-            limits=seats.Limits(s.max_seats_per_buyer),
-            request_id=logs.request_id.get() or "",
-        ),
-    )
-    if result.outcome == "AMOUNT_MISMATCH":
-        raise Problem(
-            422, "AMOUNT_MISMATCH", "The amount or currency differ from the order's total."
-        )
-    return _answer(result, order_id)
+        raise not_found(order_id)
+    return order_response(found.order)
 
 
 @allow(Access.BUYER)
 @bp.post("/api/v1/orders/<order_id>/cancel")
-@documented({200: OrderSchema}, problems=("ORDER_PAID", "ORDER_CLOSED", *_ORDER_PROBLEMS))
+@documented({200: OrderSchema}, problems=("ORDER_PAID", "ORDER_CLOSED", *ORDER_PROBLEMS))
 def cancel_order(order_id: str) -> Response:
     """Cancel a held order (its owner or an operator; no body): its seats are free at once."""
-    event_id = _event_of(order_id)
+    event_id = event_of_order(order_id)
     identity = current()
-    result = _change(
+    result = change_order(
         "cancel",
         order_id,
         lambda scripts: scripts.cancel(
@@ -298,98 +230,34 @@ def cancel_order(order_id: str) -> Response:
             request_id=logs.request_id.get() or "",
         ),
     )
-    return _answer(result, order_id)
+    return answer(result, order_id)
 
 
-@allow(Access.PUBLIC)  # a token or the provider's signature, checked in the view
-@bp.post("/api/v1/orders/<order_id>/refund")
-@documented(
-    {200: OrderSchema},
-    body=RefundRequestSchema,
-    problems=(
-        "UNAUTHENTICATED",
-        "BAD_SIGNATURE",
-        "FORBIDDEN",
-        "VALIDATION_FAILED",
-        "ORDER_NOT_PAID",
-        *_ORDER_PROBLEMS,
-    ),
-    headers=_SIGNED,
-)
-def refund_order(order_id: str) -> Response:
-    """Refund a paid order (an operator, or the provider signed): its seats are free at once.
-
-    An operator refunds whatever payment paid it; the provider's signed paymentId must be the
-    one that paid, else 409 ORDER_NOT_PAID."""
-    raw = request.get_data()
-    payment_id: str | None = None
-    if payment_signature.HEADER in request.headers:
-        _verify_signature(raw, order_id)
-        event_id = _event_of(order_id)
-        payment_id = sales.validated(_refund_schema, json_object(raw))["paymentId"]
-    else:
-        identity = caller()
-        if identity is None:
-            raise unauthenticated("This needs an operator's token or the provider's signature.")
-        event_id = _event_of(order_id)
-        if not identity.is_operator:
-            _forbid_owner(event_id, order_id, identity.subject)
-        if has_body():  # optional for an operator; when sent, it names this order
-            body = sales.validated(_refund_schema, json_object(raw))
-            if body["orderId"] != order_id:
-                raise Problem(
-                    400,
-                    "VALIDATION_FAILED",
-                    "The body names another order.",
-                    errors={"orderId": ["Must be the path's order id."]},
-                )
-    result = _change(
-        "refund",
-        order_id,
-        lambda scripts: scripts.refund(
-            event_id, order_id, payment_id=payment_id, request_id=logs.request_id.get() or ""
-        ),
-    )
-    return _answer(result, order_id)
-
-
-def _forbid_owner(event_id: str, order_id: str, subject: str) -> None:
-    """A buyer may not refund: 403 FORBIDDEN to the order's owner, 404 to anyone else."""
+def live_order(event_id: str, order_id: str) -> seats.OrderResult:
+    """The order's live state (`get`: a due hold expires), or 503 when Redis does not answer."""
     try:
-        found = seats.orders_for(seats.client()).get(event_id, order_id)
+        return seats.orders_for(seats.client()).get(event_id, order_id)
     except redis.RedisError as exc:
         log.warning("get order %s: Redis error %s", order_id, exc)
         raise unavailable("Seat state is unreachable; try again.", sales.retry_after()) from None
-    if found.order is None or found.order.buyer != subject:
-        raise _not_found(order_id)
-    raise Problem(403, "FORBIDDEN", "Refunds are made by operators or the payment provider.")
 
 
-def _verify_signature(raw: bytes, order_id: str) -> None:
-    payment_signature.verify(
-        request.headers.get(payment_signature.HEADER),
-        raw,
-        order_id,
-        settings.get().payment_webhook_secret,
-    )
-
-
-def _event_of(order_id: str) -> str:
+def event_of_order(order_id: str) -> str:
     """The event of an order (one GET in its bucket), or 404 ORDER_NOT_FOUND: a malformed id
     is answered without any lookup."""
     if keys.order_bucket(order_id) is None:
-        raise _not_found(order_id)
+        raise not_found(order_id)
     try:
         event_id = seats.orders_for(seats.client()).event_of(order_id)
     except redis.RedisError as exc:
         log.warning("order %s: Redis error %s", order_id, exc)
         raise unavailable("Seat state is unreachable; try again.", sales.retry_after()) from None
     if event_id is None or not is_id(event_id):
-        raise _not_found(order_id)
+        raise not_found(order_id)
     return event_id
 
 
-def _change(action: str, order_id: str, call: Any) -> seats.OrderResult:
+def change_order(action: str, order_id: str, call: Any) -> seats.OrderResult:
     """Run one order script; a Redis failure is 503 (SERVICE_UNAVAILABLE when nothing was sent,
     else OUTCOME_UNKNOWN: the change may stand, and the same call again is harmless)."""
     try:
@@ -402,19 +270,19 @@ def _change(action: str, order_id: str, call: Any) -> seats.OrderResult:
         ) from None
 
 
-def _answer(result: seats.OrderResult, order_id: str) -> Response:
+def answer(result: seats.OrderResult, order_id: str) -> Response:
     """200 with the order for OK and NO_CHANGE, else the outcome's problem."""
     if result.ok and result.order is not None:
-        return _order_response(result.order)
+        return order_response(result.order)
     if result.outcome == "ORDER_NOT_FOUND":
-        raise _not_found(order_id)
+        raise not_found(order_id)
     if result.outcome == "NOT_LOADED":
         raise unavailable("Seat state is not loaded yet; try again.", sales.retry_after())
     status = "" if result.order is None else f" (it is {result.order.status})"
     raise Problem(409, result.outcome, f"Order {order_id}: {result.outcome}{status}.")
 
 
-def _not_found(order_id: str) -> Problem:
+def not_found(order_id: str) -> Problem:
     return Problem(404, "ORDER_NOT_FOUND", f"No order {order_id!r}.")
 
 
@@ -423,13 +291,13 @@ def order_json(order: seats.Order) -> dict[str, Any]:
     return {name: order.raw[name] for name in ORDER_FIELDS if name in order.raw}
 
 
-def _order_response(order: seats.Order) -> Response:
+def order_response(order: seats.Order) -> Response:
     g.order_id = order.order_id
     return jsonify(order_json(order))
 
 
 def _created(order: seats.Order) -> Response:
-    response = _order_response(order)
+    response = order_response(order)
     response.status_code = 201
     response.headers["Location"] = f"/purchase/api/v1/orders/{order.order_id}"
     return response
