@@ -83,6 +83,10 @@ class EventSpec:
     type: str
     date: datetime
     capacity: int
+    # the sales window (UTC): purchases before `sales_start` or from `sales_end` on are refused
+    # (by the purchase API's clock); None = no bound
+    sales_start: datetime | None = None
+    sales_end: datetime | None = None
 
 
 class _ZoneSchema(Schema):
@@ -116,6 +120,14 @@ class _EventSchema(Schema):
     type = fields.String(required=True, validate=validate.Length(1, 50))
     date = fields.AwareDateTime(required=True)
     capacity = fields.Integer(strict=True, validate=validate.Range(min=0))
+    salesStart = fields.AwareDateTime(allow_none=True)
+    salesEnd = fields.AwareDateTime(allow_none=True)
+
+    @validates_schema
+    def _window(self, data: dict, **_: Any) -> None:
+        start, end = data.get("salesStart"), data.get("salesEnd")
+        if start is not None and end is not None and end <= start:
+            raise ValidationError("salesEnd must be after salesStart", "salesEnd")
 
 
 class _CatalogSchema(Schema):
@@ -175,6 +187,8 @@ class Catalog:
                 type=e["type"],
                 date=e["date"].astimezone(UTC),
                 capacity=min(e.get("capacity", venue_capacity), venue_capacity),
+                sales_start=_utc(e.get("salesStart")),
+                sales_end=_utc(e.get("salesEnd")),
             )
         return cls(venues, events)
 
@@ -213,10 +227,21 @@ class Catalog:
                     "type": e.type,
                     "date": e.date.isoformat(),
                     "capacity": e.capacity,
+                    **_window_fields(e),
                 }
                 for e in self.events.values()
             ],
         }
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    return None if moment is None else moment.astimezone(UTC)
+
+
+def _window_fields(e: EventSpec) -> dict[str, str]:
+    """`salesStart`/`salesEnd` of the document, only where the event sets them."""
+    window = {"salesStart": e.sales_start, "salesEnd": e.sales_end}
+    return {name: moment.isoformat() for name, moment in window.items() if moment is not None}
 
 
 @dataclass(frozen=True)
@@ -306,15 +331,30 @@ def upsert(conn: Connection, catalog: Catalog) -> None:
             type=e.type,
             event_date=e.date.replace(tzinfo=None),
             capacity=e.capacity,
+            sales_start=_naive(e.sales_start),
+            sales_end=_naive(e.sales_end),
         )
         conn.execute(
             stmt.on_duplicate_key_update(
                 {
                     c: stmt.inserted[c]
-                    for c in ("venue_id", "name", "type", "event_date", "capacity")
+                    for c in (
+                        "venue_id",
+                        "name",
+                        "type",
+                        "event_date",
+                        "capacity",
+                        "sales_start",
+                        "sales_end",
+                    )
                 }
             )
         )
+
+
+def _naive(moment: datetime | None) -> datetime | None:
+    """A UTC moment as MySQL's DATETIME holds it."""
+    return None if moment is None else moment.astimezone(UTC).replace(tzinfo=None)
 
 
 def mark_seat_state_created(conn: Connection, event_ids: list[str]) -> None:
@@ -362,6 +402,8 @@ def from_database(conn: Connection) -> Catalog:
             type=e.type,
             date=e.event_date.replace(tzinfo=UTC),
             capacity=e.capacity,
+            sales_start=e.sales_start and e.sales_start.replace(tzinfo=UTC),
+            sales_end=e.sales_end and e.sales_end.replace(tzinfo=UTC),
         )
         for e in conn.execute(select(Event).order_by(Event.event_id))
     }

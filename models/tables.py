@@ -93,6 +93,9 @@ class Event(Base):
     # Set before the event's seat state is first written to Redis; never cleared. An event
     # without seat state but with this set lost its state: rebuild it, never start it empty.
     seat_state_created_on: Mapped[datetime | None] = mapped_column(UtcTimestamp, nullable=True)
+    # the sales window, as the catalog file sets it (NULL: no bound)
+    sales_start: Mapped[datetime | None] = mapped_column(UtcTimestamp, nullable=True)
+    sales_end: Mapped[datetime | None] = mapped_column(UtcTimestamp, nullable=True)
 
 
 # The event of a row while it holds its seat, NULL otherwise: under a UNIQUE key with the seat,

@@ -34,6 +34,11 @@ SLOW = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
 PURCHASES = Counter("ticketing_purchases_total", "Purchase answers by outcome code", ["code"])
 PURCHASE_SECONDS = Histogram("ticketing_purchase_seconds", "Purchase request latency", buckets=FAST)
+ORDER_ANSWERS = Counter(
+    "ticketing_order_answers_total",
+    "Order route answers by action and outcome code",
+    ["action", "code"],
+)
 PERSIST_SECONDS = Histogram(
     "ticketing_persist_seconds", "Projection transaction latency (one batch)", buckets=FAST
 )

@@ -218,6 +218,8 @@ class Settings:
     max_seats_per_buyer: int
     rate_limit_burst: int
     rate_limit_window_seconds: float
+    max_seats_per_order: int
+    hold_seconds: float
 
     def monitor_url(self) -> str:
         """The monitoring plane's Redis (events, remote control, heartbeats); never the cluster.
@@ -332,6 +334,8 @@ def load() -> Settings:
         max_seats_per_buyer=_int("MAX_SEATS_PER_BUYER", 8),
         rate_limit_burst=_int("RATE_LIMIT_BURST", 30),
         rate_limit_window_seconds=_float("RATE_LIMIT_WINDOW_SECONDS", 10.0),
+        max_seats_per_order=_int("MAX_SEATS_PER_ORDER", 8),
+        hold_seconds=_float("HOLD_SECONDS", 600.0),
     )
     _check_wait(settings)
     _check_tokens(settings)

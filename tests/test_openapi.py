@@ -14,7 +14,7 @@ from web import create_app
 from web.openapi import _path
 from web.problems import STATUSES, TITLES
 
-UNDOCUMENTED = ("static", "metrics", "_docs.")
+UNDOCUMENTED = ("static", "metrics", "_docs.", "shop.")  # shop.: the buyer page's files
 SERVICES = ("purchase", "query", "events")
 
 

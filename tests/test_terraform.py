@@ -232,6 +232,28 @@ def test_alb_routes_the_three_paths_to_their_target_groups_with_health_checks():
         )
 
 
+def test_alb_routes_the_buyer_page_to_the_purchase_service():
+    """`/shop/` and its files are served by the purchase service (web.shop): a rule of their
+    own forwards /shop* to the purchase target group, after the operators' paths."""
+    alb = config("alb")
+    assert alb.locals["pages"] == {
+        "shop": {"path_pattern": "/shop*", "service": "purchase", "priority": 40}
+    }
+    rule = alb.resource("aws_lb_listener_rule", "page")
+    assert rule["for_each"] == "${local.pages}"
+    assert rule["listener_arn"] == "${local.api_listener_arn}"
+    condition = one(one(rule["condition"])["path_pattern"])
+    assert condition["values"] == ["${each.value.path_pattern}"]
+    action = one(rule["action"])
+    assert action["type"] == "forward"
+    assert action["target_group_arn"] == "${aws_lb_target_group.web[each.value.service].arn}"
+    # a service that exists, and a priority no other rule of the listener has
+    assert alb.locals["pages"]["shop"]["service"] in alb.locals["routes"]
+    taken = [route["priority"] for route in alb.locals["routes"].values()]
+    assert alb.locals["pages"]["shop"]["priority"] not in [*taken, alb.locals["internal_priority"]]
+    assert alb.locals["pages"]["shop"]["priority"] > alb.locals["internal_priority"]
+
+
 def test_flower_has_its_own_authenticated_listener_limited_by_cidr():
     alb = config("alb")
     listener = alb.resource("aws_lb_listener", "flower")

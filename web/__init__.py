@@ -86,14 +86,23 @@ def register_input_rules(app: Flask) -> None:
 
 def register_blueprints(app: Flask, services: list[str]) -> None:
     """Mount the chosen APIs under /purchase, /query and /events, each with its OpenAPI spec
-    (`openapi.json`) and Swagger UI (`docs`)."""
+    (`openapi.json`) and Swagger UI (`docs`); the purchase service serves the buyer page
+    (`/shop/`) too."""
     from web.openapi import docs_blueprint
 
     if "purchase" in services:
-        from web import availability, purchase  # noqa: F401 (availability's routes)
+        from web import (  # noqa: F401 (their routes)
+            availability,
+            development,
+            order_payments,
+            orders,
+            purchase,
+            shop,
+        )
 
         app.register_blueprint(purchase.bp)
         app.register_blueprint(docs_blueprint(purchase.bp))
+        app.register_blueprint(shop.bp)
     if "query" in services:
         from web import query
 

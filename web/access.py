@@ -10,6 +10,9 @@
   loopback only (gunicorn binds 127.0.0.1).
 
 A view without a declared access makes `create_app` fail: nothing is open by omission.
+
+`@development_only` views (the development login and the test payment provider) answer 404
+NOT_FOUND to everyone, before any token is read, unless APP_ENV=development.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any, TypeVar
 
 from flask import Flask, current_app, request
 
+from plumbing import settings
 from web.identity import Identity, caller, unauthenticated
 from web.problems import Problem
 
@@ -41,6 +45,17 @@ def allow(level: Access) -> Callable[[F], F]:
         return view
 
     return mark
+
+
+def development_only(view: F) -> F:
+    """Serve a view only with APP_ENV=development: 404 NOT_FOUND elsewhere, as if it did not
+    exist (checked before its access level, so production answers 404 even without a token)."""
+    view.development_only = True  # type: ignore[attr-defined]
+    return view
+
+
+def is_development_only(view: Callable[..., Any]) -> bool:
+    return getattr(view, "development_only", False)
 
 
 def access_of(view: Callable[..., Any]) -> Access | None:
@@ -66,7 +81,10 @@ def check_every_view_declared(app: Flask) -> None:
 def _enforce() -> None:
     if request.endpoint is None:  # no route: 404/405 follow
         return
-    level = access_of(current_app.view_functions[request.endpoint])
+    view = current_app.view_functions[request.endpoint]
+    if is_development_only(view) and settings.get().app_env != "development":
+        raise Problem(404, "NOT_FOUND", "Not found.")
+    level = access_of(view)
     if level is Access.PUBLIC:
         return
     if level is Access.INTERNAL:

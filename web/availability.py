@@ -26,9 +26,8 @@ from plumbing.read_cache import ReadCache
 from web.access import Access, allow
 from web.openapi import documented
 from web.problems import Problem, unavailable
-from web.purchase import _catalog as catalog
-from web.purchase import _retry_after as retry_after
 from web.purchase import bp
+from web.sales import catalog, retry_after
 from web.schemas import AvailabilitySchema, SeatMapSchema
 
 _CATALOG_PROBLEMS = ("UNKNOWN_EVENT", "SERVICE_UNAVAILABLE")
@@ -112,7 +111,7 @@ def _availability(current: Catalog, event: EventSpec) -> Response:
     {200: SeatMapSchema}, problems=(*_CATALOG_PROBLEMS, "UNKNOWN_ZONE"), response_headers=_KEPT
 )
 def seat_map(event_id: str, zone_id: int) -> Response:
-    """A zone's seats (one string per row, 1 = sold) and seats left per row and zone."""
+    """A zone's seats (a string per row: 0 free, h held, 1 sold) and seats left per row."""
     current, event = _event(event_id)
     zone = current.venues[event.venue_id].zones.get(zone_id)
     if zone is None:
@@ -123,12 +122,15 @@ def seat_map(event_id: str, zone_id: int) -> Response:
 def _seat_map(event_id: str, zone: ZoneSpec) -> Response:
     zone_id = zone.zone_id
     try:
-        state = seats.scripts_for(seats.client()).zone_state(event_id, zone)
+        r = seats.client()
+        state = seats.scripts_for(r).zone_state(event_id, zone)
+        # sold and held seats in one reply: a held seat is `h`, a sold one `1`
+        grid = seats.orders_for(r).zone_map(event_id, zone) if state is not None else None
     except redis.RedisError:
         raise unavailable("Seat state is unreachable; try again.", retry_after()) from None
-    if state is None:
+    if state is None or grid is None:
         raise unavailable("Seat state is not loaded yet; try again.", retry_after())
-    grid, left = state
+    left = state[1]
     labels = [row_label(i) for i in range(zone.rows)]
     return jsonify(
         {

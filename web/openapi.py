@@ -21,7 +21,7 @@ from werkzeug.routing import IntegerConverter, Rule
 
 from models.catalog import ID_PATTERN
 from models.tickets import TICKET_ID_PATTERN
-from web.access import Access, access_of, allow
+from web.access import Access, access_of, allow, is_development_only
 from web.problems import PROBLEM_JSON, STATUSES, TITLES
 from web.schemas import Cursor, ProblemSchema
 
@@ -127,6 +127,8 @@ def _operation(view: Callable[..., Any], op: Operation, path_params: list) -> di
         problems.append("NOT_FOUND")  # a path value that routes nowhere
     if op.body is not None:
         problems += [code for code in _BODY_PROBLEMS if code not in problems]
+    if is_development_only(view) and "NOT_FOUND" not in problems:
+        problems.append("NOT_FOUND")  # anywhere but APP_ENV=development
     level = access_of(view)
     if level in (Access.BUYER, Access.OPERATOR):
         problems.append("UNAUTHENTICATED")
@@ -160,6 +162,10 @@ def _operation(view: Callable[..., Any], op: Operation, path_params: list) -> di
         operation["security"] = [{BEARER: []}]
         if level is Access.OPERATOR:
             operation["description"] = "Operators only (a token with the `operator` role)."
+    if is_development_only(view):
+        operation["description"] = (
+            "Development only: served with APP_ENV=development, 404 `NOT_FOUND` elsewhere."
+        )
     if op.body is not None:
         operation["requestBody"] = {
             "required": True,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import re
 import time
 
@@ -36,6 +37,18 @@ def _mac(secret: str, t: str, body: bytes) -> bytes:
 def sign(body: bytes, secret: str, t: int) -> str:
     """The Payment-Signature header value of `body` at unix time `t` (the provider's side)."""
     return f"t={t},v1={_mac(secret, str(t), body).hex()}"
+
+
+def confirmation(
+    order_id: str, payment_id: str, amount: str, currency: str, secret: str, t: int | None = None
+) -> tuple[bytes, str]:
+    """(body, Payment-Signature) of the confirm webhook the provider sends for a payment of
+    `amount` `currency` (the test payment provider and `flask --app web pay`)."""
+    body = json.dumps(
+        {"orderId": order_id, "paymentId": payment_id, "amount": amount, "currency": currency},
+        separators=(",", ":"),
+    ).encode()
+    return body, sign(body, secret, int(time.time()) if t is None else t)
 
 
 def _parse(header: str) -> tuple[str, bytes]:

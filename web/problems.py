@@ -45,6 +45,16 @@ TITLES = {
     "BUYER_LIMIT_REACHED": "Buyer's seat limit reached",
     "RATE_LIMITED": "Too many attempts",
     "INTERNAL_ERROR": "Internal error",
+    "ORDER_TOO_LARGE": "Too many seats for one order",
+    "NOT_ENOUGH_ADJACENT_SEATS": "Not enough adjacent seats",
+    "AMOUNT_MISMATCH": "Amount or currency differ from the order's",
+    "HOLD_EXPIRED": "Hold expired and its seats are gone",
+    "ORDER_PAID": "Order is paid",
+    "ORDER_NOT_PAYABLE": "Order cannot be paid",
+    "ORDER_NOT_PAID": "Order is not paid",
+    "ORDER_CLOSED": "Order is closed",
+    "SALE_NOT_OPEN": "Sales have not opened",
+    "SALE_CLOSED": "Sales have closed",
 }
 
 # The status each code is answered with (the OpenAPI spec groups codes by it).
@@ -77,6 +87,16 @@ STATUSES = {
     "FORBIDDEN": 403,
     "BUYER_LIMIT_REACHED": 409,
     "RATE_LIMITED": 429,
+    "ORDER_TOO_LARGE": 422,
+    "AMOUNT_MISMATCH": 422,
+    "NOT_ENOUGH_ADJACENT_SEATS": 409,
+    "HOLD_EXPIRED": 409,
+    "ORDER_PAID": 409,
+    "ORDER_NOT_PAYABLE": 409,
+    "ORDER_NOT_PAID": 409,
+    "ORDER_CLOSED": 409,
+    "SALE_NOT_OPEN": 409,
+    "SALE_CLOSED": 409,
     "INTERNAL_ERROR": 500,
     "SERVICE_UNAVAILABLE": 503,
     "OUTCOME_UNKNOWN": 503,
@@ -102,13 +122,17 @@ class Problem(Exception):
         *,
         errors: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
+        members: dict[str, Any] | None = None,
     ) -> None:
+        """`members`: extension members of the document (RFC 9457 §3.2), e.g. SEAT_TAKEN's
+        `seats`."""
         super().__init__(f"{code}: {detail}")
         self.status = status
         self.code = code
         self.detail = detail
         self.errors = errors
         self.headers = headers or {}
+        self.members = members or {}
 
 
 def problem_document(problem: Problem) -> dict[str, Any]:
@@ -122,6 +146,7 @@ def problem_document(problem: Problem) -> dict[str, Any]:
     }
     if problem.errors is not None:
         body["errors"] = problem.errors
+    body.update(problem.members)
     return body
 
 

@@ -16,25 +16,23 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
-import re
-import threading
 import time
 import uuid
 from datetime import UTC, datetime
 
 import redis
 from flask import Blueprint, Response, g, jsonify, request
-from marshmallow import ValidationError
 
 from models import seats
-from models.catalog import Catalog, ZoneSpec, row_index, row_label
+from models.catalog import ZoneSpec
 from models.tickets import SCHEMA_VERSION, TicketRecord
 from plumbing import logs, metrics, settings
+from web import sales
 from web.access import Access, allow, current
 from web.bodies import json_object
 from web.openapi import documented
 from web.problems import Problem, outcome_unknown, unavailable
+from web.sales import forget_catalog  # noqa: F401 (tests and callers drop the copy through here)
 from web.schemas import HealthSchema, LivenessSchema, PurchaseRequestSchema, TicketSchema
 
 log = logging.getLogger(__name__)
@@ -42,7 +40,6 @@ log = logging.getLogger(__name__)
 bp = Blueprint("purchase", __name__, url_prefix="/purchase")
 
 _request_schema = PurchaseRequestSchema()
-_IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}\Z")
 
 
 @allow(Access.BUYER)
@@ -65,6 +62,8 @@ _IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}\Z")
         "ROW_FULL",
         "ZONE_FULL",
         "EVENT_SOLD_OUT",
+        "SALE_NOT_OPEN",
+        "SALE_CLOSED",
         "PAYLOAD_TOO_LARGE",
         "SERVICE_UNAVAILABLE",
         "OUTCOME_UNKNOWN",
@@ -87,42 +86,17 @@ def purchase_ticket() -> Response:
     its event."""
     # 1. Parse and validate: nothing below runs for bad input (media type and size were
     #    checked before the view, see web.bodies).
-    body = json_object(request.get_data())
-    try:
-        req = _request_schema.load(body)
-    except ValidationError as exc:
-        raise Problem(
-            400, "VALIDATION_FAILED", "Some fields are invalid.", errors=exc.normalized_messages()
-        ) from None
+    req = sales.validated(_request_schema, json_object(request.get_data()))
     row = req["row"].upper()
-    idempotency_key = _idempotency_key()
+    idempotency_key = sales.idempotency_key(request.headers.get("Idempotency-Key"))
     buyer = current().subject  # verified before the view (web.access)
 
-    # 2. The catalog (cached in this process): venue, event, zone, seat in range.
-    catalog = _catalog()
-    venue = catalog.venues.get(req["venueId"])
-    if venue is None:
-        raise Problem(404, "UNKNOWN_VENUE", f"No venue {req['venueId']!r}.")
-    event = catalog.events.get(req["eventId"])
-    if event is None:
-        raise Problem(404, "UNKNOWN_EVENT", f"No event {req['eventId']!r}.")
-    if event.venue_id != venue.venue_id:
-        raise Problem(
-            422,
-            "EVENT_NOT_AT_VENUE",
-            f"{event.event_id} is held at {event.venue_id}, not {venue.venue_id}.",
-        )
-    zone = venue.zones.get(req["zoneId"])
-    if zone is None:
-        raise Problem(404, "UNKNOWN_ZONE", f"{venue.venue_id} has no zone {req['zoneId']}.")
-    r_index, column = row_index(row), int(req["column"])
-    if r_index >= zone.rows or column > zone.columns:
-        raise Problem(
-            422,
-            "SEAT_OUT_OF_RANGE",
-            f"Zone {zone.zone_id} has rows A to {row_label(zone.rows - 1)} "
-            f"and columns 1 to {zone.columns}.",
-        )
+    # 2. The catalog (cached in this process): venue, event, zone, seat in range, and the
+    #    event's sales window by this server's clock.
+    venue, event = sales.venue_and_event(sales.catalog(), req["venueId"], req["eventId"])
+    zone = sales.zone_of(venue, req["zoneId"])
+    r_index, column = sales.seat_in_range(zone, row, req["column"])
+    sales.check_sales_window(event)
 
     # 3. The decision, in one round trip: the script checks the buyer's attempt rate and seat
     #    count, the seat and every counter, marks it sold, counts it for the buyer and appends
@@ -155,25 +129,16 @@ def purchase_ticket() -> Response:
         log.warning("purchase %s: %s", ticket["ticketId"], exc, extra={"outcome": "UNKNOWN"})
         raise _unknown() from None
     except redis.RedisError as exc:
-        log.warning(
-            "purchase %s/%s/%s%s: Redis error %s", event.event_id, zone.zone_id, row, column, exc
-        )
-        if seats.nothing_was_sent(exc):
-            raise unavailable(
-                "Seat state is unreachable; nothing was sold.", _retry_after()
-            ) from None
-        raise _unknown() from None  # the script may have run: never undo anything here
+        # the script may have run: never undo anything here
+        raise sales.redis_failed(
+            exc, f"purchase {event.event_id}/{zone.zone_id}/{row}{column}", _UNKNOWN
+        ) from None
     if sale.outcome == "REPLAY":
         return _replay(sale, fingerprint)
     if sale.outcome == "NOT_LOADED":
-        raise unavailable("Seat state is not loaded yet; try again.", _retry_after())
+        raise unavailable("Seat state is not loaded yet; try again.", sales.retry_after())
     if sale.outcome == "RATE_LIMITED":
-        raise Problem(
-            429,
-            "RATE_LIMITED",
-            f"Too many purchase attempts for {event.event_id}; try again later.",
-            headers={"Retry-After": str(math.ceil(sale.wait_ms / 1000))},
-        )
+        raise sales.rate_limited(event.event_id, sale.wait_ms)
     if sale.outcome == "BUYER_LIMIT_REACHED":
         raise Problem(
             409,
@@ -191,11 +156,11 @@ def purchase_ticket() -> Response:
     return _created(ticket)
 
 
+_UNKNOWN = "The sale may or may not have happened; retry with the same Idempotency-Key to learn it."
+
+
 def _unknown() -> Problem:
-    return outcome_unknown(
-        "The sale may or may not have happened; retry with the same Idempotency-Key to learn it.",
-        _retry_after(),
-    )
+    return outcome_unknown(_UNKNOWN, sales.retry_after())
 
 
 def _new_ticket(venue_id: str, event_id: str, zone: ZoneSpec, row: str, column: int) -> dict:
@@ -218,19 +183,6 @@ def _created(ticket: dict) -> Response:
     response.status_code = 201
     response.headers["Location"] = f"/query/api/v1/tickets/{ticket['ticketId']}"
     return response
-
-
-def _idempotency_key() -> str | None:
-    """The Idempotency-Key header, if sent: 1 to 255 visible ASCII characters."""
-    key = request.headers.get("Idempotency-Key")
-    if key is not None and not _IDEMPOTENCY_KEY.match(key):
-        raise Problem(
-            400,
-            "VALIDATION_FAILED",
-            "Idempotency-Key must be 1 to 255 visible ASCII characters.",
-            errors={"Idempotency-Key": ["1 to 255 visible ASCII characters."]},
-        )
-    return key
 
 
 def idempotency_record(event_id: str, buyer: str, key: str) -> str:
@@ -313,40 +265,3 @@ def health_deep() -> tuple[Response, int]:
     if reasons:
         body["reasons"] = reasons
     return jsonify(body), 503 if reasons else 200
-
-
-def _retry_after() -> int:
-    return settings.get().retry_after_seconds
-
-
-_catalog_lock = threading.Lock()
-_catalog_cache: tuple[float, Catalog] | None = None
-
-
-def _catalog() -> Catalog:
-    """The catalog from Redis, reread at most every CATALOG_CACHE_SECONDS by this process."""
-    global _catalog_cache
-    cached = _catalog_cache
-    if cached is not None and cached[0] > time.monotonic():
-        return cached[1]
-    with _catalog_lock:
-        cached = _catalog_cache
-        if cached is not None and cached[0] > time.monotonic():
-            return cached[1]
-        try:
-            catalog = seats.read_catalog(seats.client())
-        except redis.RedisError as exc:
-            if cached is not None:  # keep selling from the last copy; Redis decides anyway
-                return cached[1]
-            log.warning("catalog unreadable: %s", exc)
-            raise unavailable("The catalog is unreachable.", _retry_after()) from None
-        if catalog is None:
-            raise unavailable("The catalog is not loaded yet.", _retry_after())
-        _catalog_cache = (time.monotonic() + settings.get().catalog_cache_seconds, catalog)
-        return catalog
-
-
-def forget_catalog() -> None:
-    """Drop this process's cached catalog (after a reload, and in tests)."""
-    global _catalog_cache
-    _catalog_cache = None

@@ -347,6 +347,11 @@ def _event_json(e: Event) -> dict:
         "type": e.type,
         "date": e.event_date.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "capacity": e.capacity,
+        **{
+            name: moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+            for name, moment in (("salesStart", e.sales_start), ("salesEnd", e.sales_end))
+            if moment is not None
+        },
     }
 
 

@@ -9,7 +9,7 @@ import re
 from datetime import datetime
 from typing import Any
 
-from marshmallow import RAISE, Schema, ValidationError, fields, validate
+from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 from werkzeug.routing import IntegerConverter
 
 from models.catalog import ID_PATTERN, ID_RULE
@@ -76,6 +76,124 @@ class PurchaseRequestSchema(Schema):
         ],
         metadata={"pattern": "^[1-9][0-9]*$", "example": "1"},
     )
+
+
+def _zone_field(**kwargs: Any) -> fields.Integer:
+    return fields.Integer(
+        strict=True,
+        validate=validate.Range(min=1, max=2**31 - 1),
+        metadata={"example": 1},
+        **kwargs,
+    )
+
+
+def _row_field() -> fields.String:
+    return fields.String(
+        required=True,
+        validate=[
+            validate.Length(min=1, max=16),
+            validate.Regexp(r"^[A-Za-z]+\Z", error="Row must be letters, A to Z."),
+        ],
+        metadata={"pattern": "^[A-Za-z]+$", "example": "A"},
+    )
+
+
+def _column_field() -> fields.String:
+    return fields.String(
+        required=True,
+        validate=[
+            validate.Length(min=1, max=9),
+            validate.Regexp(
+                r"^[1-9][0-9]*\Z", error='Column must be a positive integer string, e.g. "1".'
+            ),
+        ],
+        metadata={"pattern": "^[1-9][0-9]*$", "example": "1"},
+    )
+
+
+class OrderSeatRequestSchema(Schema):
+    """One chosen seat of an order; unknown fields are rejected."""
+
+    class Meta:
+        unknown = RAISE
+
+    zoneId = _zone_field(required=True)
+    row = _row_field()
+    column = _column_field()
+
+
+class OrderRequestSchema(Schema):
+    """`POST /purchase/api/v1/orders` body: `seats` (chosen seats, any zones of the event), or
+    `zoneId` and `quantity` (best available); unknown fields are rejected. More seats than
+    MAX_SEATS_PER_ORDER is 422 ORDER_TOO_LARGE, not a validation error."""
+
+    class Meta:
+        unknown = RAISE
+
+    venueId = id_field(required=True, example="Venue1")
+    eventId = id_field(required=True, example="Event1")
+    seats = fields.List(fields.Nested(OrderSeatRequestSchema), validate=validate.Length(min=1))
+    zoneId = _zone_field()
+    quantity = fields.Integer(
+        strict=True, validate=validate.Range(min=1, max=2**31 - 1), metadata={"example": 2}
+    )
+
+    @validates_schema
+    def _one_way(self, data: dict, **_: Any) -> None:
+        best = "zoneId" in data or "quantity" in data
+        if "seats" in data and best:
+            raise ValidationError("Give seats, or zoneId and quantity, not both.", "_schema")
+        if "seats" not in data and not ("zoneId" in data and "quantity" in data):
+            raise ValidationError("Give seats, or zoneId and quantity.", "_schema")
+        seen = set()
+        for i, seat in enumerate(data.get("seats", [])):
+            place = (seat["zoneId"], seat["row"].upper(), seat["column"])
+            if place in seen:
+                raise ValidationError({i: ["This seat is given twice."]}, "seats")
+            seen.add(place)
+
+
+_PAYMENT_ID = validate.Regexp(r"^[\x21-\x7e]{1,255}\Z", error="1 to 255 visible ASCII characters.")
+
+
+def _payment_id_field() -> fields.String:
+    return fields.String(
+        required=True,
+        validate=_PAYMENT_ID,
+        metadata={"pattern": "^[!-~]+$", "minLength": 1, "maxLength": 255, "example": "pay_123"},
+    )
+
+
+class ConfirmRequestSchema(Schema):
+    """The payment provider's confirmation (signed); unknown fields are rejected."""
+
+    class Meta:
+        unknown = RAISE
+
+    orderId = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    paymentId = _payment_id_field()
+    amount = fields.String(
+        required=True,
+        validate=validate.Regexp(
+            r"^[0-9]{1,15}(\.[0-9]{1,6})?\Z", error='A decimal string, e.g. "190.00".'
+        ),
+        metadata={"pattern": "^[0-9]+([.][0-9]+)?$", "example": "190.00"},
+    )
+    currency = fields.String(
+        required=True,
+        validate=validate.Regexp(r"^[A-Z]{3}\Z", error="An ISO 4217 code, e.g. USD."),
+        metadata={"pattern": "^[A-Z]{3}$", "example": "USD"},
+    )
+
+
+class RefundRequestSchema(Schema):
+    """A refund: the order and the payment that paid it; unknown fields are rejected."""
+
+    class Meta:
+        unknown = RAISE
+
+    orderId = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    paymentId = _payment_id_field()
 
 
 _CURSOR = re.compile(r"[A-Za-z0-9_-]+\Z")
@@ -200,6 +318,10 @@ class ProblemSchema(Schema):
     detail = fields.String(required=True)
     code = fields.String(required=True)
     errors = fields.Dict()
+    seats = fields.List(
+        fields.Dict(),
+        metadata={"description": "SEAT_TAKEN: the seats taken, as {zoneId, row, column}."},
+    )
 
 
 class LivenessSchema(Schema):
@@ -288,6 +410,8 @@ class EventSchema(Schema):
     type = fields.String(required=True)
     date = fields.DateTime(required=True)
     capacity = fields.Integer(required=True)
+    salesStart = fields.DateTime(metadata={"description": "Sales open (absent: no bound)."})
+    salesEnd = fields.DateTime(metadata={"description": "Sales close (absent: no bound)."})
 
 
 class RemainingSchema(Schema):
@@ -301,14 +425,17 @@ class RemainingSchema(Schema):
 
 
 class SeatMapSchema(Schema):
-    """A zone's seats: `seats[i]` is row i (A, B, …), one character per column, 1 = sold."""
+    """A zone's seats: `seats[i]` is row i (A, B, …), one character per column: `0` free, `h`
+    held (by an order not paid yet), `1` sold."""
 
     eventId = fields.String(required=True)
     zoneId = fields.Integer(required=True)
     rows = fields.Integer(required=True)
     columns = fields.Integer(required=True)
     remaining = fields.Nested(RemainingSchema, required=True)
-    seats = fields.List(fields.String(metadata={"example": "0010"}), required=True)
+    seats = fields.List(
+        fields.String(metadata={"example": "0h10", "pattern": "^[01h]*$"}), required=True
+    )
 
 
 class ZoneAvailabilitySchema(Schema):

@@ -151,9 +151,14 @@ class OrderScripts:
         order_id: str | None = None,
         ticket_ids: Sequence[str] | None = None,
         request_id: str = "",
+        request_hash: str = "",
     ) -> OrderResult:
         """Hold the chosen `seats` ((zone, row index, column from 1), validated and distinct)
-        or, with `best` = (zone, quantity), the best available block: all or none."""
+        or, with `best` = (zone, quantity), the best available block: all or none.
+
+        `request_hash` (the HTTP layer's Idempotency-Key fingerprint) is stored in the order's
+        snapshot as `requestHash`, so a repeat that meets EXISTS can tell the same request
+        from another one; the scripts carry it along unread."""
         if bool(seats) == (best is not None):
             raise ValueError("give either seats or best")
         order_id = order_id or keys.new_order_id(event_id)
@@ -196,6 +201,8 @@ class OrderScripts:
             "total": f"{total:.2f}",
             "currency": currency,
         }
+        if request_hash:
+            skeleton["requestHash"] = request_hash
         args: list[Any] = [
             keys.event_prefix(event_id),
             request_id,

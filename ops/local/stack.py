@@ -6,8 +6,9 @@
 Redis and MySQL come from REDIS_URL / DATABASE_URL when set, else the servers on localhost,
 else servers this script starts under .run/ (installing Debian's packages when root and they are
 missing). SNS/SQS is always moto in server mode, started here; the topic, queue, DLQ, redrive
-policy and raw subscription are created the way Terraform creates them. Ctrl-C stops all that
-this script started.
+policy and raw subscription are created the way Terraform creates them. Debian's `chromium`,
+which the buyer page's browser tests drive (Playwright cannot download a browser here), is
+installed when missing. Ctrl-C stops all that this script started.
 """
 
 from __future__ import annotations
@@ -87,6 +88,20 @@ def find_binary(*names: str) -> str | None:
             if found:
                 return found
     return None
+
+
+def ensure_chromium() -> None:
+    """Debian's chromium for the buyer page's browser tests (tests/test_shop.py), installed
+    when missing and root; otherwise those tests fail, saying so."""
+    if find_binary("chromium"):
+        return
+    if os.geteuid() == 0:
+        apt_install("chromium")
+    else:
+        say(
+            "chromium missing and not root: the browser tests fail without it "
+            "(apt-get install chromium)"
+        )
 
 
 def ensure_redis(db: int) -> str:
@@ -276,6 +291,7 @@ def run() -> int:
     env.setdefault("FLOWER_UNAUTHENTICATED_API", "true")  # local only: Flower's API on loopback
     env.setdefault("GUNICORN_BIND", "127.0.0.1:8000")
     env.update(development_identity(env))
+    ensure_chromium()
     say("migrating: alembic upgrade head")
     subprocess.run([str(BIN / "alembic"), "upgrade", "head"], cwd=ROOT, env=env, check=True)
     flask = [str(BIN / "flask"), "--app", "web"]
@@ -297,7 +313,9 @@ def run() -> int:
 
 
 def test(pytest_args: list[str]) -> int:
-    """Set up Redis and a fresh test database, then run pytest (it starts its own moto)."""
+    """Set up Redis, a fresh test database and chromium, then run pytest (it starts its own
+    moto)."""
+    ensure_chromium()
     env = dict(os.environ)
     env["REDIS_URL"] = os.environ.get("TEST_REDIS_URL") or ensure_redis(15)
     env["DATABASE_URL"] = os.environ.get("TEST_DATABASE_URL") or ensure_mysql(

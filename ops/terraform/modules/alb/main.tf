@@ -1,6 +1,7 @@
 # One public ALB. Path rules send /purchase*, /query*, /events* to their own target group (each
 # health-checked on its service's shallow health endpoint: the process answers, no dependency
-# is called, so a slow SNS or a dead worker never makes ECS replace healthy tasks); anything
+# is called, so a slow SNS or a dead worker never makes ECS replace healthy tasks), and the
+# buyer page /shop* to the purchase service's; anything
 # else gets a problem-details 404 body, and so do the operators' endpoints (`…/health/deep`,
 # `…/metrics`), which are not for the internet. Its Content-Type is application/json: an ALB
 # fixed response allows only text/plain, text/css, text/html, application/javascript and
@@ -18,6 +19,12 @@ locals {
     purchase = { path_pattern = "/purchase*", health_path = "/purchase/health", priority = 10 }
     query    = { path_pattern = "/query*", health_path = "/query/health", priority = 20 }
     events   = { path_pattern = "/events*", health_path = "/events/health", priority = 30 }
+  }
+
+  # Pages served by one of the services above: the buyer page (/shop/, its files) comes from
+  # the purchase service, behind the same target group.
+  pages = {
+    shop = { path_pattern = "/shop*", service = "purchase", priority = 40 }
   }
 
   # Operators' endpoints, answered 404 at the ALB (they are reached from inside the VPC: the
@@ -151,6 +158,23 @@ resource "aws_lb_listener_rule" "web" {
   action {
     type             = "forward"
     target_group_arn = aws_lb_target_group.web[each.key].arn
+  }
+
+  condition {
+    path_pattern {
+      values = [each.value.path_pattern]
+    }
+  }
+}
+
+resource "aws_lb_listener_rule" "page" {
+  for_each     = local.pages
+  listener_arn = local.api_listener_arn
+  priority     = each.value.priority
+
+  action {
+    type             = "forward"
+    target_group_arn = aws_lb_target_group.web[each.value.service].arn
   }
 
   condition {
