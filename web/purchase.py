@@ -2,6 +2,8 @@
 
 POST /purchase/api/v1/tickets                                  sell one seat (201, or a problem)
 GET  /purchase/api/v1/events/...                                seat availability (availability.py)
+POST /purchase/api/v1/orders, GET/POST …/orders/{orderId}/…    the box office (orders.py,
+                                                               order_payments.py)
 GET  /purchase/health                                          the process answers (the ALB's probe)
 GET  /purchase/health/deep                                     Redis reachable?
 

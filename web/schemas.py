@@ -293,7 +293,8 @@ class OrderSeatSchema(Schema):
 
 
 class OrderSchema(Schema):
-    """An order as projected (the newest version that reached MySQL)."""
+    """An order: its live state on the purchase side, or as projected on the query side (the
+    newest version that reached MySQL; only there with the `paymentId` that paid it)."""
 
     orderId = fields.String(required=True)
     status = fields.String(required=True, validate=validate.OneOf(ORDER_STATUSES))
