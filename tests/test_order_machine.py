@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 import models
 from models import seats
@@ -373,6 +373,20 @@ def deliver_shuffled(entries: list[dict[str, str]], rng: random.Random) -> int:
     return deliveries
 
 
+@pytest.fixture
+def machine_catalog(clean_tickets):
+    """The machine's venue and event in MySQL for the test only (other tests compare the
+    catalog in MySQL with the test catalog)."""
+    with models.writer().begin() as conn:
+        upsert(conn, Catalog.from_dict(MACHINE_CATALOG))
+    yield
+    with models.writer().begin() as conn:
+        clear_tickets(conn)
+        conn.execute(text("DELETE FROM event WHERE event_id = :e"), {"e": EVENT})
+        conn.execute(text("DELETE FROM zone WHERE venue_id = :v"), {"v": VENUE})
+        conn.execute(text("DELETE FROM venue WHERE venue_id = :v"), {"v": VENUE})
+
+
 class ConvergingMachine(OrderMachine):
     """The order machine; at the end of each run its whole outbox is delivered to MySQL in a
     shuffled order with repeats, and MySQL must hold what Redis holds."""
@@ -413,11 +427,9 @@ class ConvergingMachine(OrderMachine):
 
 
 @pytest.mark.filterwarnings("ignore::hypothesis.errors.NonInteractiveExampleWarning")
-def test_mysql_converges_to_redis_whatever_the_delivery_order(redis_client, clean_tickets):
+def test_mysql_converges_to_redis_whatever_the_delivery_order(redis_client, machine_catalog):
     """Hold / confirm / cancel / expire / refund / purchase, then every event redelivered and
     reordered: MySQL ends with each order's newest state and exactly the paid tickets."""
-    with models.writer().begin() as conn:
-        upsert(conn, Catalog.from_dict(MACHINE_CATALOG))
     ConvergingMachine.redis = redis_client
     SEEN.clear()
     run_state_machine_as_test(
