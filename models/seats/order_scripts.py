@@ -43,38 +43,83 @@ local PREFIX, RID = ARGV[1], ARGV[2]
 # a taken seat or the row's end when another block in that row leaves none; ties go left.
 # Returns the row index and the 0-based first column, or nil.
 BEST_LUA = """
-local function row_bits(sold, r, columns)
-  local start = r * columns
-  local b0 = math.floor(start / 8)
-  local raw = redis.call('GETRANGE', sold, b0, math.floor((start + columns - 1) / 8))
-  local bits = {}
-  for i = 0, columns - 1 do
-    local bit = start + i
-    local byte = string.byte(raw, math.floor(bit / 8) - b0 + 1) or 0
-    bits[i] = math.floor(byte / 2 ^ (7 - bit % 8)) % 2
+-- the best start for n seats in the free run [a, b] of a row `columns` wide, against the best
+-- so far: no orphan (a single free seat left between the block and a taken seat or the row's
+-- end) first, then closest to the centre (d = |2s + n - columns|), then leftmost. Only starts
+-- a + 1 and e - 1 (e = b - n + 1, the run's last start) leave an orphan, and d is least at
+-- c = floor((columns - n) / 2) clamped into [a, e] (the left of two as near) and grows away
+-- from it, evenly on both sides. So the run's best is c, c - 1 or c + 1: if c leaves an orphan
+-- (c = a + 1 or e - 1), a neighbour of c is a or e, which leaves none, and no start further
+-- out on either side is nearer the centre than the nearer of c - 1 and c + 1 that leaves none;
+-- a run of only orphan-leaving starts has two, c and a neighbour. The three are compared in
+-- ascending order with the comparison every start once went through, so ties still go left.
+local function run_best(a, b, n, columns, best_s, best_orphan, best_d)
+  local e = b - n + 1
+  if e < a then return best_s, best_orphan, best_d end
+  local c = math.floor((columns - n) / 2)
+  if c < a then c = a elseif c > e then c = e end
+  for s = math.max(c - 1, a), math.min(c + 1, e) do
+    local orphan = (s - a == 1) or (e - s == 1)
+    local d = math.abs(2 * s + n - columns)
+    if best_s == nil or (best_orphan and not orphan)
+      or (orphan == best_orphan and d < best_d) then
+      best_s, best_orphan, best_d = s, orphan, d
+    end
   end
-  return bits
+  return best_s, best_orphan, best_d
 end
 
-local function best_in_row(bits, columns, n)
+-- row r's best 0-based first column for n adjacent free seats, or nil. One GETRANGE; its bytes
+-- are read whole where they can be (a stretch of 0xFF bytes is skipped by one string.find,
+-- 0x00 bytes are 8 free seats), bit by bit (most significant first, as SETBIT numbers them)
+-- otherwise; the row's first and last bytes may hold seats of the rows beside it. Bytes past
+-- the end of the bitmap are free seats.
+local function best_in_row(sold, r, columns, n)
+  local first = r * columns
+  local b0 = math.floor(first / 8)
+  local raw = redis.call('GETRANGE', sold, b0, math.floor((first + columns - 1) / 8))
   local best_s, best_orphan, best_d = nil, true, nil
-  local i = 0
-  while i < columns do
-    if bits[i] == 0 then
-      local a = i
-      while i < columns and bits[i] == 0 do i = i + 1 end
-      local b = i - 1
-      for s = a, b - n + 1 do
-        local orphan = (s - a == 1) or (b - (s + n - 1) == 1)
-        local d = math.abs(2 * s + n - columns)
-        if best_s == nil or (best_orphan and not orphan)
-          or (orphan == best_orphan and d < best_d) then
-          best_s, best_orphan, best_d = s, orphan, d
+  local run = nil
+  local j, len = 1, #raw
+  while j <= len do
+    local col = (b0 + j - 1) * 8 - first
+    local v = string.byte(raw, j)
+    if v == 255 then
+      if run then
+        best_s, best_orphan, best_d = run_best(run, col - 1, n, columns, best_s, best_orphan,
+          best_d)
+        run = nil
+      end
+      j = string.find(raw, '[^\\255]', j + 1) or len + 1
+    elseif v == 0 then
+      if run == nil then run = col < 0 and 0 or col end
+      j = j + 1
+    else
+      local mask = 128
+      for x = col, col + 7 do
+        local taken = v >= mask
+        if taken then v = v - mask end
+        mask = mask / 2
+        if x >= 0 and x < columns then
+          if taken then
+            if run then
+              best_s, best_orphan, best_d = run_best(run, x - 1, n, columns, best_s,
+                best_orphan, best_d)
+              run = nil
+            end
+          elseif run == nil then
+            run = x
+          end
         end
       end
-    else
-      i = i + 1
+      j = j + 1
     end
+  end
+  if run == nil and len * 8 + b0 * 8 - first < columns then
+    run = math.max(len * 8 + b0 * 8 - first, 0)
+  end
+  if run then
+    best_s = run_best(run, columns - 1, n, columns, best_s, best_orphan, best_d)
   end
   return best_s
 end
@@ -90,7 +135,7 @@ local function best_available(zone, rows, columns, n)
   for r = start, rows - 1 do
     local label = row_label(r)
     if tonumber(redis.call('HGET', left, label) or '0') >= n then
-      local s = best_in_row(row_bits(sold, r, columns), columns, n)
+      local s = best_in_row(sold, r, columns, n)
       if s then
         found_r, found_label, found_s = r, label, s
         break
