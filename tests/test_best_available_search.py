@@ -1,5 +1,6 @@
 """Best available's row search (`BEST_LUA`'s `best_in_row`) on real Redis against the rule it
-implements, tried start by start: the previous Lua, which decoded the row seat by seat and
+implements, tried start by start (and the row's longest free run, which best available keeps
+for rows without the block): the previous Lua, which decoded the row seat by seat and
 compared every start of every free run, kept here as the reference, and the same rule in
 Python. Rows of 1-300 seats at any offset in the bitmap (so the row's first and last bytes hold
 seats of the rows beside it), sparse to dense, sometimes cut short by the bitmap's end."""
@@ -54,7 +55,8 @@ local function best_in_row(bits, columns, n)
 end
 """
 
-# ARGV: row index, columns, largest n. Returns the first column for n = 1.. (-1: none).
+# ARGV: row index, columns, largest n. Returns the first column for n = 1.. (-1: none); the
+# production search also the row's longest free run, last.
 REFERENCE_CALL = (
     REFERENCE_LUA
     + """
@@ -70,9 +72,15 @@ PRODUCTION_CALL = (
     + """
 local r, columns, out = tonumber(ARGV[1]), tonumber(ARGV[2]), {}
 for n = 1, tonumber(ARGV[3]) do out[n] = best_in_row(KEYS[1], r, columns, n) or -1 end
+local _, longest = best_in_row(KEYS[1], r, columns, 1)
+out[#out + 1] = longest
 return out
 """
 )
+
+
+def longest_run(row: list[bool]) -> int:
+    return max((len(run) for run in "".join("x" if t else "." for t in row).split("x")), default=0)
 
 
 def exhaustive(row: list[bool], n: int) -> int:
@@ -81,7 +89,7 @@ def exhaustive(row: list[bool], n: int) -> int:
     for s in range(columns - n + 1):
         if any(row[s : s + n]):
             continue
-        left = s == 1 and not row[0] or s >= 2 and row[s - 2] and not row[s - 1]
+        left = (s == 1 and not row[0]) or (s >= 2 and row[s - 2] and not row[s - 1])
         end = s + n
         right = (end == columns - 1 and not row[end]) or (
             end <= columns - 2 and not row[end] and row[end + 1]
@@ -124,8 +132,13 @@ def test_the_exhaustive_rule_in_python_matches_the_reference_lua(redis_client):
     for _ in range(300):
         columns = rnd.randint(1, 40)
         row = [rnd.random() < rnd.choice([0.2, 0.5, 0.8]) for _ in range(columns)]
-        r.set("row", bytes(sum(1 << (7 - k) for k in range(8) if i + k < columns and row[i + k])
-                           for i in range(0, columns, 8)))
+        r.set(
+            "row",
+            bytes(
+                sum(1 << (7 - k) for k in range(8) if i + k < columns and row[i + k])
+                for i in range(0, columns, 8)
+            ),
+        )
         assert reference(keys=["row"], args=[0, columns, MAX_N]) == [
             exhaustive(row, n) for n in range(1, MAX_N + 1)
         ]
@@ -151,6 +164,6 @@ def test_the_row_search_chooses_what_trying_every_start_chooses(redis_client):
         args = [index, columns, MAX_N]
         expected = [exhaustive(row, n) for n in range(1, MAX_N + 1)]
         assert reference(keys=["sold"], args=args) == expected
-        assert production(keys=["sold"], args=args) == expected
+        assert production(keys=["sold"], args=args) == [*expected, longest_run(row)]
 
     same()

@@ -53,9 +53,11 @@ BEST_LUA = """
 -- out on either side is nearer the centre than the nearer of c - 1 and c + 1 that leaves none;
 -- a run of only orphan-leaving starts has two, c and a neighbour. The three are compared in
 -- ascending order with the comparison every start once went through, so ties still go left.
-local function run_best(a, b, n, columns, best_s, best_orphan, best_d)
+-- Also keeps the longest free run seen (`longest`).
+local function run_best(a, b, n, columns, best_s, best_orphan, best_d, longest)
+  if b - a + 1 > longest then longest = b - a + 1 end
   local e = b - n + 1
-  if e < a then return best_s, best_orphan, best_d end
+  if e < a then return best_s, best_orphan, best_d, longest end
   local c = math.floor((columns - n) / 2)
   if c < a then c = a elseif c > e then c = e end
   for s = math.max(c - 1, a), math.min(c + 1, e) do
@@ -66,10 +68,11 @@ local function run_best(a, b, n, columns, best_s, best_orphan, best_d)
       best_s, best_orphan, best_d = s, orphan, d
     end
   end
-  return best_s, best_orphan, best_d
+  return best_s, best_orphan, best_d, longest
 end
 
--- row r's best 0-based first column for n adjacent free seats, or nil. One GETRANGE; its bytes
+-- row r's best 0-based first column for n adjacent free seats (or nil), and the row's longest
+-- run of free seats. One GETRANGE; its bytes
 -- are read whole where they can be (a stretch of 0xFF bytes is skipped by one string.find,
 -- 0x00 bytes are 8 free seats), bit by bit (most significant first, as SETBIT numbers them)
 -- otherwise; the row's first and last bytes may hold seats of the rows beside it. Bytes past
@@ -78,7 +81,7 @@ local function best_in_row(sold, r, columns, n)
   local first = r * columns
   local b0 = math.floor(first / 8)
   local raw = redis.call('GETRANGE', sold, b0, math.floor((first + columns - 1) / 8))
-  local best_s, best_orphan, best_d = nil, true, nil
+  local best_s, best_orphan, best_d, longest = nil, true, nil, 0
   local run = nil
   local j, len = 1, #raw
   while j <= len do
@@ -86,8 +89,8 @@ local function best_in_row(sold, r, columns, n)
     local v = string.byte(raw, j)
     if v == 255 then
       if run then
-        best_s, best_orphan, best_d = run_best(run, col - 1, n, columns, best_s, best_orphan,
-          best_d)
+        best_s, best_orphan, best_d, longest = run_best(run, col - 1, n, columns, best_s,
+          best_orphan, best_d, longest)
         run = nil
       end
       j = string.find(raw, '[^\\255]', j + 1) or len + 1
@@ -103,8 +106,8 @@ local function best_in_row(sold, r, columns, n)
         if x >= 0 and x < columns then
           if taken then
             if run then
-              best_s, best_orphan, best_d = run_best(run, x - 1, n, columns, best_s,
-                best_orphan, best_d)
+              best_s, best_orphan, best_d, longest = run_best(run, x - 1, n, columns,
+                best_s, best_orphan, best_d, longest)
               run = nil
             end
           elseif run == nil then
@@ -119,27 +122,36 @@ local function best_in_row(sold, r, columns, n)
     run = math.max(len * 8 + b0 * 8 - first, 0)
   end
   if run then
-    best_s = run_best(run, columns - 1, n, columns, best_s, best_orphan, best_d)
+    best_s, best_orphan, best_d, longest = run_best(run, columns - 1, n, columns, best_s,
+      best_orphan, best_d, longest)
   end
-  return best_s
+  return best_s, longest
 end
 
 -- The zone's `front` hash: quantity n → a row before which no row has n adjacent free seats.
 -- Seats are only taken between two frees, so a row without an n-block stays without one: the
 -- scan starts at the mark and leaves it at the row it chose (or past the last row); a freed seat
 -- moves every mark back to its row (free_cells).
+-- The zone's `runs` hash: row label → the longest run of free seats the row had when a scan
+-- last found no block in it, for every quantity: while no seat of the row is freed (free_cells
+-- deletes the row's field) its runs only shorten, so a row whose mark is below n is skipped
+-- without reading its seats. After a seat is freed, a scan from its row decodes that row and
+-- reads two counters of each row behind it.
 local function best_available(zone, rows, columns, n)
   local sold, left, front_key = zk(zone, 'sold'), zk(zone, 'left'), zk(zone, 'front')
+  local runs = zk(zone, 'runs')
   local start = tonumber(redis.call('HGET', front_key, n) or '0')
   local found_r, found_label, found_s = nil, nil, nil
   for r = start, rows - 1 do
     local label = row_label(r)
-    if tonumber(redis.call('HGET', left, label) or '0') >= n then
-      local s = best_in_row(sold, r, columns, n)
+    if tonumber(redis.call('HGET', left, label) or '0') >= n
+      and tonumber(redis.call('HGET', runs, label) or columns) >= n then
+      local s, longest = best_in_row(sold, r, columns, n)
       if s then
         found_r, found_label, found_s = r, label, s
         break
       end
+      redis.call('HSET', runs, label, longest)
     end
   end
   local mark = found_r or rows
