@@ -72,11 +72,11 @@ local function run_best(a, b, n, columns, best_s, best_orphan, best_d, longest)
 end
 
 -- row r's best 0-based first column for n adjacent free seats (or nil), and the row's longest
--- run of free seats. One GETRANGE; its bytes
--- are read whole where they can be (a stretch of 0xFF bytes is skipped by one string.find,
--- 0x00 bytes are 8 free seats), bit by bit (most significant first, as SETBIT numbers them)
--- otherwise; the row's first and last bytes may hold seats of the rows beside it. Bytes past
--- the end of the bitmap are free seats.
+-- run of free seats. One GETRANGE; its bytes are read whole where they can be (a stretch of
+-- 0xFF bytes, 8 taken seats each, or of 0x00 bytes, 8 free seats each, is passed by one
+-- string.find), bit by bit (most significant first, as SETBIT numbers them) otherwise; the
+-- row's first and last bytes may hold seats of the rows beside it. Bytes past the end of the
+-- bitmap are free seats.
 local function best_in_row(sold, r, columns, n)
   local first = r * columns
   local b0 = math.floor(first / 8)
@@ -96,7 +96,7 @@ local function best_in_row(sold, r, columns, n)
       j = string.find(raw, '[^\\255]', j + 1) or len + 1
     elseif v == 0 then
       if run == nil then run = col < 0 and 0 or col end
-      j = j + 1
+      j = string.find(raw, '[^%z]', j + 1) or len + 1
     else
       local mask = 128
       for x = col, col + 7 do
