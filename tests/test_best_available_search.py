@@ -12,7 +12,10 @@ import random
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from models.seats.order_scripts import BEST_LUA
+from models.catalog import row_label
+from models.seats import keys
+from models.seats.lua_lib import ORDER_LIB_LUA
+from models.seats.order_scripts import BEST_LUA, ORDER_KEYS_LUA
 
 MAX_N = 8
 
@@ -56,7 +59,8 @@ end
 """
 
 # ARGV: row index, columns, largest n. Returns the first column for n = 1.. (-1: none); the
-# production search also the row's longest free run, last.
+# production search also the row's longest free run, as the search and as the quick check
+# (`longest_in_row`) find it, last.
 REFERENCE_CALL = (
     REFERENCE_LUA
     + """
@@ -74,6 +78,7 @@ local r, columns, out = tonumber(ARGV[1]), tonumber(ARGV[2]), {}
 for n = 1, tonumber(ARGV[3]) do out[n] = best_in_row(KEYS[1], r, columns, n) or -1 end
 local _, longest = best_in_row(KEYS[1], r, columns, 1)
 out[#out + 1] = longest
+out[#out + 1] = longest_in_row(KEYS[1], r, columns)
 return out
 """
 )
@@ -164,6 +169,74 @@ def test_the_row_search_chooses_what_trying_every_start_chooses(redis_client):
         args = [index, columns, MAX_N]
         expected = [exhaustive(row, n) for n in range(1, MAX_N + 1)]
         assert reference(keys=["sold"], args=args) == expected
-        assert production(keys=["sold"], args=args) == [*expected, longest_run(row)]
+        longest = longest_run(row)
+        assert production(keys=["sold"], args=args) == [*expected, longest, longest]
+
+    same()
+
+
+# ARGV: 1 the event prefix, 2 a request id, 3 zone, 4 rows, 5 columns, 6 n. KEYS: the order
+# scripts' six (unused here). Returns {row index, row label, first column} or {}.
+ZONE_CALL = (
+    ORDER_KEYS_LUA
+    + ORDER_LIB_LUA
+    + BEST_LUA
+    + """
+local r, label, s = best_available(tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]),
+  tonumber(ARGV[6]))
+if r == nil then return {} end
+return {r, label, s}
+"""
+)
+
+
+@st.composite
+def zones(draw) -> tuple[int, list[list[bool]]]:
+    """(columns, rows' seats taken): mostly rows without blocks, so scans go far."""
+    columns = draw(st.integers(1, 60))
+    chance = draw(st.sampled_from([0.3, 0.5, 0.7, 0.9]))
+    rnd = random.Random(draw(st.integers(0, 2**32)))
+    return columns, [
+        [rnd.random() < chance for _ in range(columns)] for _ in range(draw(st.integers(1, 12)))
+    ]
+
+
+def test_the_scan_of_a_zone_chooses_the_front_row_and_block_the_rule_chooses(redis_client):
+    """Every quantity, with nothing remembered, then again from row A with the rows' longest
+    runs the first scans kept: the first row with the block, its best start."""
+    r = redis_client
+    scan = r.register_script(ZONE_CALL)
+    prefix = keys.event_prefix("E")
+    sold_key, left_key, _ = keys.zone_keys("E", 1)
+
+    @settings(
+        max_examples=300, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck)
+    )
+    @given(zones())
+    def same(case: tuple[int, list[list[bool]]]) -> None:
+        columns, grid = case
+        r.flushdb()
+        bits = [t for row in grid for t in row]
+        r.set(
+            sold_key,
+            bytes(
+                sum(1 << (7 - k) for k in range(8) if i + k < len(bits) and bits[i + k])
+                for i in range(0, len(bits), 8)
+            ),
+        )
+        r.hset(left_key, mapping={row_label(i): row.count(False) for i, row in enumerate(grid)})
+        for again in (False, True):
+            for n in range(1, MAX_N + 1):
+                r.hdel(keys.front_key("E", 1), n)
+                expected = next(
+                    (
+                        [i, row_label(i), exhaustive(row, n)]
+                        for i, row in enumerate(grid)
+                        if exhaustive(row, n) >= 0
+                    ),
+                    [],
+                )
+                found = scan(keys=["k"] * 6, args=[prefix, "rid", 1, len(grid), columns, n])
+                assert found == expected, (again, n)
 
     same()

@@ -128,6 +128,70 @@ local function best_in_row(sold, r, columns, n)
   return best_s, longest
 end
 
+-- A byte's free seats (most significant bit first): before its first taken seat, after its
+-- last, and its longest run; built by `byte_runs` on the first row a call checks this way.
+local LEAD, TRAIL, LONGEST = nil, nil, nil
+local function byte_runs()
+  LEAD, TRAIL, LONGEST = {}, {}, {}
+  for v = 0, 255 do
+    local lead, run, longest, mask, x = nil, 0, 0, 128, v
+    for _ = 1, 8 do
+      if x >= mask then
+        x = x - mask
+        if lead == nil then lead = run end
+        if run > longest then longest = run end
+        run = 0
+      else
+        run = run + 1
+      end
+      mask = mask / 2
+    end
+    if run > longest then longest = run end
+    LEAD[v], TRAIL[v], LONGEST[v] = lead or 8, run, longest
+  end
+end
+
+-- row r's longest run of free seats, the seats read a byte at a time (the seats of other rows
+-- in its first and last bytes counted as taken; bytes past the end of the bitmap free): a row
+-- without n adjacent free seats is passed without searching it.
+local function longest_in_row(sold, r, columns)
+  if LEAD == nil then byte_runs() end
+  local first = r * columns
+  local b0 = math.floor(first / 8)
+  local raw = redis.call('GETRANGE', sold, b0, math.floor((first + columns - 1) / 8))
+  local longest, chain = 0, 0
+  local j, len = 1, #raw
+  while j <= len do
+    local col = (b0 + j - 1) * 8 - first
+    local v = string.byte(raw, j)
+    if col < 0 then
+      local keep = 2 ^ (8 + col)
+      v = 256 - keep + v % keep
+    end
+    if col + 8 > columns then
+      local out = 2 ^ (col + 8 - columns)
+      v = v - v % out + out - 1
+    end
+    if v == 0 then
+      chain = chain + 8
+      j = j + 1
+    else
+      if chain + LEAD[v] > longest then longest = chain + LEAD[v] end
+      if LONGEST[v] > longest then longest = LONGEST[v] end
+      chain = TRAIL[v]
+      if v == 255 then
+        j = string.find(raw, '[^\\255]', j + 1) or len + 1
+      else
+        j = j + 1
+      end
+    end
+  end
+  local past = math.max((b0 + len) * 8 - first, 0)
+  if past < columns then chain = chain + columns - past end
+  if chain > longest then longest = chain end
+  return longest
+end
+
 -- The zone's `front` hash: quantity n → a row before which no row has n adjacent free seats.
 -- Seats are only taken between two frees, so a row without an n-block stays without one: the
 -- scan starts at the mark and leaves it at the row it chose (or past the last row); a freed seat
@@ -142,11 +206,17 @@ local function best_available(zone, rows, columns, n)
   local runs = zk(zone, 'runs')
   local start = tonumber(redis.call('HGET', front_key, n) or '0')
   local found_r, found_label, found_s = nil, nil, nil
+  local searched = 0
   for r = start, rows - 1 do
     local label = row_label(r)
     if tonumber(redis.call('HGET', left, label) or '0') >= n
       and tonumber(redis.call('HGET', runs, label) or columns) >= n then
-      local s, longest = best_in_row(sold, r, columns, n)
+      local s, longest = nil, nil
+      if searched > 0 then longest = longest_in_row(sold, r, columns) end
+      if longest == nil or longest >= n then
+        s, longest = best_in_row(sold, r, columns, n)
+        searched = searched + 1
+      end
       if s then
         found_r, found_label, found_s = r, label, s
         break
