@@ -13,7 +13,8 @@ in one Redis Cluster slot.
 Seat state per zone: `sold` bitmap = taken (held or paid: the single-seat purchase sees a held
 seat as SEAT_TAKEN, unchanged), `held` bitmap = held, not paid (a subset of `sold`), `owner`
 hash bit → ticket id (held or paid), `holder` hash bit → order id (held seats only), `left` the
-seats-left counters (a held seat is not left). An order's seats are freed only where the
+seats-left counters (a held seat is not left), `front` and `runs` what best available remembers
+of rows without a block (see `best_available`). An order's seats are freed only where the
 owner is still that seat's ticket id.
 
 The time is Redis TIME in ms. A hold is expired iff now ≥ its `exp`; any script that decides
