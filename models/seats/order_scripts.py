@@ -201,7 +201,9 @@ end
 -- last found no block in it, for every quantity: while no seat of the row is freed (free_cells
 -- deletes the row's field) its runs only shorten, so a row whose mark is below n is skipped
 -- without reading its seats. After a seat is freed, a scan from its row decodes that row and
--- reads two counters of each row behind it.
+-- reads two counters of each row behind it. The first row a call reads is searched at once
+-- (the warm case: the hint's row has the block); each later one is first checked by
+-- `longest_in_row` and searched only if it has the block.
 local function best_available(zone, rows, columns, n)
   local sold, left, front_key = zk(zone, 'sold'), zk(zone, 'left'), zk(zone, 'front')
   local runs = zk(zone, 'runs')
