@@ -307,6 +307,11 @@ def test_best_available_skips_rows_it_found_without_the_block_until_one_of_their
     assert o.cancel(EVENT, middle.order.order_id, caller="b1").outcome == "OK"
     assert r.hgetall(keys.runs_key(EVENT, 1)) == {}
     assert placed(best(o, z, 3)) == [("A", 3), ("A", 4), ("A", 5)]
+    r.hset(keys.runs_key(EVENT, 1), "A", 0)  # kept before a rebuild …
+    event = EventSpec(EVENT, VENUE, "e", "TEST", datetime(2027, 1, 1, tzinfo=UTC), 10**6)
+    seats.rebuild_event(r, event, {1: z}, {})  # … which frees every seat and forgets it
+    assert r.exists(keys.runs_key(EVENT, 1)) == 0
+    assert placed(best(o, z, 5)) == [("A", c) for c in range(1, 6)]
 
 
 def free_runs(row: str) -> list[int]:
