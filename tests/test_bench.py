@@ -465,7 +465,7 @@ def test_the_box_office_phase_leaves_its_states_as_found_and_frees_every_expired
         assert redis_client.hlen(seats.owners_key(case.event, 1)) == 10
         assert sorted(redis_client.hvals(seats.buyers_key(case.event))) == ["1"] * 10
     blocks = box_office.without_blocks(box_office.random_bitmap(scattered, 1200), scattered)
-    assert result.full.rows == 40 and len(result.full.ms) == 3
+    assert result.full.rows == 40 and len(result.full.ms) == len(result.full.again_ms) == 3
     no_block = seating.Seats("BenchVenue", f"BoxRandom{tag}NoBlock", 1, rows=40, columns=40)
     assert (
         seating.sold_count(redis_client, no_block)[0]

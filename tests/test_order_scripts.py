@@ -87,12 +87,14 @@ def test_every_key_of_an_order_is_in_the_event_slot_and_named_as_the_lua_names_i
     assert prefix + "zone:1:sold" == keys.zone_keys(EVENT, 1)[0]
     assert prefix + "zone:1:left" == keys.zone_keys(EVENT, 1)[1]
     assert prefix + "zone:1:owner" == keys.owners_key(EVENT, 1)
+    assert prefix + "zone:1:runs" == keys.runs_key(EVENT, 1)
     assert prefix + "event" == keys.event_key(EVENT)
     found = [
         keys.event_key(EVENT),
         keys.held_key(EVENT, 1),
         keys.holder_key(EVENT, 2),
         keys.front_key(EVENT, 2),
+        keys.runs_key(EVENT, 2),
         keys.order_key(EVENT, "o"),
         keys.holds_key(EVENT),
         keys.payments_key(EVENT),
@@ -286,6 +288,30 @@ def test_best_available_skips_full_front_rows_and_comes_back_to_a_freed_seat(red
     assert placed(best(o, z, 2)) == [("D", 3), ("D", 4)]
     assert best(o, z, 1).outcome == "OK"  # A4
     assert best(o, z, 1).outcome == "ZONE_FULL"
+
+
+def test_best_available_skips_rows_it_found_without_the_block_until_one_of_their_seats_is_freed(
+    redis_client,
+):
+    """A row searched without the block keeps its longest free run; a later scan skips it for
+    larger blocks without reading its seats, until a cancel (or an expiry, a refund) frees a
+    seat of it."""
+    r, z = redis_client, make_zone(rows=2, columns=5)
+    o = setup(r, z)
+    middle = hold(o, [(z, 0, 3)])  # row A: runs of 2 and 2
+    assert placed(best(o, z, 3)) == [("B", 1), ("B", 2), ("B", 3)]
+    assert r.hgetall(keys.runs_key(EVENT, 1)) == {"A": "2"}
+    assert placed(best(o, z, 2)) == [("A", 1), ("A", 2)]  # a run of 2 is enough for 2
+    assert r.hdel(keys.front_key(EVENT, 1), "3") == 1  # a scan for 3 from row A again
+    assert best(o, z, 3).outcome == "NOT_ENOUGH_ADJACENT_SEATS"
+    assert o.cancel(EVENT, middle.order.order_id, caller="b1").outcome == "OK"
+    assert r.hgetall(keys.runs_key(EVENT, 1)) == {}
+    assert placed(best(o, z, 3)) == [("A", 3), ("A", 4), ("A", 5)]
+    r.hset(keys.runs_key(EVENT, 1), "A", 0)  # kept before a rebuild …
+    event = EventSpec(EVENT, VENUE, "e", "TEST", datetime(2027, 1, 1, tzinfo=UTC), 10**6)
+    seats.rebuild_event(r, event, {1: z}, {})  # … which frees every seat and forgets it
+    assert r.exists(keys.runs_key(EVENT, 1)) == 0
+    assert placed(best(o, z, 5)) == [("A", c) for c in range(1, 6)]
 
 
 def free_runs(row: str) -> list[int]:

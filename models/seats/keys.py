@@ -113,6 +113,12 @@ def front_key(event_id: str, zone_id: int) -> str:
     return f"{event_prefix(event_id)}zone:{zone_id}:front"
 
 
+def runs_key(event_id: str, zone_id: int) -> str:
+    """Rows best available found without a block: row label → the longest run of free seats
+    the row had then (hash; a freed seat deletes its row's field)."""
+    return f"{event_prefix(event_id)}zone:{zone_id}:runs"
+
+
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
 
 

@@ -91,7 +91,8 @@ def rebuild_event(
         held_key = keys.held_key(event.event_id, zone.zone_id)
         holder_key = keys.holder_key(event.event_id, zone.zone_id)
         front_key = keys.front_key(event.event_id, zone.zone_id)
-        pipe.delete(sold_key, left_key, owners_key, held_key, holder_key, front_key)
+        runs_key = keys.runs_key(event.event_id, zone.zone_id)
+        pipe.delete(sold_key, left_key, owners_key, held_key, holder_key, front_key, runs_key)
         pipe.set(sold_key, bytes(bitmap))
         pipe.hset(left_key, mapping=left)
         if owners:

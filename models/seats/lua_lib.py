@@ -80,7 +80,7 @@ local function transition(id, o, status, now)
 end
 
 -- frees the cells the order still owns (and moves the zone's best-available marks back to
--- their rows, see best_available); returns how many
+-- their rows and forgets their rows' longest runs, see best_available); returns how many
 local function free_cells(id, cells)
   local freed = 0
   for _, c in ipairs(cells) do
@@ -94,6 +94,7 @@ local function free_cells(id, cells)
       end
       redis.call('HINCRBY', zk(c[1], 'left'), c[3], 1)
       redis.call('HINCRBY', zk(c[1], 'left'), 'zone', 1)
+      redis.call('HDEL', zk(c[1], 'runs'), c[3])
       redis.call('HINCRBY', EVENT, 'sold', -1)
       local front = zk(c[1], 'front')
       local marks = redis.call('HGETALL', front)

@@ -13,7 +13,8 @@ in one Redis Cluster slot.
 Seat state per zone: `sold` bitmap = taken (held or paid: the single-seat purchase sees a held
 seat as SEAT_TAKEN, unchanged), `held` bitmap = held, not paid (a subset of `sold`), `owner`
 hash bit → ticket id (held or paid), `holder` hash bit → order id (held seats only), `left` the
-seats-left counters (a held seat is not left). An order's seats are freed only where the
+seats-left counters (a held seat is not left), `front` and `runs` what best available remembers
+of rows without a block (see `best_available`). An order's seats are freed only where the
 owner is still that seat's ticket id.
 
 The time is Redis TIME in ms. A hold is expired iff now ≥ its `exp`; any script that decides
@@ -43,58 +44,187 @@ local PREFIX, RID = ARGV[1], ARGV[2]
 # a taken seat or the row's end when another block in that row leaves none; ties go left.
 # Returns the row index and the 0-based first column, or nil.
 BEST_LUA = """
-local function row_bits(sold, r, columns)
-  local start = r * columns
-  local b0 = math.floor(start / 8)
-  local raw = redis.call('GETRANGE', sold, b0, math.floor((start + columns - 1) / 8))
-  local bits = {}
-  for i = 0, columns - 1 do
-    local bit = start + i
-    local byte = string.byte(raw, math.floor(bit / 8) - b0 + 1) or 0
-    bits[i] = math.floor(byte / 2 ^ (7 - bit % 8)) % 2
-  end
-  return bits
-end
-
-local function best_in_row(bits, columns, n)
-  local best_s, best_orphan, best_d = nil, true, nil
-  local i = 0
-  while i < columns do
-    if bits[i] == 0 then
-      local a = i
-      while i < columns and bits[i] == 0 do i = i + 1 end
-      local b = i - 1
-      for s = a, b - n + 1 do
-        local orphan = (s - a == 1) or (b - (s + n - 1) == 1)
-        local d = math.abs(2 * s + n - columns)
-        if best_s == nil or (best_orphan and not orphan)
-          or (orphan == best_orphan and d < best_d) then
-          best_s, best_orphan, best_d = s, orphan, d
-        end
-      end
-    else
-      i = i + 1
+-- the best start for n seats in the free run [a, b] of a row `columns` wide, against the best
+-- so far: no orphan (a single free seat left between the block and a taken seat or the row's
+-- end) first, then closest to the centre (d = |2s + n - columns|), then leftmost. Only starts
+-- a + 1 and e - 1 (e = b - n + 1, the run's last start) leave an orphan, and d is least at
+-- c = floor((columns - n) / 2) clamped into [a, e] (the left of two as near) and grows away
+-- from it, evenly on both sides. So the run's best is c, c - 1 or c + 1: if c leaves an orphan
+-- (c = a + 1 or e - 1), a neighbour of c is a or e, which leaves none, and no start further
+-- out on either side is nearer the centre than the nearer of c - 1 and c + 1 that leaves none;
+-- a run of only orphan-leaving starts has two, c and a neighbour. The three are compared in
+-- ascending order with the comparison every start once went through, so ties still go left.
+-- Also keeps the longest free run seen (`longest`).
+local function run_best(a, b, n, columns, best_s, best_orphan, best_d, longest)
+  if b - a + 1 > longest then longest = b - a + 1 end
+  local e = b - n + 1
+  if e < a then return best_s, best_orphan, best_d, longest end
+  local c = math.floor((columns - n) / 2)
+  if c < a then c = a elseif c > e then c = e end
+  for s = math.max(c - 1, a), math.min(c + 1, e) do
+    local orphan = (s - a == 1) or (e - s == 1)
+    local d = math.abs(2 * s + n - columns)
+    if best_s == nil or (best_orphan and not orphan)
+      or (orphan == best_orphan and d < best_d) then
+      best_s, best_orphan, best_d = s, orphan, d
     end
   end
-  return best_s
+  return best_s, best_orphan, best_d, longest
+end
+
+-- row r's best 0-based first column for n adjacent free seats (or nil), and the row's longest
+-- run of free seats. One GETRANGE; its bytes are read whole where they can be (a stretch of
+-- 0xFF bytes, 8 taken seats each, or of 0x00 bytes, 8 free seats each, is passed by one
+-- string.find), bit by bit (most significant first, as SETBIT numbers them) otherwise; the
+-- row's first and last bytes may hold seats of the rows beside it. Bytes past the end of the
+-- bitmap are free seats.
+local function best_in_row(sold, r, columns, n)
+  local first = r * columns
+  local b0 = math.floor(first / 8)
+  local raw = redis.call('GETRANGE', sold, b0, math.floor((first + columns - 1) / 8))
+  local best_s, best_orphan, best_d, longest = nil, true, nil, 0
+  local run = nil
+  local j, len = 1, #raw
+  while j <= len do
+    local col = (b0 + j - 1) * 8 - first
+    local v = string.byte(raw, j)
+    if v == 255 then
+      if run then
+        best_s, best_orphan, best_d, longest = run_best(run, col - 1, n, columns, best_s,
+          best_orphan, best_d, longest)
+        run = nil
+      end
+      j = string.find(raw, '[^\\255]', j + 1) or len + 1
+    elseif v == 0 then
+      if run == nil then run = col < 0 and 0 or col end
+      j = string.find(raw, '[^%z]', j + 1) or len + 1
+    else
+      local mask = 128
+      for x = col, col + 7 do
+        local taken = v >= mask
+        if taken then v = v - mask end
+        mask = mask / 2
+        if x >= 0 and x < columns then
+          if taken then
+            if run then
+              best_s, best_orphan, best_d, longest = run_best(run, x - 1, n, columns,
+                best_s, best_orphan, best_d, longest)
+              run = nil
+            end
+          elseif run == nil then
+            run = x
+          end
+        end
+      end
+      j = j + 1
+    end
+  end
+  if run == nil and len * 8 + b0 * 8 - first < columns then
+    run = math.max(len * 8 + b0 * 8 - first, 0)
+  end
+  if run then
+    best_s, best_orphan, best_d, longest = run_best(run, columns - 1, n, columns, best_s,
+      best_orphan, best_d, longest)
+  end
+  return best_s, longest
+end
+
+-- A byte's free seats (most significant bit first): before its first taken seat, after its
+-- last, and its longest run; built by `byte_runs` on the first row a call checks this way.
+local LEAD, TRAIL, LONGEST = nil, nil, nil
+local function byte_runs()
+  LEAD, TRAIL, LONGEST = {}, {}, {}
+  for v = 0, 255 do
+    local lead, run, longest, mask, x = nil, 0, 0, 128, v
+    for _ = 1, 8 do
+      if x >= mask then
+        x = x - mask
+        if lead == nil then lead = run end
+        if run > longest then longest = run end
+        run = 0
+      else
+        run = run + 1
+      end
+      mask = mask / 2
+    end
+    if run > longest then longest = run end
+    LEAD[v], TRAIL[v], LONGEST[v] = lead or 8, run, longest
+  end
+end
+
+-- row r's longest run of free seats, the seats read a byte at a time (the seats of other rows
+-- in its first and last bytes counted as taken; bytes past the end of the bitmap free): a row
+-- without n adjacent free seats is passed without searching it.
+local function longest_in_row(sold, r, columns)
+  if LEAD == nil then byte_runs() end
+  local first = r * columns
+  local b0 = math.floor(first / 8)
+  local raw = redis.call('GETRANGE', sold, b0, math.floor((first + columns - 1) / 8))
+  local longest, chain = 0, 0
+  local j, len = 1, #raw
+  while j <= len do
+    local col = (b0 + j - 1) * 8 - first
+    local v = string.byte(raw, j)
+    if col < 0 then
+      local keep = 2 ^ (8 + col)
+      v = 256 - keep + v % keep
+    end
+    if col + 8 > columns then
+      local out = 2 ^ (col + 8 - columns)
+      v = v - v % out + out - 1
+    end
+    if v == 0 then
+      chain = chain + 8
+      j = j + 1
+    else
+      if chain + LEAD[v] > longest then longest = chain + LEAD[v] end
+      if LONGEST[v] > longest then longest = LONGEST[v] end
+      chain = TRAIL[v]
+      if v == 255 then
+        j = string.find(raw, '[^\\255]', j + 1) or len + 1
+      else
+        j = j + 1
+      end
+    end
+  end
+  local past = math.max((b0 + len) * 8 - first, 0)
+  if past < columns then chain = chain + columns - past end
+  if chain > longest then longest = chain end
+  return longest
 end
 
 -- The zone's `front` hash: quantity n → a row before which no row has n adjacent free seats.
 -- Seats are only taken between two frees, so a row without an n-block stays without one: the
 -- scan starts at the mark and leaves it at the row it chose (or past the last row); a freed seat
 -- moves every mark back to its row (free_cells).
+-- The zone's `runs` hash: row label → the longest run of free seats the row had when a scan
+-- last found no block in it, for every quantity: while no seat of the row is freed (free_cells
+-- deletes the row's field) its runs only shorten, so a row whose mark is below n is skipped
+-- without reading its seats. After a seat is freed, a scan from its row decodes that row and
+-- reads two counters of each row behind it. The first row a call reads is searched at once
+-- (the warm case: the hint's row has the block); each later one is first checked by
+-- `longest_in_row` and searched only if it has the block.
 local function best_available(zone, rows, columns, n)
   local sold, left, front_key = zk(zone, 'sold'), zk(zone, 'left'), zk(zone, 'front')
+  local runs = zk(zone, 'runs')
   local start = tonumber(redis.call('HGET', front_key, n) or '0')
   local found_r, found_label, found_s = nil, nil, nil
+  local searched = 0
   for r = start, rows - 1 do
     local label = row_label(r)
-    if tonumber(redis.call('HGET', left, label) or '0') >= n then
-      local s = best_in_row(row_bits(sold, r, columns), columns, n)
+    if tonumber(redis.call('HGET', left, label) or '0') >= n
+      and tonumber(redis.call('HGET', runs, label) or columns) >= n then
+      local s, longest = nil, nil
+      if searched > 0 then longest = longest_in_row(sold, r, columns) end
+      if longest == nil or longest >= n then
+        s, longest = best_in_row(sold, r, columns, n)
+        searched = searched + 1
+      end
       if s then
         found_r, found_label, found_s = r, label, s
         break
       end
+      redis.call('HSET', runs, label, longest)
     end
   end
   local mark = found_r or rows

@@ -17,13 +17,14 @@ Best available (`OrderScripts.hold(best=(zone, 4))`) scans rows from the zone's 
 for that quantity (models/seats/order_scripts.py, BEST_LUA) and leaves the hint at the row it
 chose. Each sample is a hold, cancelled (untimed) after, which frees the same seats and leaves
 the hint where it was: every sample meets the same state. Two hint states are measured: `cold`
-(the hint deleted before each hold: a scan from row 0, as after a rebuild or a seat freed in the
-first row) and `warm` (the hint the previous hold left, as while an on-sale fills a zone). A hold
-of the same 4 seats named (no search) shows what the hold costs without the scan. The rows a
-hold scanned are counted here from the state written (the first row from the hint with 4
-adjacent free seats, checked against the row the script chose), not in the script, which stays
-as production runs it. Purchases buy free seats behind the row best available chooses (never
-read by its scan); the few hundred seats they sell leave the zone 95 % sold.
+(the hint and the rows' longest runs deleted before each hold: a scan from row 0 that remembers
+nothing, as after a rebuild) and `warm` (the hint the previous hold left, as while an on-sale
+fills a zone). A hold of the same 4 seats named (no search) shows what the hold costs without
+the scan. The rows a hold scanned are counted here from the state written (the first row from
+the hint with 4 adjacent free seats, checked against the row the script chose), not in the
+script, which stays as production runs it. Purchases buy free seats behind the row best
+available chooses (never read by its scan); the few hundred seats they sell leave the zone 95 %
+sold.
 
 Expiry: 10,000 holds of 1 to 4 seats, one buyer each, all due at one moment set just after the
 last is made (none is due, and expired by a later hold's script, before); then the relay's
@@ -233,9 +234,12 @@ def _buyer(prefix: str) -> str:
 
 
 def _best_once(calls: Calls, s: Seats, zone: ZoneSpec, cold: bool) -> tuple[int, int, int]:
-    """One best-available hold (timed), cancelled (untimed); (row, first, last column)."""
+    """One best-available hold (timed), cancelled (untimed); (row, first, last column). Cold:
+    nothing remembered (the `front` hint and the rows' longest runs deleted, as after a
+    rebuild)."""
     if cold:
         calls.redis.hdel(keys.front_key(s.event, s.zone), QUANTITY)
+        calls.redis.delete(keys.runs_key(s.event, s.zone))
     buyer = _buyer("best")
     held = calls.orders.hold(s.event, s.venue, buyer=buyer, best=(zone, QUANTITY))
     if held.outcome != "OK" or held.order is None:
@@ -364,8 +368,11 @@ class FullScan:
 
     rows: int
     sold: int
-    ms: list[float] = field(default_factory=list)
+    ms: list[float] = field(default_factory=list)  # nothing remembered: every row decoded
     redis_us: list[float] = field(default_factory=list)
+    # after a seat of row A was freed: row A decoded, the others skipped by their longest runs
+    again_ms: list[float] = field(default_factory=list)
+    again_redis_us: list[float] = field(default_factory=list)
 
     @property
     def p50(self) -> float:
@@ -374,6 +381,15 @@ class FullScan:
     @property
     def redis_p50(self) -> float:
         alone = [us for us in self.redis_us if not math.isnan(us)]
+        return statistics.median(alone) if alone else float("nan")
+
+    @property
+    def again_p50(self) -> float:
+        return statistics.median(self.again_ms)
+
+    @property
+    def again_redis_p50(self) -> float:
+        alone = [us for us in self.again_redis_us if not math.isnan(us)]
         return statistics.median(alone) if alone else float("nan")
 
 
@@ -393,9 +409,11 @@ def without_blocks(bitmap: bytes, s: Seats, n: int = QUANTITY) -> bytes:
 
 
 def measure_full_scan(r: redis.Redis, s: Seats, bitmap: bytes, samples: int = 3) -> FullScan:
-    """The state written with no n-block (`without_blocks`), then `samples` best-available holds
-    from row 0 (hint deleted before each), each NOT_ENOUGH_ADJACENT_SEATS after reading every
-    row: the longest a best-available call can keep Redis busy in that zone."""
+    """The state written with no n-block (`without_blocks`), then `samples` pairs of
+    best-available holds from row 0, each NOT_ENOUGH_ADJACENT_SEATS: one with nothing
+    remembered (hint and rows' longest runs deleted: every row decoded, the longest a
+    best-available call can keep Redis busy in that zone), then one as after a seat of row A
+    was freed (hint deleted, row A's longest run deleted: what `free_cells` leaves)."""
     bitmap = without_blocks(bitmap, s)
     left = write_state(r, s, bitmap)
     if first_block_row(bits_of(bitmap, s), s, QUANTITY) is not None:
@@ -403,13 +421,19 @@ def measure_full_scan(r: redis.Redis, s: Seats, bitmap: bytes, samples: int = 3)
     zone = zone_spec(s)
     calls = Calls(r)
     out = FullScan(rows=s.rows, sold=s.capacity - sum(left))
+    runs_key = keys.runs_key(s.event, s.zone)
     for _ in range(samples):
-        r.hdel(keys.front_key(s.event, s.zone), QUANTITY)
-        held = calls.orders.hold(s.event, s.venue, buyer=_buyer("full"), best=(zone, QUANTITY))
-        if held.outcome != "NOT_ENOUGH_ADJACENT_SEATS":
-            raise RuntimeError(f"best available answered {held.outcome} without a block")
-        out.ms.append(calls.hold.ms[-1])
-        out.redis_us.append(calls.hold.redis_us[-1])
+        for again in (False, True):
+            r.hdel(keys.front_key(s.event, s.zone), QUANTITY)
+            if again:
+                r.hdel(runs_key, row_label(0))
+            else:
+                r.delete(runs_key)
+            held = calls.orders.hold(s.event, s.venue, buyer=_buyer("full"), best=(zone, QUANTITY))
+            if held.outcome != "NOT_ENOUGH_ADJACENT_SEATS":
+                raise RuntimeError(f"best available answered {held.outcome} without a block")
+            (out.again_ms if again else out.ms).append(calls.hold.ms[-1])
+            (out.again_redis_us if again else out.redis_us).append(calls.hold.redis_us[-1])
     if r.bitcount(keys.zone_keys(s.event, s.zone)[0]) != out.sold:
         raise RuntimeError("a refused best available changed the seats")
     return out
@@ -684,8 +708,10 @@ def verdicts(result: BoxOffice) -> list[tuple[str, str, str, str]]:
             f"{s.decoded_cold} searched) = {s.ratio('cold'):.1f} × the purchase's "
             f"{s.p50('purchase'):.2f} ms; hint warm (1 row) {s.p50('warm'):.2f} ms = "
             f"{s.ratio('warm'):.2f} ×; with no {QUANTITY} adjacent free seats left, every row "
-            f"read and searched ({full.rows:,}): {full.p50:.0f} ms (in Redis "
-            f"{fmt(full.redis_p50 / 1000, '.0f')} ms) to answer NOT_ENOUGH_ADJACENT_SEATS",
+            f"read and searched ({full.rows:,}): {full.p50:.1f} ms (in Redis "
+            f"{fmt(full.redis_p50 / 1000, '.1f')} ms) to answer NOT_ENOUGH_ADJACENT_SEATS; "
+            f"after a seat of row A is freed {full.again_p50:.2f} ms (in Redis "
+            f"{fmt(full.again_redis_p50 / 1000, '.2f')} ms)",
             "none",
             "info",
         ),
@@ -737,10 +763,13 @@ def render(result: BoxOffice) -> str:
     t.note(
         f"no block left: the random state with the {QUANTITY}th seat of every {QUANTITY} "
         f"adjacent free ones sold too ({full.sold:,} sold), {len(full.ms)} best-available "
-        f"holds from row A, each NOT_ENOUGH_ADJACENT_SEATS after reading and searching all "
-        f"{full.rows:,} rows: p50 "
+        f"holds from row A with nothing remembered, each NOT_ENOUGH_ADJACENT_SEATS after "
+        f"reading and searching all {full.rows:,} rows: p50 "
         f"{full.p50:.1f} ms, in Redis {fmt(full.redis_p50, '.0f')} µs "
-        f"({fmt(full.redis_p50 / full.rows, '.0f')} µs a row)"
+        f"({fmt(full.redis_p50 / full.rows, '.0f')} µs a row); {len(full.again_ms)} more as "
+        f"after a seat of row A was freed (row A searched, the other rows skipped by the "
+        f"longest run kept for them): p50 {full.again_p50:.2f} ms, in Redis "
+        f"{fmt(full.again_redis_p50, '.0f')} µs"
     )
     t.note(
         f"best available: one client, sequential calls, each script call timed on the client "
@@ -750,13 +779,13 @@ def render(result: BoxOffice) -> str:
         f"{len(f.ms['warm'])} warm and {len(f.ms['cold'])} cold best-available holds in "
         f"interleaved rounds, each hold cancelled after (untimed), so every sample meets the "
         f"same state; ratios of p50s to the purchase's. Cold = the zone's `front` hint for "
-        f"{QUANTITY} deleted before the hold (a scan from row A, as after a rebuild or a seat "
-        f"freed in row A), warm = the hint the previous hold left (as while an on-sale fills the "
-        f"zone). States written into Redis directly (bitmap, row and zone counters, event "
-        f"counters; random: seeded) and checked by real script calls: "
+        f"{QUANTITY} and its rows' longest runs deleted before the hold (a scan from row A "
+        f"that remembers nothing, as after a rebuild), warm = the hint the previous hold left "
+        f"(as while an on-sale fills the zone). States written into Redis directly (bitmap, "
+        f"row and zone counters, event counters; random: seeded) and checked by real script calls: "
         + "; ".join(f.checks)
         + f". Rows scanned are counted from the state written (a row with fewer than {QUANTITY} "
-        "seats left costs one HGET; the others are decoded bit by bit and searched), not by the "
+        "seats left costs one HGET; the others are decoded byte by byte and searched), not by the "
         "script"
     )
     t.note(
@@ -796,6 +825,8 @@ def figures(result: BoxOffice) -> dict[str, Any]:
         "sold": result.full.sold,
         "p50_ms": result.full.p50,
         "redis_p50_us": result.full.redis_p50,
+        "after_free_p50_ms": result.full.again_p50,
+        "after_free_redis_p50_us": result.full.again_redis_p50,
     }
     e = result.expiry
     out["expiry"] = {
