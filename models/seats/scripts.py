@@ -284,10 +284,11 @@ class SeatScripts:
         with `record_key`, answer a repeat of the key from its record instead. With
         `wait.replicas`, WAIT goes in the same round trip; raises ReplicasBehind when it fell
         short after a write."""
-        order_id = order_id or keys.new_order_id(event_id)
-        lookup = keys.order_event_key(order_id)
-        if lookup is None or keys.order_bucket(order_id) != keys.bucket(event_id):
+        if order_id is None:
+            order_id = keys.new_order_id(event_id)
+        elif keys.order_bucket(order_id) != keys.bucket(event_id):
             raise ValueError(f"order id {order_id!r} does not name the bucket of {event_id!r}")
+        lookup = keys.order_event_key(order_id)
         doc, cells = paid_order(order_id, zone, row_index, column, ticket, buyer, currency)
         script_keys = [
             *keys.zone_keys(event_id, zone.zone_id),
