@@ -35,20 +35,7 @@ class QueueNotDrained(RuntimeError):
     """Events of the sale were still on their way in time: in-flight tickets could be missed."""
 
 
-def outbox_tickets(r: seats.Client, event_ids: set[str]) -> list[dict]:
-    """The tickets of `event_ids` whose events are still in the outbox (not yet relayed): each
-    `kind=ticket` entry's ticket, and each seat of a `kind=order` entry's order (the one-seat
-    sale's and the box office's), as {ticketId, eventId, zoneId, row, column}."""
-    found = []
-    for bucket in sorted({keys.bucket(e) for e in event_ids}):
-        for entry in outbox.waiting(r, bucket):
-            for ticket in _entry_tickets(entry.fields):
-                if ticket.get("eventId") in event_ids:
-                    found.append(ticket)
-    return found
-
-
-def _entry_tickets(fields: dict[str, str]) -> list[dict]:
+def _seats_of_entry(fields: dict[str, str]) -> list[dict]:
     try:
         if fields.get(outbox.KIND) == outbox.KIND_ORDER:
             order = json.loads(fields[outbox.ORDER])
@@ -56,6 +43,19 @@ def _entry_tickets(fields: dict[str, str]) -> list[dict]:
         return [json.loads(fields[outbox.TICKET])]
     except (KeyError, TypeError, ValueError):
         return []  # not a seat's event: the relay parks it
+
+
+def outbox_tickets(r: seats.Client, event_ids: set[str]) -> list[dict]:
+    """The tickets of `event_ids` whose events are still in the outbox (not yet relayed): each
+    `kind=ticket` entry's ticket, and each seat of a `kind=order` entry's order (the one-seat
+    sale's and the box office's), as {ticketId, eventId, zoneId, row, column}."""
+    found = []
+    for bucket in sorted({keys.bucket(e) for e in event_ids}):
+        for entry in outbox.waiting(r, bucket):
+            for ticket in _seats_of_entry(entry.fields):
+                if ticket.get("eventId") in event_ids:
+                    found.append(ticket)
+    return found
 
 
 def relays_emptied_hands_since(started: float) -> Callable[[], bool]:
