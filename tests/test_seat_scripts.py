@@ -156,6 +156,7 @@ def test_a_sale_appends_its_event_to_the_outbox_in_the_same_call(redis_client):
         "doc": fields["order"],
         "cells": json.dumps([[1, bit, "B", ticket["ticketId"], 1]]),
         "total": "100",
+        "exp": "0",  # never held
     }
     assert seats.orders_for(redis_client).event_of(sale.order_id) == "E"
     owners = keys.owners_key("E", 1)

@@ -11,7 +11,7 @@ the script, exactly as `keys.py` names them; they share the event's hash tag, so
 in one Redis Cluster slot.
 
 The single-seat purchase (`scripts.PURCHASE_LUA`) stores its sale as an order of the same
-layout, `PAID` at version 1 with `paymentId` and `expiresAt` null (no `exp`, never in `holds`),
+layout, `PAID` at version 1 with `paymentId` and `expiresAt` null (`exp` 0, never in `holds`),
 so these scripts get, refund (an operator's: no payment id matches null) and refuse to confirm
 or cancel it like any paid order.
 

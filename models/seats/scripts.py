@@ -65,7 +65,8 @@ end
 # attempt is rate-limited (RATE_LIMITED with the ms to wait), the event's due holds expire (a
 # late sweeper never costs a buyer a seat or a count: order_scripts.py), the buyer's seats are
 # counted (BUYER_LIMIT_REACHED), and the seat is decided; on OK the seat's owner, the buyer's
-# count, the PAID order (its hash and its event lookup), its outbox entry and the record are
+# count, the PAID order (its hash, `exp` 0: never held; and its event lookup), its outbox
+# entry and the record are
 # written in the same call, so the answer of a key is known as soon as the script ran: no
 # record is ever "pending", and no refused request leaves one. The snapshot is built by the
 # caller (nothing in it depends on Redis's state), so the script encodes no JSON.
@@ -99,7 +100,7 @@ local outcome = decide(KEYS[1], KEYS[2], KEYS[3], tonumber(ARGV[1]), ARGV[2])
 if outcome ~= 'OK' then return {outcome} end
 redis.call('HSET', KEYS[4], ARGV[1], ARGV[4])
 redis.call('HINCRBY', KEYS[6], ARGV[6], 1)
-redis.call('HSET', KEYS[8], 'doc', ARGV[10], 'cells', ARGV[11], 'total', ARGV[12])
+redis.call('HSET', KEYS[8], 'doc', ARGV[10], 'cells', ARGV[11], 'total', ARGV[12], 'exp', 0)
 redis.call('SET', KEYS[9], ARGV[13])
 redis.call('XADD', KEYS[5], '*', 'kind', 'order', 'order', ARGV[10], 'rid', ARGV[5])
 if idem then
