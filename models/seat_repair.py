@@ -38,17 +38,26 @@ class QueueNotDrained(RuntimeError):
     """Events of the sale were still on their way in time: in-flight tickets could be missed."""
 
 
+def _seats_of_entry(fields: dict[str, str]) -> list[dict]:
+    try:
+        if fields.get(outbox.KIND) == outbox.KIND_ORDER:
+            order = json.loads(fields[outbox.ORDER])
+            return [{**seat, "eventId": order["eventId"]} for seat in order["seats"]]
+        return [json.loads(fields[outbox.TICKET])]
+    except (KeyError, TypeError, ValueError):
+        return []  # not a seat's event: the relay parks it
+
+
 def outbox_tickets(r: seats.Client, event_ids: set[str]) -> list[dict]:
-    """The tickets of `event_ids` whose events are still in the outbox (not yet relayed)."""
+    """The tickets of `event_ids` whose events are still in the outbox (not yet relayed): each
+    `kind=ticket` entry's ticket, and each seat of a `kind=order` entry's order (the one-seat
+    sale's and the box office's), as {ticketId, eventId, zoneId, row, column}."""
     found = []
     for bucket in sorted({keys.bucket(e) for e in event_ids}):
         for entry in outbox.waiting(r, bucket):
-            try:
-                ticket = json.loads(entry.fields[outbox.TICKET])
-            except (KeyError, ValueError):
-                continue  # not a ticket: the relay parks it
-            if ticket.get("eventId") in event_ids:
-                found.append(ticket)
+            for ticket in _seats_of_entry(entry.fields):
+                if ticket.get("eventId") in event_ids:
+                    found.append(ticket)
     return found
 
 

@@ -142,7 +142,8 @@ class Ticket(Base):
     persisted_on: Mapped[datetime] = mapped_column(UtcTimestamp, server_default=func.now(6))
     # the token's `sub` of the sale; NULL for tickets sold before identities existed
     buyer: Mapped[str | None] = mapped_column(Id(1020), nullable=True)
-    # the order the seat was sold in; NULL for tickets of the one-seat sale's ticket events
+    # the order the seat was sold in; NULL for tickets of an older release's one-seat sale
+    # (its `kind=ticket` events)
     order_id: Mapped[str | None] = mapped_column(Id(64), nullable=True, index=True)
     paid_event_id: Mapped[str | None] = mapped_column(
         Id(64), Computed(_PAID_EVENT, persisted=True), nullable=True

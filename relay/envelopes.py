@@ -22,9 +22,12 @@ from kombu.transport.SQS.SNS import SNS as SnsFanout
 
 from models.seats import outbox
 
-# An order event (the box office): `kind=order`, `order` = the order's full snapshot as JSON
-# (with its `version`), `rid` = the request id. It becomes the task `tasks.orders.apply_order`
-# with kwargs {"order": <the snapshot>} and task id `<orderId>:<version>`.
+# A ticket event (`kind=ticket`, `ticket`, `rid`): the one-seat sale of an older release, which
+# the sale now appends as an order; entries of that kind still become `persist_ticket` tasks.
+# An order event (the box office and the one-seat sale): `kind=order`, `order` = the order's
+# full snapshot as JSON (with its `version`), `rid` = the request id. It becomes the task
+# `tasks.orders.apply_order` with kwargs {"order": <the snapshot>} and task id
+# `<orderId>:<version>`.
 KIND_ORDER = "order"
 ORDER = "order"
 # A LATE_PAYMENT_REJECTED event: `kind=late_payment_rejected`, `payment` = JSON {"orderId",

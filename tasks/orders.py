@@ -87,13 +87,20 @@ def apply_order_task(self: Task, order: Any) -> str:
         metrics.RETRIES.inc()
         raise self.retry(exc=exc, countdown=countdown) from exc
     metrics.ORDERS_APPLIED.labels(outcome.value).inc()
+    if outcome is Applied.INSERTED:  # the order's first event: its lag is the sale's or hold's
+        metrics.PROJECTION_LAG.observe(_lag(snapshot))
     log.info(
         "order %s v%d %s: %s",
         snapshot.order_id,
         snapshot.version,
         snapshot.status,
         outcome.value,
-        extra={"orderId": snapshot.order_id, "outcome": outcome.value},
+        # its tickets' ids too: one grep joins a sale's answer, its request, task and row
+        extra={
+            "orderId": snapshot.order_id,
+            "ticketIds": [s.ticket_id for s in snapshot.seats],
+            "outcome": outcome.value,
+        },
     )
     return outcome.value
 

@@ -1,5 +1,10 @@
 """The projection task: persist one ticket event into MySQL, exactly once in effect.
 
+Legacy: the one-seat sale appended a ticket event (`kind=ticket`) before it became an order of
+one seat paid at once (`kind=order`, applied by `tasks.orders`); this task stays for the ticket
+messages an older release left in a stream or a queue (a rolling deploy, a parked entry put
+back), and writes their tickets without an order, as it always did.
+
 One Celery task per message, so acknowledgement, retry, rejection towards the DLQ, task events
 and request ids stay exactly per message. What is shared is the database write: the worker runs
 a thread pool (Procfile: `--pool threads --concurrency 20`: one SQS ReceiveMessage brings up to

@@ -90,7 +90,8 @@ def test_the_relay_takes_a_sale_to_the_standin_once(
 ):
     """What the bench runs beside the purchase API: the real relay (the Procfile's command) with
     SNS's endpoint on the stand-in. A sale made through the purchase API reaches the stand-in
-    through botocore's PublishBatch: the persist task, decodable, the ticket inside, once, with
+    through botocore's PublishBatch: the task of its PAID order of one seat, decodable, the ticket
+    inside (the answer's seat, id and createdOn), once, with
     the moment it was acknowledged after the ticket's createdOn; the outbox is empty after."""
     from celeryconfig import TaskNames
 
@@ -111,9 +112,12 @@ def test_the_relay_takes_a_sale_to_the_standin_once(
     assert state.stats()["calls"] == {"PublishBatch": 1}
     assert state.stats()["messages"] == 1 and state.stats()["errors"] == 0
     task = sns_standin.decode_task(state.recorded[0])
-    assert task["task"] == TaskNames.PERSIST_TICKET
-    assert task["id"] == ticket["ticketId"]
-    assert {k: task["kwargs"]["ticket"][k] for k in ticket} == ticket
+    assert task["task"] == TaskNames.APPLY_ORDER
+    order = task["kwargs"]["order"]
+    assert (order["status"], order["version"], task["id"]) == ("PAID", 1, f"{order['orderId']}:1")
+    [seat] = sns_standin.sale_tickets(task)
+    assert {k: seat[k] for k in ticket if k in seat} == {k: ticket[k] for k in seat if k in ticket}
+    assert seat["ticketId"] == ticket["ticketId"] and seat["createdOn"] == ticket["createdOn"]
     [[acked_at, ticket_id, created]] = state.tickets()
     assert ticket_id == ticket["ticketId"]
     assert created == datetime.fromisoformat(ticket["createdOn"].replace("Z", "+00:00")).timestamp()

@@ -5,13 +5,14 @@ every seat again)."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import uuid
 
 import pytest
 from aws_resources import create_messaging
-from sqlalchemy import text
+from sqlalchemy import select, text
 
 import models
 from models import seats
@@ -196,3 +197,49 @@ def test_tokens_are_not_minted_outside_development(monkeypatch):
     monkeypatch.setattr(settings, "get", lambda: production)
     with pytest.raises(click.ClickException, match="only with APP_ENV=development"):
         development_token("alice")
+
+
+def test_seats_rebuild_restores_a_one_seat_sale_whose_ticket_names_its_order(
+    no_session_relay, clean_tickets, loaded_seats
+):
+    """A one-seat sale reaches MySQL as its PAID order's ticket (with an order id): `seats
+    rebuild` waits while the order's event is still in the outbox (its seat would sell twice),
+    then restores the seat, its owner and the buyer's count from that ticket."""
+    from models import seat_repair
+    from models.orders import OrderSnapshot, apply_order
+    from models.seats import keys
+    from models.tables import Ticket
+
+    zone = CATALOG.venues["Venue1"].zones[1]
+    scripts = seats.scripts_for(loaded_seats)
+    ticket = ticket_message(row="C", column="5")
+    sale = scripts.purchase(
+        "Event1", zone, 2, 5, ticket=ticket, buyer="buyer-r", limits=seats.Limits(10**6, 10**6)
+    )
+    assert sale.outcome == "OK"
+    [entry] = seat_repair.outbox_tickets(loaded_seats, {"Event1"})
+    assert (entry["ticketId"], entry["row"], entry["column"]) == (ticket["ticketId"], "C", "5")
+    with pytest.raises(seat_repair.QueueNotDrained, match="outbox not relayed"):
+        seat_repair.rebuild(
+            loaded_seats,
+            CATALOG,
+            events=["Event1"],
+            drain_timeout=1,
+            relays_hold_nothing=lambda: True,
+        )
+    [(entry_id, fields)] = loaded_seats.xrange(keys.outbox_stream(keys.bucket("Event1")))
+    with models.writer().begin() as conn:  # the worker applies it; the relay deleted it
+        apply_order(conn, OrderSnapshot.from_json(json.loads(fields["order"])))
+    loaded_seats.xdel(keys.outbox_stream(keys.bucket("Event1")), entry_id)
+    with models.reader().connect() as conn:
+        row = conn.execute(select(Ticket.order_id, Ticket.buyer)).one()
+    assert tuple(row) == (sale.order_id, "buyer-r")
+    loaded_seats.flushdb()  # Redis lost everything; MySQL has the order and its ticket
+    messaging = create_messaging(f"c{uuid.uuid4().hex[:8]}")  # an empty queue: nothing in flight
+    done = flask("seats", "rebuild", "--event", "Event1", env=messaging.env())
+    assert done.returncode == 0, done.stderr
+    assert "Event1: 1 seats sold" in done.stdout
+    assert sell(scripts, "Event1", zone, 2, 5) == "SEAT_TAKEN"
+    bit = seats.seat_bit(zone, 2, 5)
+    assert loaded_seats.hget(keys.owners_key("Event1", 1), bit) == ticket["ticketId"]
+    assert loaded_seats.hgetall(keys.buyers_key("Event1")) == {"buyer-r": "1"}

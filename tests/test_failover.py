@@ -157,7 +157,12 @@ class SeatState:
             for bit, ticket_id in r.hgetall(seats.owners_key(EVENT, ZONE_ID)).items()
         }
         entries = r.xrange(keys.outbox_stream(keys.bucket(EVENT)))
-        outbox = {json.loads(fields["ticket"])["ticketId"] for _, fields in entries}
+        outbox = {  # the sales' orders, one seat each: their tickets
+            seat["ticketId"]
+            for _, fields in entries
+            if fields["kind"] == "order"
+            for seat in json.loads(fields["order"])["seats"]
+        }
         return cls(sold, owners, outbox)
 
     def holds(self, attempt: Attempt) -> bool:

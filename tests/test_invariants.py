@@ -4,7 +4,9 @@ MariaDB through the purchase API. The machine plays the relay with the outbox's 
 (XREADGROUP, deliver, XACK + XDEL; a crash between deliver and ack; XAUTOCLAIM by the next one).
 Invariants: sold ≤ capacity per row, zone and event, and Redis's counters agree with its bitmap;
 the outbox holds exactly the sales not yet acknowledged; one owner per seat; every 201 ends as
-exactly one row (unless Redis lost its event before it was relayed), counted once in totals."""
+exactly one row (unless Redis lost its event before it was relayed), counted once in totals.
+Each sale's event is its order of one seat, PAID (`kind=order`), applied as the worker applies
+it (`models.orders.apply_order`): its ticket row names its order."""
 
 from __future__ import annotations
 
@@ -26,9 +28,10 @@ from sqlalchemy import func, select
 import models
 from models import seats, totals
 from models.catalog import Catalog, row_label
+from models.orders import Applied, OrderSnapshot, apply_order
 from models.seats import keys
 from models.tables import Ticket, TicketConflict
-from models.tickets import Outcome, TicketRecord, persist_ticket, sold_seats
+from models.tickets import sold_seats
 from tests.support.factories import clear_tickets
 from tests.support.tokens import operator
 from web import purchase
@@ -44,7 +47,7 @@ def _catalog() -> Catalog:
 
 
 class SaleMachine(RuleBasedStateMachine):
-    """The model: which seats have owners, which tickets are still in flight."""
+    """The model: which seats have owners, which sales (orders) are still in flight."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -57,7 +60,8 @@ class SaleMachine(RuleBasedStateMachine):
             clear_tickets(conn)
         self._rebuild()
         self.owner: dict[tuple, str] = {}  # (event, zone, row, column) → ticket id
-        self.delivered: list[dict] = []
+        self.delivered: list[dict] = []  # the tickets of the orders applied (with eventId)
+        self.orders: list[dict] = []  # the orders applied
         self.generation = 0  # consumer names: a crashed relay never comes back
         for stream in keys.outbox_streams():
             self.redis.delete(stream)
@@ -111,18 +115,21 @@ class SaleMachine(RuleBasedStateMachine):
             got += [(stream, eid, fields) for _, entries in reply for eid, fields in entries]
         return got
 
-    def _deliver(self, ticket: dict) -> Outcome:
+    def _deliver(self, order: dict) -> Applied:
         with models.writer().begin() as conn:
-            return persist_ticket(conn, TicketRecord.from_json(ticket))
+            return apply_order(conn, OrderSnapshot.from_json(order))
 
     def _relay(self, entries: list, ack: bool) -> None:
         for stream, entry_id, fields in entries:
-            ticket = json.loads(fields["ticket"])
-            outcome = self._deliver(ticket)
-            if outcome == Outcome.INSERTED:
-                self.delivered.append(ticket)
+            assert fields["kind"] == "order"
+            order = json.loads(fields["order"])
+            assert (order["status"], order["version"], len(order["seats"])) == ("PAID", 1, 1)
+            outcome = self._deliver(order)
+            if outcome == Applied.INSERTED:
+                self.orders.append(order)
+                self.delivered += tickets_of(order)
             else:
-                assert outcome == Outcome.DUPLICATE
+                assert outcome == Applied.STALE
             if ack:
                 pipe = self.redis.pipeline(transaction=False)
                 pipe.xack(stream, keys.RELAY_GROUP, entry_id)
@@ -150,12 +157,12 @@ class SaleMachine(RuleBasedStateMachine):
             entries = [(stream, eid, fields) for eid, fields in claimed if fields]
             self._relay(entries, ack=True)
 
-    @precondition(lambda self: self.delivered)
+    @precondition(lambda self: self.orders)
     @rule(data=st.data())
     def deliver_again(self, data: st.DataObject) -> None:
         """SQS delivers a message twice."""
-        ticket = data.draw(st.sampled_from(self.delivered))
-        assert self._deliver(ticket) == Outcome.DUPLICATE
+        order = data.draw(st.sampled_from(self.orders))
+        assert self._deliver(order) == Applied.STALE
 
     def _drain(self) -> None:
         self.next_relay_claims_the_dead_ones_entries()
@@ -177,11 +184,7 @@ class SaleMachine(RuleBasedStateMachine):
     def lose_redis_with_entries_in_the_outbox(self) -> None:
         """Redis loses sales not yet relayed: those 201s are lost (what WAIT and a replica
         protect against), their seats come back free; no seat ever gets two owners."""
-        lost = {
-            json.loads(fields["ticket"])["ticketId"]
-            for stream in self._streams()
-            for _, fields in self.redis.xrange(stream)
-        }
+        lost = {t["ticketId"] for t in self._queued()}
         delivered = {t["ticketId"] for t in self.delivered}
         lost -= delivered  # a pending entry already delivered is not lost
         self.owner = {seat: tid for seat, tid in self.owner.items() if tid not in lost}
@@ -205,13 +208,18 @@ class SaleMachine(RuleBasedStateMachine):
         for stream in keys.outbox_streams():
             self.redis.xgroup_create(stream, keys.RELAY_GROUP, id="0", mkstream=True)
 
-    @invariant()
-    def the_outbox_holds_exactly_the_sales_not_yet_relayed(self) -> None:
-        queued = [
-            json.loads(fields["ticket"])["ticketId"]
+    def _queued(self) -> list[dict]:
+        """The tickets of the orders in the outbox."""
+        return [
+            ticket
             for stream in self._streams()
             for _, fields in self.redis.xrange(stream)
+            for ticket in tickets_of(json.loads(fields["order"]))
         ]
+
+    @invariant()
+    def the_outbox_holds_exactly_the_sales_not_yet_relayed(self) -> None:
+        queued = [t["ticketId"] for t in self._queued()]
         assert len(queued) == len(set(queued))
         delivered = {t["ticketId"] for t in self.delivered}
         assert set(self.owner.values()) == delivered | set(queued)
@@ -254,9 +262,16 @@ class SaleMachine(RuleBasedStateMachine):
     def teardown(self) -> None:
         self._drain()
         with models.reader().connect() as conn:
-            rows = sorted(conn.execute(select(Ticket.ticket_id)).scalars())
+            rows = dict(conn.execute(select(Ticket.ticket_id, Ticket.order_id)).all())
             assert conn.scalar(select(func.count()).select_from(TicketConflict)) == 0
-        assert rows == sorted(self.owner.values())
+        assert sorted(rows) == sorted(self.owner.values())
+        ordered = {t["ticketId"]: t["orderId"] for t in self.delivered}
+        assert rows == {tid: ordered[tid] for tid in rows}  # each row names its sale's order
+
+
+def tickets_of(order: dict) -> list[dict]:
+    """An order's seats as the tickets they are once paid: ticketId, price, eventId, orderId."""
+    return [{**s, "eventId": order["eventId"], "orderId": order["orderId"]} for s in order["seats"]]
 
 
 @pytest.mark.filterwarnings("ignore::hypothesis.errors.NonInteractiveExampleWarning")

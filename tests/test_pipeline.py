@@ -16,7 +16,7 @@ from aws_resources import create_messaging
 from models import seats
 from tests.support.outbox import drop_leftovers
 from tests.support.processes import Relay, Worker, gunicorn, wait_until
-from tests.support.tokens import operator_session
+from tests.support.tokens import bearer, operator_session
 
 API = operator_session()  # every request with an operator's token
 
@@ -61,6 +61,53 @@ def test_seed_example_end_to_end(base):
     assert float(revenue["revenue"]) == float(before_revenue["revenue"]) + 100.0
     listed = API.get(f"{base}/query/api/v1/tickets").json()
     assert ticket in listed
+
+
+def test_a_seed_sale_is_a_paid_order_the_buyer_lists_and_an_operator_refunds(base):
+    """The one-seat sale reaches MySQL as an order of one seat, PAID: its ticket row names the
+    order, the buyer lists it in /me/orders, count and revenue count it once; an operator's
+    refund (the box office's script) makes the order and its ticket REFUNDED, takes it out of
+    the totals, and the seat sells again."""
+    buyer = requests.Session()
+    buyer.headers.update(bearer(f"seed-buyer-{uuid.uuid4().hex[:8]}"))
+    seat = {**SEED, "zoneId": 9, "row": "C", "column": "4"}
+
+    def totals() -> tuple[int, float]:
+        count = API.get(f"{base}/query/api/v1/tickets/count/Event1").json()["count"]
+        revenue = API.get(f"{base}/query/api/v1/tickets/revenue/Venue1/Event1").json()
+        assert revenue["ticketCount"] == count
+        return count, float(revenue["revenue"])
+
+    count, revenue = totals()
+    response = buyer.post(f"{base}/purchase/api/v1/tickets", json=seat, timeout=10)
+    assert response.status_code == 201, response.text
+    ticket = response.json()
+    assert set(ticket) == {*SEED, "ticketId", "price", "status", "createdOn"}
+    wait_until(lambda: readable(base, ticket["ticketId"]), 20, "the ticket in the query API")
+    assert API.get(f"{base}{response.headers['Location']}").json() == ticket
+    [order] = buyer.get(f"{base}/query/api/v1/me/orders").json()
+    assert (order["status"], order["version"], order["total"]) == ("PAID", 1, ticket["price"])
+    assert order["createdOn"] == ticket["createdOn"]
+    assert order["seats"] == [
+        {k: ticket[k] for k in ("ticketId", "zoneId", "row", "column", "price")}
+    ]
+    assert API.get(f"{base}/query/api/v1/orders/{order['orderId']}").json() == order
+    price = float(ticket["price"])
+    assert totals() == (count + 1, revenue + price)  # once, not once per event kind
+
+    refunded = seats.orders_for(seats.client()).refund("Event1", order["orderId"], payment_id=None)
+    assert (refunded.outcome, refunded.order.status) == ("OK", "REFUNDED")
+
+    def refunded_in_mysql() -> bool:
+        url = f"{base}/query/api/v1/tickets/{ticket['ticketId']}"
+        return API.get(url).json()["status"] == "REFUNDED"
+
+    wait_until(refunded_in_mysql, 20, "the refund in the query API")
+    [order] = buyer.get(f"{base}/query/api/v1/me/orders").json()
+    assert (order["status"], order["version"]) == ("REFUNDED", 2)
+    assert totals() == (count, revenue)
+    again = buyer.post(f"{base}/purchase/api/v1/tickets", json=seat, timeout=10)
+    assert again.status_code == 201, again.text
 
 
 def test_health_endpoints(base):
@@ -109,7 +156,8 @@ def test_400_buyers_on_20_seats(base):
 
 
 def test_request_id_joins_request_ticket_task_and_row(base, stack):
-    """One grep: the caller's X-Request-ID is echoed, logged by the worker with the ticket."""
+    """One grep: the caller's X-Request-ID is echoed, logged by the worker with the ticket (in
+    the line of the sale's order, whose task id is the order's id and version)."""
     import json as jsonlib
 
     worker = stack[1]
@@ -125,16 +173,16 @@ def test_request_id_joins_request_ticket_task_and_row(base, stack):
     ticket_id = response.json()["ticketId"]
     line = wait_until(
         lambda: next(
-            (ln for ln in worker.log().splitlines() if request_id in ln and "persisted" in ln), None
+            (ln for ln in worker.log().splitlines() if request_id in ln and ticket_id in ln), None
         ),
         20,
         "the worker's log line",
     )
     entry = jsonlib.loads(line)
-    assert (entry["requestId"], entry["ticketId"], entry["taskId"], entry["outcome"]) == (
+    assert (entry["requestId"], entry["ticketIds"], entry["taskId"], entry["outcome"]) == (
         request_id,
-        ticket_id,
-        ticket_id,
+        [ticket_id],
+        f"{entry['orderId']}:1",
         "INSERTED",
     )
     generated = API.get(f"{base}/query/health").headers["X-Request-ID"]
@@ -166,7 +214,9 @@ def test_metrics_add_up_across_gunicorn_workers_and_the_worker(base, stack):
     assert value(after, taken) - value(before, taken) == 10
     worker_text = wait_until(
         lambda: (
-            lambda t: t if value(t, 'ticketing_persisted_total{outcome="INSERTED"}') >= 10 else None
+            lambda t: (
+                t if value(t, 'ticketing_orders_applied_total{outcome="INSERTED"}') >= 10 else None
+            )
         )(API.get(f"http://127.0.0.1:{worker.metrics_port}/metrics").text),
         30,
         "the worker's metrics",

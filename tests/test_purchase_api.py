@@ -144,12 +144,18 @@ def test_catalog_errors_leave_no_trace(client, changes, status, code, redis_clie
 
 
 def outbox_entries(redis_client) -> list[dict]:
-    """Every ticket in the outbox streams, oldest first per stream."""
-    return [
-        json.loads(fields["ticket"])
-        for stream in keys.outbox_streams()
-        for _, fields in redis_client.xrange(stream)
-    ]
+    """Every entry in the outbox streams, oldest first per stream: each must be a sale's order
+    of one seat (kind=order), given as its seat with the order's status, version and id."""
+    found = []
+    for stream in keys.outbox_streams():
+        for _, fields in redis_client.xrange(stream):
+            assert fields["kind"] == "order", fields
+            order = json.loads(fields["order"])
+            [seat] = order["seats"]
+            found.append(
+                {**seat, **{k: order[k] for k in ("orderId", "status", "version", "createdOn")}}
+            )
+    return found
 
 
 def test_last_row_and_column_are_in_range(client):
@@ -232,8 +238,8 @@ def test_a_sale_is_one_redis_call_with_its_event_and_rejections_append_nothing(
     client, redis_client, monkeypatch
 ):
     """The accepted purchase is ONE write to Redis's socket carrying one EVALSHA (the script,
-    which appends the ticket's event to the outbox); a refusal appends nothing; the request
-    touches no broker."""
+    which stores the sale as a PAID order of one seat and appends its event to the outbox); a
+    refusal appends nothing; the request touches no broker."""
     import redis as redis_py
 
     buy(client, row="C", column="6")  # catalog cached, script loaded, connection warm
@@ -257,8 +263,12 @@ def test_a_sale_is_one_redis_call_with_its_event_and_rejections_append_nothing(
     assert_problem(buy(client, row="C", column="7"), 409, "SEAT_TAKEN")
     assert_problem(buy(client, zoneId=99), 404, "UNKNOWN_ZONE")
     entries = outbox_entries(redis_client)[entries_before:]
-    assert [(t["row"], t["column"], t["schemaVersion"]) for t in entries] == [("C", "7", 1)]
-    assert entries[0]["ticketId"] == response.get_json()["ticketId"]
+    assert [(t["row"], t["column"], t["status"], t["version"]) for t in entries] == [
+        ("C", "7", "PAID", 1)
+    ]
+    ticket = response.get_json()
+    assert (entries[0]["ticketId"], entries[0]["price"]) == (ticket["ticketId"], ticket["price"])
+    assert entries[0]["createdOn"] == ticket["createdOn"]
 
 
 def test_an_answer_lost_after_the_script_ran_is_outcome_unknown_and_the_key_tells(

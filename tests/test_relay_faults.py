@@ -51,7 +51,9 @@ def through(proxy: HttpProxy, **extra: str) -> dict[str, str]:
 
 
 def duplicates(worker) -> int:
-    return worker.count("persisted: DUPLICATE")
+    """Second deliveries of sales: each sale's event is its PAID order at version 1, and a
+    version already applied is STALE, a no-op."""
+    return worker.count("PAID: STALE")
 
 
 def rows(ticket_ids: list[str]) -> list[dict]:
@@ -62,8 +64,8 @@ def test_relay_killed_after_publish_before_delete_is_republished_by_the_next(
     sales, redis_client, pipeline_worker, sns_proxy
 ):
     """SNS took the batch, the relay died before its XACK/XDEL: the entries stay, the next
-    relay claims them once idle and publishes them again; the worker sees DUPLICATE and each
-    ticket has one row."""
+    relay claims them once idle and publishes them again; the worker sees them STALE (their
+    orders are applied) and each ticket has one row."""
     sns_proxy.set_mode("hold_answer")
     # a wide batching window: the five sales travel in one PublishBatch
     env = through(sns_proxy, RELAY_CLAIM_IDLE_MS="1000", RELAY_BATCH_WINDOW_MS="3000")
@@ -83,7 +85,7 @@ def test_relay_killed_after_publish_before_delete_is_republished_by_the_next(
     with Relay.start(through(sns_proxy, RELAY_CLAIM_IDLE_MS="1000")) as next_relay:
         wait_until(lambda: stream_lengths(redis_client) == 0, 60, "the outbox emptied")
         assert next_relay.count("claimed 5 outbox entries") == 1
-    wait_until(lambda: duplicates(pipeline_worker) - before == 5, 60, "5 DUPLICATE")
+    wait_until(lambda: duplicates(pipeline_worker) - before == 5, 60, "5 STALE")
     assert sns_proxy.batches() == [5, 5]
     assert persisted(sold) == 5
 
@@ -122,7 +124,7 @@ def test_an_uncertain_publish_is_republished_harmlessly(
     sales, redis_client, pipeline_worker, sns_proxy
 ):
     """SNS published the batch but its answer was lost: the relay cannot know, sends it again,
-    and the second delivery is a DUPLICATE; one row per 201."""
+    and the second delivery is STALE (a no-op); one row per 201."""
     sns_proxy.set_mode("drop_one_answer")
     before = duplicates(pipeline_worker)
     with Relay.start(through(sns_proxy, RELAY_BATCH_WINDOW_MS="3000")) as relay:
@@ -130,6 +132,6 @@ def test_an_uncertain_publish_is_republished_harmlessly(
         wait_until(lambda: stream_lengths(redis_client) == 0, 30, "the outbox emptied")
         assert relay.count("PublishBatch of 3 failed") == 1  # it heard nothing the first time
     wait_persisted(rows(sold))
-    wait_until(lambda: duplicates(pipeline_worker) - before == 3, 60, "3 DUPLICATE")
+    wait_until(lambda: duplicates(pipeline_worker) - before == 3, 60, "3 STALE")
     assert sns_proxy.batches() == [3, 3]
     assert persisted(sold) == 3

@@ -8,6 +8,7 @@ import time
 import zlib
 from decimal import Decimal
 
+import pytest
 from redis.cluster import key_slot
 
 from models import seats
@@ -108,24 +109,114 @@ def test_event_boundary_spans_zones(redis_client):
 
 
 def test_a_sale_appends_its_event_to_the_outbox_in_the_same_call(redis_client):
-    """The ticket event and the owner are written by the script that sells; a refusal writes
-    neither (the outbox holds one entry per sale, nothing else)."""
+    """The sale is an order of one seat paid at once: the order (its hash and its event lookup),
+    its PAID snapshot in the outbox (one `kind=order` entry, no ticket entry) and the owner are
+    written by the script that sells; a refusal writes none of them (the outbox holds one entry
+    per sale, nothing else)."""
     s, z = seats.scripts_for(redis_client), zone()
     s.initialise(event(6), z)
-    ticket = ticket_message(eventId="E", zoneId=1, row="B", column=3)
+    ticket = ticket_message(eventId="E", venueId="V", zoneId=1, row="B", column="3")
     before = redis_client.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0)
-    sale = s.purchase("E", z, 1, 3, ticket=ticket, buyer="b", request_id="rid-1")
+    sale = s.purchase("E", z, 1, 3, ticket=ticket, buyer="b", currency="EUR", request_id="rid-1")
     after = redis_client.info("commandstats")["cmdstat_evalsha"]["calls"]
     assert sale.outcome == "OK" and after - before == 1
+    assert keys.order_bucket(sale.order_id) == keys.bucket("E")
     stream = keys.outbox_stream(keys.bucket("E"))
     [(_, fields)] = redis_client.xrange(stream)
-    assert fields["kind"] == "ticket" and fields["rid"] == "rid-1"
-    assert json.loads(fields["ticket"]) == ticket
+    assert fields.keys() == {"kind", "order", "rid"}
+    assert fields["kind"] == "order" and fields["rid"] == "rid-1"
+    order = json.loads(fields["order"])
+    created = ticket["createdOn"]
+    assert order == {
+        "orderId": sale.order_id,
+        "status": "PAID",
+        "version": 1,
+        "venueId": "V",
+        "eventId": "E",
+        "buyer": "b",
+        "seats": [
+            {
+                "ticketId": ticket["ticketId"],
+                "zoneId": 1,
+                "row": "B",
+                "column": "3",
+                "price": "100.00",
+            }
+        ],
+        "total": "100.00",
+        "currency": "EUR",
+        "createdOn": created,
+        "updatedOn": created,
+        "paidOn": created,
+        "expiresAt": None,
+        "paymentId": None,
+    }
+    bit = seats.seat_bit(z, 1, 3)
+    assert redis_client.hgetall(keys.order_key("E", sale.order_id)) == {
+        "doc": fields["order"],
+        "cells": json.dumps([[1, bit, "B", ticket["ticketId"], 1]]),
+        "total": "100",
+        "exp": "0",  # never held
+    }
+    assert seats.orders_for(redis_client).event_of(sale.order_id) == "E"
     owners = keys.owners_key("E", 1)
-    assert redis_client.hgetall(owners) == {str(seats.seat_bit(z, 1, 3)): ticket["ticketId"]}
+    assert redis_client.hgetall(owners) == {str(bit): ticket["ticketId"]}
+    assert redis_client.hgetall(keys.buyers_key("E")) == {"b": "1"}
     assert sell(s, "E", z, 1, 3) == "SEAT_TAKEN"
     assert redis_client.xlen(stream) == 1
     assert redis_client.hlen(owners) == 1
+    assert len(list(redis_client.scan_iter("*:order:*"))) == 1
+
+
+def test_a_sale_is_an_order_the_box_office_reads_and_an_operator_refunds(redis_client):
+    """The one-seat sale's order is a PAID order like any other: the order scripts get it,
+    refuse to cancel or confirm it, refuse a provider's refund (no payment id paid it), and an
+    operator's refund makes it REFUNDED (version 2, its event appended) and frees the seat and
+    the buyer's count, once; the seat sells again."""
+    s, o, z = seats.scripts_for(redis_client), seats.orders_for(redis_client), zone()
+    s.initialise(event(6), z)
+    ticket = ticket_message(eventId="E", venueId="V", zoneId=1, row="A", column="2")
+    sale = s.purchase("E", z, 0, 2, ticket=ticket, buyer="b", limits=seats.Limits(1))
+    assert sale.outcome == "OK"
+    assert sell(s, "E", z, 1, 1, buyer="b", limits=seats.Limits(1)) == "BUYER_LIMIT_REACHED"
+    got = o.get("E", sale.order_id)
+    assert (got.outcome, got.order.status, got.order.version) == ("OK", "PAID", 1)
+    assert got.order.seats[0].ticket_id == ticket["ticketId"]
+    assert o.cancel("E", sale.order_id, caller="b").outcome == "ORDER_PAID"
+    paid = o.confirm("E", sale.order_id, payment_id="p-1", amount="100.00", currency="USD")
+    assert paid.outcome == "ORDER_NOT_PAYABLE"
+    assert o.refund("E", sale.order_id, payment_id="p-1").outcome == "ORDER_NOT_PAID"
+    stream = keys.outbox_stream(keys.bucket("E"))
+    assert redis_client.xlen(stream) == 1  # none of those changed anything
+    refunded = o.refund("E", sale.order_id, payment_id=None)
+    assert (refunded.outcome, refunded.order.status, refunded.order.version) == (
+        "OK",
+        "REFUNDED",
+        2,
+    )
+    sold, left, ev = seats.zone_keys("E", 1)
+    assert redis_client.getbit(sold, seats.seat_bit(z, 0, 2)) == 0
+    assert redis_client.hgetall(left) == {"zone": "6", "A": "3", "B": "3"}
+    assert redis_client.hget(ev, "sold") == "0"
+    assert redis_client.hlen(keys.owners_key("E", 1)) == 0
+    assert redis_client.hgetall(keys.buyers_key("E")) == {}
+    [_, (_, last)] = redis_client.xrange(stream)
+    assert json.loads(last["order"]) == refunded.order.raw
+    assert o.refund("E", sale.order_id, payment_id=None).outcome == "NO_CHANGE"
+    assert redis_client.xlen(stream) == 2
+    assert sell(s, "E", z, 0, 2, buyer="b", limits=seats.Limits(1)) == "OK"
+
+
+def test_an_order_id_that_does_not_name_the_events_bucket_is_refused(redis_client):
+    """The order's event lookup must share the sale's slot: another id is a caller's bug."""
+    s, z = seats.scripts_for(redis_client), zone()
+    s.initialise(event(6), z)
+    other = next(e for e in (f"X{n}" for n in range(100)) if keys.bucket(e) != keys.bucket("E"))
+    ticket = ticket_message(eventId="E", zoneId=1, row="A", column="1")
+    for order_id in (keys.new_order_id(other), "not-a-uuid"):
+        with pytest.raises(ValueError, match="does not name the bucket"):
+            s.purchase("E", z, 0, 1, ticket=ticket, buyer="b", order_id=order_id)
+    assert redis_client.xlen(keys.outbox_stream(keys.bucket("E"))) == 0
 
 
 def test_a_keyed_sale_stores_its_answer_and_a_repeat_replays_it(redis_client):

@@ -7,10 +7,12 @@ POST /purchase/api/v1/orders, GET/POST …/orders/{orderId}/…    the box offic
 GET  /purchase/health                                          the process answers (the ALB's probe)
 GET  /purchase/health/deep                                     Redis reachable?
 
-A sale is ONE Redis round trip: the purchase script marks the seat, records its owner, appends
-the ticket event to the outbox stream (the relay takes it to SNS) and, with an `Idempotency-Key`,
-stores the key's answer, all in one atomic call; `WAIT` for a replica is pipelined with it when
-REDIS_WAIT_REPLICAS is set. The request builds no broker message and never frees a seat.
+A sale is ONE Redis round trip: the purchase script marks the seat, records its owner, stores
+the sale as an order of one seat paid at once, appends that order's event to the outbox stream
+(the relay takes it to SNS; the worker makes the order and its ticket readable) and, with an
+`Idempotency-Key`, stores the key's answer, all in one atomic call; `WAIT` for a replica is
+pipelined with it when REDIS_WAIT_REPLICAS is set. The request builds no broker message and
+never frees a seat.
 """
 
 from __future__ import annotations
@@ -101,9 +103,10 @@ def purchase_ticket() -> Response:
     sales.check_sales_window(event)
 
     # 3. The decision, in one round trip: the script checks the buyer's attempt rate and seat
-    #    count, the seat and every counter, marks it sold, counts it for the buyer and appends
-    #    the ticket event to the outbox; with an Idempotency-Key it stores the answer too, or
-    #    answers a repeat from it. Its outcome is the answer.
+    #    count, the seat and every counter, marks it sold, counts it for the buyer, stores the
+    #    sale as a PAID order of one seat and appends the order's event to the outbox; with an
+    #    Idempotency-Key it stores the answer too, or answers a repeat from it. Its outcome is
+    #    the answer (the body is the ticket, as the seed's; the order is the buyer's to list).
     ticket = _new_ticket(venue.venue_id, event.event_id, zone, row, column)
     record_key = fingerprint = None
     if idempotency_key is not None:
@@ -121,6 +124,7 @@ def purchase_ticket() -> Response:
             limits=seats.Limits(
                 s.max_seats_per_buyer, s.rate_limit_burst, s.rate_limit_window_seconds
             ),
+            currency=s.currency,
             request_id=logs.request_id.get() or "",
             record_key=record_key,
             fingerprint=fingerprint or "",
@@ -152,8 +156,8 @@ def purchase_ticket() -> Response:
             409, sale.outcome, f"Seat {row}{column} in zone {zone.zone_id}: {sale.outcome}."
         )
 
-    # 4. 201: the seat and its event are in Redis; the relay takes the event to SNS, the
-    #    worker makes it readable.
+    # 4. 201: the seat, its order and the order's event are in Redis; the relay takes the
+    #    event to SNS, the worker makes the order and its ticket readable.
     g.ticket_id = ticket["ticketId"]
     return _created(ticket)
 

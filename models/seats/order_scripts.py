@@ -10,6 +10,11 @@ of *other* orders a script meets (an expired hold it frees) are built from that 
 the script, exactly as `keys.py` names them; they share the event's hash tag, so the call stays
 in one Redis Cluster slot.
 
+The single-seat purchase (`scripts.PURCHASE_LUA`) stores its sale as an order of the same
+layout, `PAID` at version 1 with `paymentId` and `expiresAt` null (`exp` 0, never in `holds`),
+so these scripts get, refund (an operator's: no payment id matches null) and refuse to confirm
+or cancel it like any paid order.
+
 Seat state per zone: `sold` bitmap = taken (held or paid: the single-seat purchase sees a held
 seat as SEAT_TAKEN, unchanged), `held` bitmap = held, not paid (a subset of `sold`), `owner`
 hash bit → ticket id (held or paid), `holder` hash bit → order id (held seats only), `left` the

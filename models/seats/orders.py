@@ -34,7 +34,7 @@ from models.seats.order_scripts import (
     SWEEP_LUA,
     ZONE_MAP_LUA,
 )
-from models.seats.scripts import Limits, seat_bit
+from models.seats.scripts import Limits, canonical_amount, seat_bit
 
 DEFAULT_HOLD_SECONDS = 600
 DEFAULT_LIMITS = Limits()
@@ -106,11 +106,6 @@ class OrderResult:
     def ok(self) -> bool:
         """A 200/201 answer: changed (OK) or nothing to change (NO_CHANGE)."""
         return self.outcome in ("OK", "NO_CHANGE")
-
-
-def canonical_amount(amount: Decimal | str) -> str:
-    """An amount compared by value: `190.0` and `190.00` give the same string."""
-    return format(Decimal(amount).normalize(), "f")
 
 
 class OrderScripts:

@@ -1,10 +1,11 @@
 """The outbox streams seen from outside the purchase scripts: what waits, and the relay's reads.
 
-The purchase script appends one entry per sold seat to its bucket's stream (`keys.outbox_stream`)
-in the same atomic call that sells the seat. The relay reads the streams through the consumer
-group `keys.RELAY_GROUP` and deletes an entry only once SNS has it. Every command here names one
-stream (one Redis Cluster slot); commands on several streams go out as one pipeline, which a
-cluster client splits by node.
+Every script that changes seat state appends its event(s) to its bucket's stream
+(`keys.outbox_stream`) in the same atomic call: the purchase and the order scripts an order's
+snapshot (`kind=order`); entries of `kind=ticket` are the sale's event of an older release.
+The relay reads the streams through the consumer group `keys.RELAY_GROUP` and deletes an entry
+only once SNS has it. Every command here names one stream (one Redis Cluster slot); commands on
+several streams go out as one pipeline, which a cluster client splits by node.
 """
 
 from __future__ import annotations
@@ -19,11 +20,13 @@ import redis
 from models.seats.connection import Client
 from models.seats.keys import BUCKETS, RELAY_GROUP, outbox_stream, outbox_streams, parked_stream
 
-# the fields of an entry, as the purchase script writes them
+# the fields of an entry, as the scripts write them
 KIND = "kind"
-TICKET = "ticket"
+TICKET = "ticket"  # kind=ticket (an older release's sale): the ticket JSON
+ORDER = "order"  # kind=order: the order's snapshot JSON
 REQUEST_ID = "rid"
 KIND_TICKET = "ticket"
+KIND_ORDER = "order"
 
 
 @dataclass(frozen=True)

@@ -3,14 +3,23 @@
 Every script that changes seat state appends the event of that change to its bucket's outbox
 stream in the same call (keys.py: the stream shares the event's hash tag, so one slot), so a
 seat change without its event, or an event without its change, cannot exist. The relay takes
-the stream's entries to SNS. Entry fields: `kind` (`ticket`), `ticket` (the ticket's JSON with
-its schemaVersion, the persist task's payload) and `rid` (the request id, for the logs).
+the stream's entries to SNS.
+
+The seed's one-seat sale (`PURCHASE_LUA`) is an order of one seat, paid at once: the call that
+sells the seat stores that order PAID at version 1 (the order hash `order_scripts.py`
+describes, so the box office's scripts read, refund and answer it like any other order) and
+appends its snapshot to the outbox as `kind=order`, `order` (the snapshot JSON), `rid` (the
+request id). Entries of `kind=ticket` (`ticket` = the ticket's JSON with its schemaVersion)
+were the sale's event before it was an order; the relay and the worker still take the ones an
+older release left in a stream.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
 
 import redis
 
@@ -43,19 +52,24 @@ local function decide(sold, left, event, bit, row)
 end
 """
 
-# KEYS: sold bitmap, seats left, event counters, owners, outbox stream, the event's per-buyer
-# seat counts, the buyer's rate key[, idempotency record].
-# ARGV: bit, row, ticket JSON (with schemaVersion), ticket id, request id, buyer, seats allowed
-# per buyer, rate interval ms, rate tolerance ms[, fingerprint, TTL].
+# KEYS: 1 sold bitmap, 2 seats left, 3 event counters, 4 owners, 5 outbox stream, 6 the
+# event's per-buyer seat counts, 7 the buyer's rate key, 8 the order's hash, 9 the order's
+# event lookup (`keys.order_event_key`)[, 10 idempotency record].
+# ARGV: 1 bit, 2 row, 3 ticket JSON (the idempotency record's answer), 4 ticket id, 5 request
+# id, 6 buyer, 7 seats allowed per buyer, 8 rate interval ms, 9 rate tolerance ms, 10 the PAID
+# order's snapshot JSON (version 1), 11 its cells JSON ([[zone, bit, row label, ticket id, row
+# index]]), 12 its canonical total, 13 the event id[, 14 fingerprint, 15 TTL].
 # With a record key: an existing record answers REPLAY with its fingerprint and ticket, and
 # decides nothing (its TTL is renewed: that write makes a pipelined WAIT cover the original
 # sale, which came before it in the replication stream). Else, with the event loaded, the
 # attempt is rate-limited (RATE_LIMITED with the ms to wait), the event's due holds expire (a
 # late sweeper never costs a buyer a seat or a count: order_scripts.py), the buyer's seats are
 # counted (BUYER_LIMIT_REACHED), and the seat is decided; on OK the seat's owner, the buyer's
-# count, the outbox entry and the record are written in the same call, so the answer of a key
-# is known as soon as the script ran: no
-# record is ever "pending", and no refused request leaves one.
+# count, the PAID order (its hash, `exp` 0: never held; and its event lookup), its outbox
+# entry and the record are
+# written in the same call, so the answer of a key is known as soon as the script ran: no
+# record is ever "pending", and no refused request leaves one. The snapshot is built by the
+# caller (nothing in it depends on Redis's state), so the script encodes no JSON.
 PURCHASE_LUA = (
     DECIDE_LUA
     + RATE_LUA
@@ -66,11 +80,11 @@ local HOLDS = PREFIX .. 'holds'
 """
     + ORDER_LIB_LUA
     + """
-local idem = KEYS[8]
+local idem = KEYS[10]
 if idem then
   local record = redis.call('HMGET', idem, 'fp', 'ticket')
   if record[1] then
-    redis.call('EXPIRE', idem, tonumber(ARGV[11]))
+    redis.call('EXPIRE', idem, tonumber(ARGV[15]))
     return {'REPLAY', record[1], record[2]}
   end
 end
@@ -86,10 +100,12 @@ local outcome = decide(KEYS[1], KEYS[2], KEYS[3], tonumber(ARGV[1]), ARGV[2])
 if outcome ~= 'OK' then return {outcome} end
 redis.call('HSET', KEYS[4], ARGV[1], ARGV[4])
 redis.call('HINCRBY', KEYS[6], ARGV[6], 1)
-redis.call('XADD', KEYS[5], '*', 'kind', 'ticket', 'ticket', ARGV[3], 'rid', ARGV[5])
+redis.call('HSET', KEYS[8], 'doc', ARGV[10], 'cells', ARGV[11], 'total', ARGV[12], 'exp', 0)
+redis.call('SET', KEYS[9], ARGV[13])
+redis.call('XADD', KEYS[5], '*', 'kind', 'order', 'order', ARGV[10], 'rid', ARGV[5])
 if idem then
-  redis.call('HSET', idem, 'fp', ARGV[10], 'ticket', ARGV[3])
-  redis.call('EXPIRE', idem, tonumber(ARGV[11]))
+  redis.call('HSET', idem, 'fp', ARGV[14], 'ticket', ARGV[3])
+  redis.call('EXPIRE', idem, tonumber(ARGV[15]))
 end
 return {'OK'}
 """
@@ -145,12 +161,14 @@ class ReplicasBehind(redis.RedisError):
 
 @dataclass(frozen=True)
 class Sale:
-    """A purchase script's answer: OK, an outcome code, REPLAY with the key's record, or
-    RATE_LIMITED with the ms to wait (in `fingerprint`'s place on the wire: see `wait_ms`)."""
+    """A purchase script's answer: OK (with the id of the PAID order it stored), an outcome
+    code, REPLAY with the key's record, or RATE_LIMITED with the ms to wait (in
+    `fingerprint`'s place on the wire: see `wait_ms`)."""
 
     outcome: str
     fingerprint: str | None = None
     ticket_json: str | None = None
+    order_id: str | None = None
 
     @property
     def wait_ms(self) -> int:
@@ -186,6 +204,54 @@ def seat_bit(zone: ZoneSpec, row_index: int, column: int) -> int:
     return row_index * zone.columns + (column - 1)
 
 
+def canonical_amount(amount: Decimal | str) -> str:
+    """An amount compared by value: `190.0` and `190.00` give the same string."""
+    return format(Decimal(amount).normalize(), "f")
+
+
+def paid_order(
+    order_id: str,
+    zone: ZoneSpec,
+    row_index: int,
+    column: int,
+    ticket: dict,
+    buyer: str,
+    currency: str,
+) -> tuple[dict[str, Any], list[list[Any]]]:
+    """The one-seat sale as an order, paid at once: its snapshot at version 1 (the ticket's id,
+    price and createdOn; no hold, so no expiry; no payment provider, so `paymentId` null) and
+    its cells, as the order scripts store them."""
+    label = row_label(row_index)
+    price = f"{Decimal(ticket['price']):.2f}"
+    seat = {
+        "ticketId": ticket["ticketId"],
+        "zoneId": zone.zone_id,
+        "row": label,
+        "column": str(column),
+        "price": price,
+    }
+    doc = {
+        "orderId": order_id,
+        "venueId": ticket["venueId"],
+        "eventId": ticket["eventId"],
+        "buyer": buyer,
+        "seats": [seat],
+        "total": price,
+        "currency": currency,
+        "status": "PAID",
+        "version": 1,
+        "createdOn": ticket["createdOn"],
+        "updatedOn": ticket["createdOn"],
+        "expiresAt": None,
+        "paymentId": None,
+        "paidOn": ticket["createdOn"],
+    }
+    cells = [
+        [zone.zone_id, seat_bit(zone, row_index, column), label, ticket["ticketId"], row_index]
+    ]
+    return doc, cells
+
+
 class SeatScripts:
     """The registered scripts of one client; each call is one EVALSHA (EVAL once after a flush)."""
 
@@ -206,25 +272,36 @@ class SeatScripts:
         ticket: dict,
         buyer: str,
         limits: Limits = Limits(),
+        currency: str = "USD",
+        order_id: str | None = None,
         request_id: str = "",
         record_key: str | None = None,
         fingerprint: str = "",
         wait: Wait = Wait(),
     ) -> Sale:
-        """Sell one seat to `buyer` within `limits` and append its event to the outbox, in one
-        call; with `record_key`, answer a repeat of the key from its record instead. With
+        """Sell one seat to `buyer` within `limits` as a one-seat order paid at once (`ticket`,
+        the answer's JSON, gives its ticket id, price and time; `order_id` must name the event's
+        bucket, a new one by default) and append the order's event to the outbox, in one call;
+        with `record_key`, answer a repeat of the key from its record instead. With
         `wait.replicas`, WAIT goes in the same round trip; raises ReplicasBehind when it fell
         short after a write."""
-        bit = seat_bit(zone, row_index, column)
+        if order_id is None:
+            order_id = keys.new_order_id(event_id)
+        elif keys.order_bucket(order_id) != keys.bucket(event_id):
+            raise ValueError(f"order id {order_id!r} does not name the bucket of {event_id!r}")
+        lookup = keys.order_event_key(order_id)
+        doc, cells = paid_order(order_id, zone, row_index, column, ticket, buyer, currency)
         script_keys = [
             *keys.zone_keys(event_id, zone.zone_id),
             keys.owners_key(event_id, zone.zone_id),
             keys.outbox_stream(keys.bucket(event_id)),
             keys.buyers_key(event_id),
             keys.rate_key(event_id, buyer),
+            keys.order_key(event_id, order_id),
+            lookup,
         ]
         args = [
-            bit,
+            cells[0][1],
             row_label(row_index),
             json.dumps(ticket),
             ticket["ticketId"],
@@ -232,18 +309,27 @@ class SeatScripts:
             buyer,
             limits.seats_per_buyer,
             *limits.rate_args(),
+            json.dumps(doc),
+            json.dumps(cells),
+            canonical_amount(doc["total"]),
+            event_id,
         ]
         if record_key is not None:
             script_keys.append(record_key)
             args += [fingerprint, IDEMPOTENCY_TTL_SECONDS]
         if wait.replicas <= 0:
-            reply = self._purchase(keys=script_keys, args=args)
-            return Sale(*reply)
+            return self._sale(self._purchase(keys=script_keys, args=args), order_id)
         reply, acknowledged = self._with_wait(script_keys, args, wait)
-        sale = Sale(*reply)
+        sale = self._sale(reply, order_id)
         if sale.outcome in ("OK", "REPLAY") and acknowledged < wait.replicas:
             raise ReplicasBehind(sale, acknowledged)
         return sale
+
+    @staticmethod
+    def _sale(reply: list, order_id: str) -> Sale:
+        if reply[0] == "OK":
+            return Sale("OK", order_id=order_id)
+        return Sale(*reply)
 
     def _with_wait(self, script_keys: list, args: list, wait: Wait) -> tuple[list, int]:
         """EVALSHA and WAIT pipelined in one round trip on the node of the keys' slot."""

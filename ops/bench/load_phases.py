@@ -21,7 +21,7 @@ import seating
 import services
 import wrk_load
 from projection import percentile
-from sns_standin import decode_task
+from sns_standin import decode_task, sale_tickets
 from wrk_load import LoadResult
 
 from models.seats import outbox, owners_key
@@ -333,20 +333,18 @@ def flash_sale(rig: Rig, attempts: int = 10_000, per_seat: int = 10) -> FlashSal
     messages = rig.standin.messages()
     rig.standin.reset()
     tasks = [decode_task(m) for m in messages]
-    ticket_ids = [t["kwargs"]["ticket"]["ticketId"] for t in tasks]
+    # each sale is one apply_order task: its order of one seat, PAID, version 1 in the task id
+    sold = [sale_tickets(t) for t in tasks]
+    tickets = [ticket for found in sold for ticket in found]
+    ticket_ids = [t["ticketId"] for t in tickets]
     owners = set(rig.redis.hvals(owners_key(s.event, s.zone)))
     owners = {o.decode() if isinstance(o, bytes) else o for o in owners}
-    published = {
-        (
-            t["kwargs"]["ticket"]["eventId"],
-            t["kwargs"]["ticket"]["row"],
-            t["kwargs"]["ticket"]["column"],
-        )
-        for t in tasks
-    }
+    published = {(t["eventId"], t["row"], t["column"]) for t in tickets}
     tasks_ok = all(
-        t["task"] == "tasks.tickets.persist_ticket" and t["id"] == t["kwargs"]["ticket"]["ticketId"]
-        for t in tasks
+        len(found) == 1
+        and t["task"] == "tasks.orders.apply_order"
+        and t["id"] == f"{found[0]['orderId']}:{found[0]['version']}"
+        for t, found in zip(tasks, sold, strict=True)
     )
     bitmap, left, event_sold = seating.sold_count(rig.redis, s)
     return FlashSale(

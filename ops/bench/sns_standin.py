@@ -15,6 +15,7 @@ A bench phase reads and resets it through a small JSON control API under `/_stan
     GET  /_standin/messages              the recorded message texts (JSON list)
     GET  /_standin/tickets               per recorded message [acknowledged at (unix s), ticket
                                          id, the ticket's createdOn (unix s)], decoded on request
+                                         (a sale is a PAID order of one seat: its ticket)
     POST /_standin/fail?entries=N        fail the next N messages (a batch entry in `Failed`,
                                          a single Publish with HTTP 500)
 
@@ -83,7 +84,7 @@ class StandIn:
         out: list[list[Any]] = []
         for at, text in zip(self.acked_at, self.recorded, strict=True):
             try:
-                ticket = decode_task(text)["kwargs"]["ticket"]
+                [ticket] = sale_tickets(decode_task(text))
                 created = datetime.fromisoformat(ticket["createdOn"].replace("Z", "+00:00"))
                 out.append([at, ticket["ticketId"], created.timestamp()])
             except (KeyError, TypeError, ValueError):
@@ -252,6 +253,21 @@ def decode_task(message: str) -> dict[str, Any]:
     args, kwargs, _embed = json.loads(body)
     headers = envelope.get("headers", {})
     return {"task": headers.get("task"), "id": headers.get("id"), "args": args, "kwargs": kwargs}
+
+
+def sale_tickets(task: dict[str, Any]) -> list[dict[str, Any]]:
+    """The tickets a decoded task carries: a sale's order (`apply_order`, PAID: each seat with
+    the order's eventId, createdOn, orderId and version) or an older release's ticket task
+    (`persist_ticket`: its ticket); none for anything else."""
+    if task["task"] == "tasks.orders.apply_order":
+        order = task["kwargs"]["order"]
+        if order["status"] != "PAID":
+            return []
+        shared = {k: order[k] for k in ("eventId", "createdOn", "orderId", "version")}
+        return [{**seat, **shared} for seat in order["seats"]]
+    if task["task"] == "tasks.tickets.persist_ticket":
+        return [task["kwargs"]["ticket"]]
+    return []
 
 
 _REASONS = {

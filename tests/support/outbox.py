@@ -1,5 +1,6 @@
-"""Test support: outbox entries written as the purchase script writes them, tickets for them,
-and whether their rows arrived."""
+"""Test support: outbox entries (an older release's ticket entries, written as its purchase
+script wrote them; the order snapshots of today's), tickets for them, and whether their rows
+arrived."""
 
 from __future__ import annotations
 
@@ -60,7 +61,8 @@ def wait_persisted(tickets: list[dict[str, Any]], seconds: float = 60) -> None:
 
 
 def entry_fields(ticket: dict[str, Any], request_id: str = "") -> dict[str, str]:
-    """Exactly the fields of the purchase script's entry for one sold seat."""
+    """Exactly the fields of an older release's purchase entry for one sold seat (`kind=ticket`:
+    the relay and the worker still take them)."""
     return {"kind": "ticket", "ticket": json.dumps(ticket), "rid": request_id}
 
 
@@ -77,6 +79,17 @@ def add_tickets(r: Any, tickets: list[dict[str, Any]], bucket_no: int) -> list[s
     for ticket in tickets:
         pipe.xadd(keys.outbox_stream(bucket_no), entry_fields(ticket))
     return pipe.execute()
+
+
+def order_snapshots(r: Any) -> list[dict[str, Any]]:
+    """The order snapshot of every `kind=order` entry in the outbox streams (the purchase
+    script's sales and the box office's transitions), oldest first per stream."""
+    return [
+        json.loads(fields["order"])
+        for stream in keys.outbox_streams()
+        for _, fields in r.xrange(stream)
+        if fields.get("kind") == "order"
+    ]
 
 
 def stream_lengths(r: Any) -> int:
