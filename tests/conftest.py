@@ -113,6 +113,13 @@ def clean_tickets(database: None) -> None:
     from tests.support.factories import clear_tickets
     from tests.support.processes import wait_until
 
+    if _session_relay:
+        # an earlier test's events still in the outbox would reach MySQL after the clean-up,
+        # where an order of this test may have taken their seats again (retried, then
+        # dead-lettered, for minutes): the session relay sends them first
+        from tests.support.outbox import stream_lengths
+
+        wait_until(lambda: stream_lengths(seats.client()) == 0, 60, "an empty outbox")
     if _session_worker:
         wait_until(
             lambda: queue_counts(settings.get().queue_url) == (0, 0), 120, "an idle session queue"
