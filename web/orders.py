@@ -20,11 +20,9 @@ IDEMPOTENCY_KEY_REUSED. The key lives as long as the order.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
-import uuid
 from typing import Any
 
 import redis
@@ -62,7 +60,6 @@ ORDER_FIELDS = (
     "version",
 )
 # An order id namespace for Idempotency-Keys (any fixed uuid: it only has to never change).
-_KEYED_ORDERS = uuid.UUID("8a0d6f2e-4d1c-5b7a-9e3f-1c2b3a4d5e6f")
 _LOCATION = {
     "Location": {"description": "The order on the purchase side.", "schema": {"type": "string"}}
 }
@@ -306,17 +303,15 @@ def _created(order: seats.Order) -> Response:
 def _keyed_order_id(buyer: str, key: str, event: EventSpec) -> str:
     """The order id of a buyer's Idempotency-Key on an event: the same for every repeat, with
     the event's bucket as its last hex digit (as `keys.new_order_id` makes them)."""
-    name = json.dumps([buyer, key, event.event_id])
-    return str(uuid.uuid5(_KEYED_ORDERS, name))[:-1] + format(keys.bucket(event.event_id), "x")
+    return keys.new_order_id(event.event_id, json.dumps([buyer, key, event.event_id]))
 
 
 def _fingerprint(req: dict[str, Any]) -> str:
-    """sha256 of the canonical JSON of the validated body (rows in upper case)."""
+    """The validated body's fingerprint, rows in upper case."""
     canonical = dict(req)
     if "seats" in canonical:
         canonical["seats"] = [{**seat, "row": seat["row"].upper()} for seat in req["seats"]]
-    text = json.dumps(canonical, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()
+    return sales.fingerprint(canonical)
 
 
 _ACTIONS = {

@@ -17,7 +17,6 @@ never frees a seat.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -110,7 +109,7 @@ def purchase_ticket() -> Response:
     ticket = _new_ticket(venue.venue_id, event.event_id, zone, row, column)
     record_key = fingerprint = None
     if idempotency_key is not None:
-        fingerprint = _fingerprint({**req, "row": row})
+        fingerprint = sales.fingerprint({**req, "row": row})
         record_key = idempotency_record(event.event_id, buyer, idempotency_key)
     s = settings.get()
     try:
@@ -194,16 +193,7 @@ def _created(ticket: dict) -> Response:
 def idempotency_record(event_id: str, buyer: str, key: str) -> str:
     """The Redis key of a buyer's Idempotency-Key on an event: another buyer sending the same
     key (and body) makes a purchase of its own, and never learns this buyer's answer."""
-    return seats.idempotency_key(event_id, _sha256(f"{buyer}\n{key}"))
-
-
-def _sha256(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def _fingerprint(req: dict) -> str:
-    """sha256 of the canonical JSON of the validated body (row in upper case)."""
-    return _sha256(json.dumps(req, sort_keys=True, separators=(",", ":")))
+    return seats.idempotency_key(event_id, sales.sha256(f"{buyer}\n{key}"))
 
 
 def _replay(sale: seats.Sale, fingerprint: str | None) -> Response:

@@ -8,6 +8,8 @@ except the catalog's reread every CATALOG_CACHE_SECONDS.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import re
 import threading
@@ -88,6 +90,16 @@ def seat_in_range(zone: ZoneSpec, row: str, column: str) -> tuple[int, int]:
             f"and columns 1 to {zone.columns}.",
         )
     return r_index, col
+
+
+def sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def fingerprint(req: dict[str, Any]) -> str:
+    """sha256 of the canonical JSON of a validated body: an Idempotency-Key's repeat must carry
+    the same one."""
+    return sha256(json.dumps(req, sort_keys=True, separators=(",", ":")))
 
 
 def check_sales_window(event: EventSpec, now: datetime | None = None) -> None:

@@ -122,10 +122,15 @@ def runs_key(event_id: str, zone_id: int) -> str:
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
 
 
-def new_order_id(event_id: str) -> str:
-    """A new order id: a random uuid whose last hex digit is the event's bucket, so the routes
-    that name only the order (`/orders/{id}`) find the slot of its event lookup."""
-    return str(uuid.uuid4())[:-1] + format(bucket(event_id), "x")
+def new_order_id(event_id: str, name: str | None = None) -> str:
+    """A new order id: a random uuid (or, with `name`, the uuid5 of that name: the same for
+    every call) whose last hex digit is the event's bucket, so the routes that name only the
+    order (`/orders/{id}`) find the slot of its event lookup."""
+    base = uuid.uuid4() if name is None else uuid.uuid5(_KEYED_ORDERS, name)
+    return str(base)[:-1] + format(bucket(event_id), "x")
+
+
+_KEYED_ORDERS = uuid.UUID("8a0d6f2e-4d1c-5b7a-9e3f-1c2b3a4d5e6f")
 
 
 def order_bucket(order_id: str) -> int | None:
