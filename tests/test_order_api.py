@@ -270,6 +270,55 @@ def test_a_call_that_may_have_run_is_outcome_unknown(api, monkeypatch):
     assert int(response.headers["Retry-After"]) >= 1
 
 
+def test_an_answer_lost_after_the_hold_ran_is_outcome_unknown_and_the_key_tells(
+    api, loaded_seats, monkeypatch, session_settings
+):
+    """The uncertain failure: Redis runs the hold, its answer never arrives. The buyer hears
+    503 OUTCOME_UNKNOWN; the seats stay held with the order's one event; the same
+    Idempotency-Key then answers the 201 of that order, and holds nothing more. A cancel while
+    answers are lost fails at its first call (the order's lookup, a read: 503
+    SERVICE_UNAVAILABLE, nothing changed), and the cancel again is the one transition."""
+    from urllib.parse import urlsplit
+
+    from tests.support.outbox import order_snapshots
+    from tests.support.proxy import TcpProxy
+
+    r = loaded_seats
+    url = urlsplit(session_settings.redis_url)
+    proxy = TcpProxy(url.hostname, url.port)
+    proxied = seats.connect(f"redis://127.0.0.1:{proxy.port}{url.path}", cluster=False, timeout=0.5)
+    monkeypatch.setattr(seats, "client", lambda url=None: proxied)
+    try:
+        held(api, {**GOOD, "seats": [{"zoneId": 3, "row": "A", "column": "1"}]})  # warm
+        proxy.drop_answers()
+        key = {"Idempotency-Key": "lost-hold-1"}
+        lost = hold(api, **key)
+        assert_problem(lost, 503, "OUTCOME_UNKNOWN")
+        [made] = [
+            o
+            for o in order_snapshots(r)
+            if o["seats"][0]["row"] == SEATS[0]["row"]
+            and o["seats"][0]["zoneId"] == SEATS[0]["zoneId"]
+        ]
+        assert made["status"] == "HELD"
+        proxy.heal()
+        replay = hold(api, **key)
+        assert replay.status_code == 201
+        assert replay.headers["Idempotent-Replayed"] == "true"
+        assert replay.get_json()["orderId"] == made["orderId"]
+        assert [o["version"] for o in order_snapshots(r) if o["orderId"] == made["orderId"]] == [1]
+
+        proxy.drop_answers()
+        assert_problem(cancel(api, made["orderId"]), 503, "SERVICE_UNAVAILABLE")
+        proxy.heal()
+        again = cancel(api, made["orderId"])
+        assert again.status_code == 200 and again.get_json()["status"] == "CANCELLED"
+        versions = [o["version"] for o in order_snapshots(r) if o["orderId"] == made["orderId"]]
+        assert versions == [1, 2]  # one cancel, one event
+    finally:
+        proxy.close()
+
+
 # --- bad input leaves nothing ----------------------------------------------------------------
 
 
