@@ -156,6 +156,9 @@ def test_whole_flow_log_in_pick_hold_pay_tickets_in_the_query_api(
 
     shop.action("hold").click()
     expect(shop.status).to_contain_text("HELD", timeout=LONG)
+    # the map marks them at its next render, a moment after the status
+    for column in (7, 8):
+        expect(shop.seat(3, "B", column)).to_have_attribute("data-state", "mine", timeout=LONG)
     assert sorted(shop.mine()) == ["3-B-7", "3-B-8"]
     first = shop.countdown()
     assert 0 < first <= settings.get().hold_seconds
